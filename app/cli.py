@@ -1,0 +1,66 @@
+"""`ticketlab` command line. Each subcommand is a module in `app/commands/` with `add_parser` and `run`.
+
+Errors the user can fix (`TicketLabError`) print one line and exit 2; nothing else is caught.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from pruning import settings
+from pruning.errors import TicketLabError
+
+from . import commands
+
+
+def common_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--data-dir", help="reference data folder (benchmarks/, corpora/); default $TICKETLAB_DATA_DIR "
+                                      "or data/reference")
+    p.add_argument("--state-dir", help="local state folder (models, tickets, ledger); default $TICKETLAB_STATE_DIR or ./data")
+    p.add_argument("--ledger", help="ledger DuckDB file; default <state-dir>/ledger.duckdb")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ticketlab", description="Prune LLMs into lottery tickets, evaluate, "
+                                     "review and export them.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parent = common_parser()
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{commands.__name__}.{info.name}")
+        for p in module.add_parser(sub, parent) or []:
+            p.set_defaults(_module=module)
+    return parser
+
+
+def apply_common(args: argparse.Namespace) -> None:
+    import os
+
+    if getattr(args, "state_dir", None):
+        settings.set_state_dir(args.state_dir)
+    if getattr(args, "data_dir", None):
+        settings.set_data_dir(args.data_dir)
+    if getattr(args, "ledger", None):
+        os.environ["TICKETLAB_LEDGER"] = args.ledger
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    apply_common(args)
+    try:
+        return int(args._module.run(args) or 0)
+    except TicketLabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""`random` and `magnitude`: the two calibration-free baselines, layer-wise or global.
+
+`random` is the control every lottery-ticket comparison needs: same per-tensor sparsity as asked,
+weights chosen uniformly with the seed.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..masks import nm_mask, parse_pattern, prune_lowest, prune_lowest_global
+from ..registry import PATTERN, SCOPE, PruneOptions, PruneResult, register
+
+
+def _scored_masks(loaded, options: PruneOptions, score_fn) -> dict[str, torch.Tensor]:
+    adapter = loaded.adapter
+    refs = adapter.linears()
+    nm = parse_pattern(options["pattern"])
+    views = {}
+    for ref in refs:
+        views[ref.name] = (ref, score_fn(ref, adapter.weight_view(ref)))
+    if nm:
+        masks = {name: nm_mask(s, *nm) for name, (ref, s) in views.items()}
+    elif options["scope"] == "global":
+        masks = prune_lowest_global({name: s for name, (ref, s) in views.items()}, options.sparsity)
+    else:
+        masks = {}
+        for i, (name, (ref, s)) in enumerate(views.items()):
+            masks[name] = prune_lowest(s, options.sparsity)
+            options.report(i + 1, len(views), name)
+    # back from the [out, in] view to the parameter's own layout
+    return {name: (m.t() if views[name][0].transposed else m).contiguous().cpu() for name, m in masks.items()}
+
+
+@register("magnitude", "Smallest |W| pruned (Han et al. 2015); layer-wise or global; optional N:M.",
+          params=(SCOPE, PATTERN))
+def prune_magnitude(loaded, calib, options: PruneOptions) -> PruneResult:
+    return PruneResult(_scored_masks(loaded, options, lambda ref, w: w.abs().float()))
+
+
+@register("random", "Uniformly random weights pruned with the seed: the lottery-ticket control.",
+          params=(SCOPE, PATTERN))
+def prune_random(loaded, calib, options: PruneOptions) -> PruneResult:
+    g = torch.Generator().manual_seed(options.seed)
+
+    def score(ref, w):
+        return torch.rand(w.shape, generator=g)
+
+    return PruneResult(_scored_masks(loaded, options, score))
