@@ -25,7 +25,7 @@ def _scored_masks(loaded, options: PruneOptions, score_fn) -> dict[str, torch.Te
         masks = prune_lowest_global({name: s for name, (ref, s) in views.items()}, options.sparsity)
     else:
         masks = {}
-        for i, (name, (ref, s)) in enumerate(views.items()):
+        for i, (name, (_ref, s)) in enumerate(views.items()):
             masks[name] = prune_lowest(s, options.sparsity)
             options.report(i + 1, len(views), name)
     # back from the [out, in] view to the parameter's own layout
