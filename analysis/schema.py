@@ -36,6 +36,9 @@ MIGRATIONS: list[str] = [
     CREATE TABLE experiments (
         id VARCHAR PRIMARY KEY, kind VARCHAR NOT NULL, params JSON, status VARCHAR,
         created_at TIMESTAMP DEFAULT current_timestamp, summary JSON);
+    CREATE TABLE attribution_head (
+        run_id VARCHAR NOT NULL, subject VARCHAR NOT NULL, layer INTEGER NOT NULL, head INTEGER NOT NULL,
+        value DOUBLE, abs_value DOUBLE, n_pairs INTEGER);
     """,
 ]
 
