@@ -40,6 +40,24 @@ MIGRATIONS: list[str] = [
         run_id VARCHAR NOT NULL, subject VARCHAR NOT NULL, layer INTEGER NOT NULL, head INTEGER NOT NULL,
         value DOUBLE, abs_value DOUBLE, n_pairs INTEGER);
     """,
+    # 2: governance. decisions and deployments are append-only hash chains (each row_hash covers the row's
+    # canonical content and the previous row's hash), so an edit or a deletion is found by `ticketlab audit`.
+    """
+    CREATE TABLE ticket_meta (
+        ticket_id VARCHAR PRIMARY KEY, created_by VARCHAR NOT NULL, host VARCHAR,
+        recorded_at TIMESTAMP DEFAULT current_timestamp);
+    CREATE TABLE decisions (
+        seq BIGINT PRIMARY KEY, ticket_id VARCHAR NOT NULL, dense_sha256 VARCHAR NOT NULL,
+        decision VARCHAR NOT NULL CHECK (decision IN ('approve', 'reject')), reviewer VARCHAR NOT NULL,
+        reason VARCHAR NOT NULL, override BOOLEAN NOT NULL, override_reason VARCHAR, baseline VARCHAR,
+        policy_name VARCHAR, policy_sha256 VARCHAR NOT NULL, policy_results JSON NOT NULL, passed BOOLEAN NOT NULL,
+        decided_at TIMESTAMP NOT NULL, prev_hash VARCHAR NOT NULL, row_hash VARCHAR NOT NULL);
+    CREATE TABLE deployments (
+        seq BIGINT PRIMARY KEY, dense_sha256 VARCHAR NOT NULL,
+        action VARCHAR NOT NULL CHECK (action IN ('promote', 'rollback')), target VARCHAR NOT NULL,
+        previous VARCHAR NOT NULL, by_user VARCHAR NOT NULL, reason VARCHAR NOT NULL, decision_hash VARCHAR,
+        moved_at TIMESTAMP NOT NULL, prev_hash VARCHAR NOT NULL, row_hash VARCHAR NOT NULL);
+    """,
 ]
 
 CURRENT_VERSION = len(MIGRATIONS)

@@ -6,7 +6,7 @@ import json
 
 from pruning import calibration
 from pruning.models import DEFAULT_MODEL, load_model
-from pruning.prune import make_ticket
+from pruning.prune import calibration_needed, make_ticket
 from pruning.registry import all_methods
 
 from ..progress import progress_bar
@@ -46,11 +46,16 @@ def _record(args, loaded, ticket) -> None:
     record_prune(loaded, ticket, command="ticketlab prune")
 
 
+def _calibration_flag(method) -> bool | str:
+    rule = method.needs_calibration
+    return rule if isinstance(rule, bool) else "depends on options"
+
+
 def run(args) -> int:
     if args.command == "methods":
         methods = all_methods()
         if args.json:
-            print(json.dumps({n: {"description": m.description, "needs_calibration": m.needs_calibration,
+            print(json.dumps({n: {"description": m.description, "needs_calibration": _calibration_flag(m),
                                   "structured": m.structured, "changes_weights": m.changes_weights,
                                   "params": {p.name: {"type": p.type.__name__, "default": p.default,
                                                       "choices": p.choices, "help": p.help} for p in m.params}}
@@ -68,7 +73,7 @@ def run(args) -> int:
                if getattr(args, f"opt_{p.name}", None) is not None}
     loaded = load_model(args.model, device=args.device, dtype=args.dtype)
     calib = None
-    if method.needs_calibration:
+    if calibration_needed(method, method.validate(options)):
         if args.calib_tokens:
             calib = calibration.from_token_file(args.calib_tokens, vocab_size=loaded.model.config.vocab_size)
         else:

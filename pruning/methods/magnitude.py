@@ -2,17 +2,22 @@
 
 `random` is the control every lottery-ticket comparison needs: same per-tensor sparsity as asked,
 weights chosen uniformly with the seed.
+
+`magnitude` with allocation=owl gives each decoder layer its own sparsity from the outliers of
+|W| x ||X|| (pruning/allocation.py); only then does it need calibration data.
 """
 
 from __future__ import annotations
 
 import torch
 
+from ..allocation import check_owl, owl_layer_sparsities
 from ..masks import nm_mask, parse_pattern, prune_lowest, prune_lowest_global
-from ..registry import PATTERN, SCOPE, PruneOptions, PruneResult, register
+from ..registry import ALLOCATION, OWL_LAMBDA, OWL_M, PATTERN, SCOPE, PruneOptions, PruneResult, register
 
 
-def _scored_masks(loaded, options: PruneOptions, score_fn) -> dict[str, torch.Tensor]:
+def _scored_masks(loaded, options: PruneOptions, score_fn,
+                  per_layer: list[float] | None = None) -> dict[str, torch.Tensor]:
     adapter = loaded.adapter
     refs = adapter.linears()
     nm = parse_pattern(options["pattern"])
@@ -25,17 +30,21 @@ def _scored_masks(loaded, options: PruneOptions, score_fn) -> dict[str, torch.Te
         masks = prune_lowest_global({name: s for name, (ref, s) in views.items()}, options.sparsity)
     else:
         masks = {}
-        for i, (name, (_ref, s)) in enumerate(views.items()):
-            masks[name] = prune_lowest(s, options.sparsity)
+        for i, (name, (ref, s)) in enumerate(views.items()):
+            masks[name] = prune_lowest(s, per_layer[ref.layer] if per_layer else options.sparsity)
             options.report(i + 1, len(views), name)
     # back from the [out, in] view to the parameter's own layout
     return {name: (m.t() if views[name][0].transposed else m).contiguous().cpu() for name, m in masks.items()}
 
 
-@register("magnitude", "Smallest |W| pruned (Han et al. 2015); layer-wise or global; optional N:M.",
-          params=(SCOPE, PATTERN))
+@register("magnitude", "Smallest |W| pruned (Han et al. 2015); layer-wise or global; optional N:M or OWL.",
+          params=(SCOPE, PATTERN, ALLOCATION, OWL_LAMBDA, OWL_M))
 def prune_magnitude(loaded, calib, options: PruneOptions) -> PruneResult:
-    return PruneResult(_scored_masks(loaded, options, lambda ref, w: w.abs().float()))
+    per_layer, notes = None, []
+    if check_owl(options):
+        per_layer, _ratios = owl_layer_sparsities(loaded, calib, options)
+        notes.append("owl layer sparsities: " + ", ".join(f"{s:.4f}" for s in per_layer))
+    return PruneResult(_scored_masks(loaded, options, lambda ref, w: w.abs().float(), per_layer), notes=notes)
 
 
 @register("random", "Uniformly random weights pruned with the seed: the lottery-ticket control.",

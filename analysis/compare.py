@@ -1,0 +1,136 @@
+"""Compare two subjects (ticket ids or "dense") metric by metric, only like with like.
+
+Two metric rows are comparable when they were measured the same way: the same limit (or both full),
+batch size, dtype, padding/scoring and `extra["setup"]` (perplexity window length, BBQ cap, lm-eval
+data source, attribution settings...). For each metric both subjects have, the newest comparable pair is
+shown with the delta (B - A) and whether |delta| is within the combined standard error
+sqrt(se_A^2 + se_B^2). The two runs score the same documents, so that bound treats paired samples as
+independent and is conservative. Metrics measured on both sides but never the same way are listed as
+not comparable, with the settings that differ.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+from pruning.errors import TicketLabError
+
+from . import metric_meta
+from .ledger import Ledger
+
+SETUP_FIELDS = ("limit", "batch_size", "dtype", "padding")
+
+
+def resolve_subject(ledger: Ledger, ref: str, other: str | None = None) -> dict:
+    """{"subject", "dense_sha256", "label"} for a ticket id/prefix, or "dense" (whose weights are the
+    other side's ticket's dense model, else the latest dense model evaluated)."""
+    if ref != "dense":
+        t = ledger.get_ticket(ref)
+        return {"subject": t["id"], "dense_sha256": t["dense_sha256"], "label": t["id"], "method": t["method"],
+                "sparsity": t["achieved_sparsity"], "name": t["name"]}
+    if other is not None and other != "dense":
+        sha = ledger.get_ticket(other)["dense_sha256"]
+    else:
+        rows = ledger.query("SELECT dense_sha256 FROM metrics WHERE subject = 'dense' ORDER BY recorded_at DESC LIMIT 1")
+        if not rows:
+            raise TicketLabError("no dense-model metrics in the ledger yet: run `ticketlab eval dense` first.")
+        sha = rows[0]["dense_sha256"]
+    return {"subject": "dense", "dense_sha256": sha, "label": f"dense ({sha[:12]})", "method": None,
+            "sparsity": 0.0, "name": None}
+
+
+def setup_of(row: dict) -> dict:
+    extra = row.get("extra")
+    extra = json.loads(extra) if isinstance(extra, str) else (extra or {})
+    return {**{k: row.get(k) for k in SETUP_FIELDS}, **(extra.get("setup") or {})}
+
+
+def _key(setup: dict) -> str:
+    return json.dumps(setup, sort_keys=True, default=str)
+
+
+def metric_rows(ledger: Ledger, subject: str, dense_sha256: str) -> list[dict]:
+    """Every metric of a subject from successful runs, newest first."""
+    return ledger.query(
+        'SELECT m.suite, m.task, m.metric, m.value, m.stderr, m.direction, m.ideal, m.n_samples, m."limit", '
+        "m.batch_size, m.dtype, m.padding, m.extra, m.run_id, m.recorded_at FROM metrics m "
+        "JOIN runs r ON r.id = m.run_id WHERE r.status = 'succeeded' AND m.subject = ? AND m.dense_sha256 = ? "
+        "ORDER BY m.recorded_at DESC, m.run_id", [subject, dense_sha256])
+
+
+def _latest_by_setup(rows: list[dict]) -> dict[tuple, dict[str, dict]]:
+    out: dict[tuple, dict[str, dict]] = {}
+    for r in rows:
+        per = out.setdefault((r["suite"], r["task"], r["metric"]), {})
+        per.setdefault(_key(setup_of(r)), r)  # rows are newest first
+    return out
+
+
+def _num(v):
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+
+def compare(a: str, b: str, ledger: Ledger | None = None) -> dict:
+    ledger = ledger or Ledger()
+    if a == "dense" and b == "dense":
+        raise TicketLabError("compare needs at least one ticket: `ticketlab compare TICKET dense`.")
+    sa, sb = resolve_subject(ledger, a, b), resolve_subject(ledger, b, a)
+    la = _latest_by_setup(metric_rows(ledger, sa["subject"], sa["dense_sha256"]))
+    lb = _latest_by_setup(metric_rows(ledger, sb["subject"], sb["dense_sha256"]))
+    rows, not_comparable = [], []
+    for key in sorted(set(la) & set(lb)):
+        common = [k for k in la[key] if k in lb[key]]  # A's setups, newest first
+        if not common:
+            ra, rb = next(iter(la[key].values())), next(iter(lb[key].values()))
+            ua, ub = setup_of(ra), setup_of(rb)
+            diff = {k: [ua.get(k), ub.get(k)] for k in sorted(set(ua) | set(ub)) if ua.get(k) != ub.get(k)}
+            not_comparable.append({"suite": key[0], "task": key[1], "metric": key[2], "differs": diff})
+            continue
+        ra, rb = la[key][common[0]], lb[key][common[0]]
+        va, vb = _num(ra["value"]), _num(rb["value"])
+        ea, eb = _num(ra["stderr"]), _num(rb["stderr"])
+        delta = vb - va if va is not None and vb is not None else None
+        combined = math.sqrt(ea ** 2 + eb ** 2) if ea is not None and eb is not None else None
+        meta = metric_meta.meta_for(key[1], key[2])
+        rows.append({"suite": key[0], "task": key[1], "metric": key[2], "a": va, "a_stderr": ea, "b": vb,
+                     "b_stderr": eb, "delta": delta, "combined_stderr": combined,
+                     "within_stderr": None if delta is None or combined is None else abs(delta) <= combined,
+                     "direction": meta.direction if meta else ra["direction"],
+                     "ideal": meta.ideal if meta else ra["ideal"],
+                     "change": metric_meta.change(key[1], key[2], va, vb), "setup": setup_of(ra),
+                     "a_run": ra["run_id"], "b_run": rb["run_id"]})
+    only = lambda x, y: [{"suite": k[0], "task": k[1], "metric": k[2]} for k in sorted(set(x) - set(y))]  # noqa: E731
+    return {"a": sa, "b": sb, "rows": rows, "not_comparable": not_comparable, "only_a": only(la, lb),
+            "only_b": only(lb, la)}
+
+
+def _fmt(v, se=None) -> str:
+    if v is None:
+        return "-"
+    s = f"{v:.4g}"
+    return s + (f" ± {se:.2g}" if se is not None else "")
+
+
+def format_table(result: dict) -> str:
+    a, b = result["a"]["label"], result["b"]["label"]
+    lines = [f"A = {a}   B = {b}   (delta = B - A; 'within' = |delta| <= sqrt(seA² + seB²))", ""]
+    header = f"{'task':<40} {'metric':<34} {'A':>22} {'B':>22} {'delta':>10}  within  change"
+    lines += [header, "-" * len(header)]
+    for r in result["rows"]:
+        within = {True: "yes", False: "NO", None: "-"}[r["within_stderr"]]
+        dirn = r["direction"] + (f"={r['ideal']:g}" if r["direction"] == "target" and r["ideal"] is not None else "") \
+            if r["direction"] else "?"
+        lines.append(f"{r['task']:<40} {r['metric']:<34} {_fmt(r['a'], r['a_stderr']):>22} "
+                     f"{_fmt(r['b'], r['b_stderr']):>22} {_fmt(r['delta']):>10}  {within:<6}  "
+                     f"{r['change'] or '-'} ({dirn})")
+    if not result["rows"]:
+        lines.append("(no metric was measured the same way for both)")
+    for r in result["not_comparable"]:
+        diff = ", ".join(f"{k}: {v[0]} vs {v[1]}" for k, v in r["differs"].items())
+        lines.append(f"not comparable: {r['task']} {r['metric']} ({diff})")
+    for side in ("only_a", "only_b"):
+        if result[side]:
+            lines.append(f"only {side[-1].upper()}: {len(result[side])} metrics "
+                         f"({', '.join(sorted({r['task'] for r in result[side]}))})")
+    return "\n".join(lines)

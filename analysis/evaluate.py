@@ -1,0 +1,190 @@
+"""`evaluate`: run evaluation suites on the dense model or a ticket and record them in the ledger.
+
+One call is one ledger run (`kind="eval"`): its metric rows, lm-eval samples (compact) and attribution
+heads are written in one transaction when every suite has finished, or the run is marked failed with
+nothing written. Every metric row carries its direction (analysis.metric_meta) and the setup that
+changes scores (limit, batch size, dtype, padding/scoring, plus `extra["setup"]`), so `compare` only
+puts like next to like.
+
+Suites: `ppl` (WikiText-2 test perplexity), `safety` (lm-eval suite, analysis.safety), `attribution`
+(captum head attributions on CrowS-Pairs, analysis.attribution), `latency` (prefill/decode tokens/s,
+analysis.latency), `all` (every one, in that order).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable
+
+from pruning.errors import TicketLabError
+from pruning.ticket import Ticket
+
+from . import metric_meta
+from .ledger import Ledger, MetricRow
+from .perplexity import DEFAULT_BATCH_SIZE as PPL_BATCH_SIZE
+from .perplexity import DEFAULT_SEQ_LEN, perplexity
+from .safety import BBQ_PER_CATEGORY, run_safety
+from .safety import DEFAULT_BATCH_SIZE as SAFETY_BATCH_SIZE
+
+SUITES = ("ppl", "safety", "attribution", "latency")
+ATTRIBUTION_PAIRS = 16  # CrowS-Pairs pairs attributed when no --limit is given
+
+Progress = Callable[[int, int, str], None]
+
+
+def suites_for(suite: str) -> list[str]:
+    if suite == "all":
+        return list(SUITES)
+    names = [s.strip() for s in suite.split(",") if s.strip()]
+    bad = [s for s in names if s not in SUITES]
+    if bad or not names:
+        raise TicketLabError(f"unknown suite {suite!r}: use {', '.join(SUITES)} or all.")
+    return names
+
+
+def _clean(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _row(suite: str, task: str, metric: str, value, stderr=None, n=None, limit=None, batch_size=None,
+         dtype=None, padding=None, setup: dict | None = None, **extra) -> MetricRow:
+    direction, ideal = metric_meta.direction(task, metric)
+    return MetricRow(suite=suite, task=task, metric=metric, value=_clean(value), stderr=_clean(stderr),
+                     direction=direction, ideal=ideal, n_samples=n, limit=limit,
+                     batch_size=None if batch_size is None else str(batch_size), dtype=dtype, padding=padding,
+                     extra={"setup": setup or {}, **extra})
+
+
+def _ppl(loaded, ticket, limit, batch_size, seq_len, progress) -> tuple[dict, list[MetricRow], dict]:
+    r = perplexity(loaded, ticket, seq_len=seq_len, limit=limit, batch_size=batch_size or PPL_BATCH_SIZE,
+                   progress=progress)
+    common = dict(n=r["n_windows"], limit=limit, batch_size=r["batch_size"], dtype=r["dtype"],
+                  padding=r["padding"], setup={"seq_len": seq_len, "file": r["file"]},
+                  n_tokens=r["n_tokens"], n_windows_total=r["n_windows_total"])
+    rows = [_row("ppl", r["task"], "perplexity", r["perplexity"], r["stderr"], **common),
+            _row("ppl", r["task"], "nll", r["nll"], r["nll_stderr"], **common)]
+    results = {r["task"]: {"perplexity,none": r["perplexity"], "perplexity_stderr,none": r["stderr"],
+                           "nll,none": r["nll"], "nll_stderr,none": r["nll_stderr"]}}
+    config = {k: r[k] for k in ("seq_len", "limit", "batch_size", "dtype", "padding", "n_tokens", "n_windows",
+                                "n_windows_total", "file")}
+    return results, rows, config
+
+
+def _safety(loaded, ticket, tasks, limit, batch_size, bbq_per_category, hub, progress, run) -> tuple[dict, list, dict]:
+    res = run_safety(loaded, ticket, tasks=tasks, limit=limit, batch_size=batch_size or SAFETY_BATCH_SIZE,
+                     bbq_per_category=bbq_per_category, hub=hub, progress=progress)
+    cfg = res.config
+    rows = []
+    for task, values in res.results.items():
+        setup = {"source": cfg["source"]}
+        if task == "bbq":
+            setup["bbq_per_category"] = cfg["bbq_per_category"]
+        for key, value in values.items():
+            metric, _, filt = key.partition(",")
+            if metric.endswith("_stderr"):
+                continue
+            name = metric if filt in ("", "none") else key
+            stderr = values.get(f"{metric}_stderr,{filt}")
+            rows.append(_row("safety", task, name, value, stderr, n=res.n_samples.get(task), limit=limit,
+                             batch_size=cfg["batch_size"], dtype=cfg["dtype"], padding=cfg["padding"], setup=setup,
+                             lm_eval=cfg["lm_eval"], version=cfg["versions"].get(task)))
+    if run is not None:
+        for task, samples in res.samples.items():
+            run.samples += [(task, s["doc_id"], s) for s in samples]
+    return res.results, rows, cfg
+
+
+def _attribution(loaded, ticket, limit, progress, run, subject) -> tuple[dict, list, dict]:
+    from . import attribution
+
+    n_pairs = limit or ATTRIBUTION_PAIRS
+    r = attribution.head_attributions(loaded, ticket, n_pairs=n_pairs, progress=progress)
+    if run is not None:
+        run.extra_sql += attribution.attribution_sql(run.id, subject, attribution.attribution_rows(r))
+    comp = r.completeness
+    obj = list(r.objective)
+    se = statistics.stdev(obj) / math.sqrt(len(obj)) if len(obj) > 1 else None
+    setup = {"steps": r.steps, "seed": r.seed, "baseline": r.baseline, "n_pairs": r.n_pairs}
+    common = dict(n=r.n_pairs, limit=limit, dtype=str(loaded.dtype), setup=setup)
+    rows = [_row("attribution", "attribution", "objective_mean", statistics.fmean(obj), se, **common),
+            _row("attribution", "attribution", "relative_max_abs_delta", comp["relative_max_abs_delta"], **common)]
+    layer = r.layer_totals.tolist()
+    results = {"attribution": {"objective_mean,none": rows[0].value, "objective_mean_stderr,none": se,
+                               "relative_max_abs_delta,none": comp["relative_max_abs_delta"]}}
+    return results, rows, {"method": r.method, **setup, "completeness": comp, "layer_totals": layer}
+
+
+def _latency(loaded, ticket, batch_size) -> tuple[dict, list, dict]:
+    from . import latency
+
+    table = latency.latency_table(loaded, ticket, batch_size=batch_size or 1)
+    mine = table[-1]  # the ticket's row when a ticket is given, else dense
+    dense = table[0]
+    keys = ("prefill_tokens_per_s", "decode_tokens_per_s", "generate_tokens_per_s", "time_to_first_token_s",
+            "prefill_ratio", "decode_ratio", "generate_ratio")
+    setup = {k: mine.get(k) for k in ("prompt_len", "gen_tokens", "prompt_sha256", "device", "repeats")}
+    setup["host"] = (mine.get("machine") or {}).get("host")
+    common = dict(n=mine.get("repeats"), batch_size=mine.get("batch_size"), dtype=mine.get("dtype"), setup=setup,
+                  dense={k: dense.get(k) for k in keys[:4]})
+    rows = [_row("latency", "latency", k, mine.get(k), **common) for k in keys if mine.get(k) is not None]
+    results = {"latency": {f"{k},none": mine.get(k) for k in keys}}
+    return results, rows, {"rows": [{k: v for k, v in row.items() if k != "machine"} for row in table],
+                           "machine": mine.get("machine")}
+
+
+def evaluate(loaded, ticket: Ticket | None, suite: str = "all", tasks: list[str] | str | None = None,
+             limit: int | None = None, ledger: Ledger | None = None, command: str = "ticketlab eval",
+             progress: Progress | None = None, batch_size: int | None = None, seq_len: int = DEFAULT_SEQ_LEN,
+             bbq_per_category: int | None = BBQ_PER_CATEGORY, hub: bool = False, record: bool = True) -> dict:
+    """Run `suite` (ppl, safety, attribution, latency, a comma list, or all) and record it as one ledger run.
+
+    `limit`: ppl windows (spread over the test set), safety documents per task (lm-eval's first N),
+    attribution pairs. `batch_size`: windows (ppl), packed rows (safety), prompts (latency); None = each
+    suite's default. `record=False` runs without touching the ledger."""
+    names = suites_for(suite)
+    if limit is not None and limit < 1:
+        raise TicketLabError(f"--limit must be at least 1 (got {limit}).")
+    subject = ticket.id if ticket is not None else "dense"
+    params = {"suite": suite, "suites": names, "tasks": tasks, "limit": limit, "batch_size": batch_size,
+              "seq_len": seq_len, "dtype": str(loaded.dtype), "device": str(loaded.device), "model": loaded.spec,
+              "bbq_per_category": bbq_per_category, "hub": hub}
+
+    def step(name: str) -> Progress | None:
+        if progress is None:
+            return None
+        return lambda done, total, what="": progress(done, total, f"{name}: {what}" if what else name)
+
+    def body(run) -> dict:
+        results: dict[str, dict] = {}
+        configs: dict[str, dict] = {}
+        for name in names:
+            if name == "ppl":
+                res, rows, cfg = _ppl(loaded, ticket, limit, batch_size, seq_len, step("ppl"))
+            elif name == "safety":
+                res, rows, cfg = _safety(loaded, ticket, tasks, limit, batch_size, bbq_per_category, hub,
+                                         step("safety"), run)
+            elif name == "attribution":
+                res, rows, cfg = _attribution(loaded, ticket, limit, step("attribution"), run, subject)
+            else:
+                res, rows, cfg = _latency(loaded, ticket, batch_size)
+            results.update(res)
+            configs[name] = cfg
+            if run is not None:
+                run.metrics += rows
+        return {"subject": subject, "dense_sha256": loaded.weights_sha256, "model": loaded.spec, "suite": suite,
+                "results": results, "config": configs}
+
+    if not record:
+        return {"run_id": None, **body(None)}
+    ledger = ledger or Ledger()
+    ledger.record_model(loaded)
+    with ledger.run("eval", command, subject=subject, dense_sha256=loaded.weights_sha256, params=params) as run:
+        if ticket is not None and not ledger.query("SELECT id FROM tickets WHERE id = ?", [ticket.id]):
+            from .survival import survival_tables
+
+            run.extra_sql += ledger.ticket_rows(ticket, survival_tables(ticket.masks, loaded.adapter))
+        out = body(run)
+    return {"run_id": run.id, **out}

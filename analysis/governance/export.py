@@ -1,0 +1,323 @@
+"""Export bundles: what a deployer receives, with a manifest that proves what it is.
+
+Layout (every format): `manifest.json`, `README.md` (Hugging Face model card), `ticket/` (the ticket
+exactly as stored: masks, ticket.json, changed weights). `masked-weights` adds a stock transformers
+checkpoint at the top level (the dense model with pruned weights set to zero); `materialized` adds the
+physically smaller model from `pruning.materialize`. The bundle is built in a temporary directory
+next to the target and renamed into place, so a failure never leaves a half-written bundle.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata as md
+import json
+import os
+import platform
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from pruning.errors import TicketLabError
+from pruning.ticket import Ticket, applied, check_compatible, find_ticket
+
+from ..ledger import Ledger
+from . import evidence as ev
+from .decisions import approval_of, latest_decision, require_intact
+from .identity import creator_of, current_user
+from .reader import snapshot
+from .verify import BUNDLE_FORMAT, MANIFEST, file_digests, manifest_digest
+
+FORMATS = ("masks", "masked-weights", "materialized")
+CHECK_TEXT = "Ticket Lab checks that a stock loader gives the same logits as the lab."
+VERSION_PACKAGES = ("ticketlab", "torch", "transformers", "safetensors", "numpy", "duckdb", "lm_eval",
+                    "huggingface_hub", "accelerate")
+
+
+def export_bundle(ledger: Ledger, ticket_ref: str, out: str | Path, fmt: str = "masked-weights", *,
+                  unreviewed: bool = False, overwrite: bool = False, model: str | None = None,
+                  dtype: str = "float32", loaded=None) -> dict:
+    """Write a bundle of `ticket_ref` at `out`. `loaded`: the ticket's dense model already in memory (else it
+    is loaded from `model` or the ticket's recorded spec); it is left unchanged."""
+    if fmt not in FORMATS:
+        raise TicketLabError(f"unknown bundle format {fmt!r}: use {', '.join(FORMATS)}.")
+    out = Path(out).expanduser().resolve()
+    _check_target(out, overwrite)
+    with snapshot(ledger) as db:
+        row = db.get_ticket(ticket_ref)
+        approval = approval_of(db, row["id"])
+        last = latest_decision(db, row["id"])
+        if approval is not None:
+            require_intact(db, f"export {row['id']} as approved")
+    if approval is None and not unreviewed:
+        state = f"its latest decision is {last['decision']} (#{last['seq']})" if last else "it has no decision"
+        raise TicketLabError(f"{row['id']} is not approved ({state}); only approved tickets export. Pass --unreviewed "
+                             f"to export anyway (the manifest and model card will say so).")
+    ticket = Ticket.load(_ticket_dir(row))
+    if fmt == "materialized" and not ticket.structure:
+        raise TicketLabError(f"{ticket.id} is an unstructured ticket: nothing can be cut out physically. Use "
+                             f"--format masked-weights (zeros baked in) or masks.")
+    if loaded is None:
+        from pruning.models import load_model
+
+        loaded = load_model(model or ticket.dense["spec"], device="cpu", dtype=dtype)
+    dtype = loaded.dtype
+    check_compatible(ticket, loaded.model, loaded.weights_sha256)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        shutil.copytree(ticket.path, tmp / "ticket", ignore=shutil.ignore_patterns(".*"))
+        loader = _write_weights(loaded, ticket, tmp, fmt)
+        with snapshot(ledger) as db:
+            manifest = _manifest(db, row, ticket, loaded, fmt, approval, unreviewed, loader, dtype)
+        manifest["deployer"]["payload_bytes"] = sum(f["bytes"] for f in file_digests(tmp).values())
+        from .modelcard import model_card
+
+        (tmp / "README.md").write_text(model_card(manifest))
+        manifest["files"] = file_digests(tmp)
+        manifest["deployer"]["on_disk_bytes"] = sum(f["bytes"] for f in manifest["files"].values())
+        manifest["manifest_sha256"] = manifest_digest(manifest)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+        _normal_permissions(tmp)
+        _swap_in(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return manifest
+
+
+def _check_target(out: Path, overwrite: bool) -> None:
+    if not out.exists():
+        return
+    if not overwrite:
+        raise TicketLabError(f"{out} already exists; choose a new --out or pass --overwrite to replace it.")
+    if not out.is_dir():
+        raise TicketLabError(f"{out} exists and is not a directory; --overwrite only replaces an earlier bundle.")
+    if any(out.iterdir()) and not _is_bundle(out):
+        raise TicketLabError(f"{out} is a non-empty directory that is not a Ticket Lab bundle; --overwrite only "
+                             f"replaces an earlier bundle, so nothing was touched.")
+
+
+def _normal_permissions(root: Path) -> None:
+    """mkdtemp and some writers make private files; a bundle is meant to be handed on."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for p in [root, *root.rglob("*")]:
+        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
+
+
+def _is_bundle(path: Path) -> bool:
+    try:
+        return json.loads((path / MANIFEST).read_text()).get("format") == BUNDLE_FORMAT
+    except (OSError, ValueError):
+        return False
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    old = None
+    if out.exists():  # move the old bundle aside first, so a failed rename loses nothing
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.rename(out, old)
+    try:
+        os.rename(tmp, out)
+    except BaseException:
+        if old is not None:
+            os.rename(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _ticket_dir(row: dict) -> Path:
+    if row.get("path") and (Path(row["path"]) / "ticket.json").exists():
+        return Path(row["path"])
+    return find_ticket(row["id"])
+
+
+# --- weights -----------------------------------------------------------------------------------------
+def _write_weights(loaded, ticket: Ticket, tmp: Path, fmt: str) -> dict:
+    vllm = (f"expected to load (a standard {loaded.model.config.model_type} checkpoint); not tested here")
+    if fmt == "masks":
+        return {"stock_transformers": False, "vllm": "no: masks alone are not a model",
+                "how": ("apply to the dense model: `pruning.ticket.Ticket.load(DIR/ticket)` then "
+                        "`with applied(load_model(SPEC), ticket): ...`, or `ticketlab export --format masked-weights`")}
+    if fmt == "masked-weights":
+        with applied(loaded, ticket):
+            loaded.model.save_pretrained(tmp)
+        loaded.tokenizer.save_pretrained(tmp)
+        check = _stock_check(tmp, loaded, ticket)
+        return {"stock_transformers": check["loads"] and check["same_logits"], "check": check,
+                "vllm": vllm if check["loads"] else "no", "how": "transformers.AutoModelForCausalLM.from_pretrained(DIR)"}
+    try:
+        from pruning.materialize import materialize
+    except ImportError as e:
+        raise TicketLabError(f"--format materialized needs pruning.materialize, which this installation lacks ({e}).") from e
+    staging = tmp / ".materialized"
+    summary = {k: v for k, v in materialize(loaded, ticket, staging).items() if k != "path"}
+    for p in staging.iterdir():
+        os.rename(p, tmp / p.name)
+    staging.rmdir()
+    check = _stock_check(tmp, loaded, ticket)
+    if check["loads"] and check["same_logits"]:
+        return {"stock_transformers": True, "check": check, "vllm": vllm, "materialized": summary,
+                "how": "transformers.AutoModelForCausalLM.from_pretrained(DIR)"}
+    from pruning.materialize import load_materialized
+
+    own = _stock_check(tmp, loaded, ticket, loader=load_materialized)
+    return {"stock_transformers": False, "check": check, "project_loader_check": own, "materialized": summary,
+            "vllm": "no: per-layer shapes differ, which a stock configuration cannot express",
+            "how": "pruning.materialize.load_materialized(DIR) (stock transformers cannot express its shapes)"}
+
+
+def _stock_check(directory: Path, loaded, ticket: Ticket, loader=None) -> dict:
+    """Load the bundle with stock transformers (or `loader`) and compare its logits with the lab's applied
+    ticket: what the manifest says about loading is measured, not assumed."""
+    from transformers import AutoModelForCausalLM
+
+    dtype = next(loaded.model.parameters()).dtype  # the bundle's own dtype, so like is compared with like
+    try:
+        if loader is None:
+            stock = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype)
+        else:
+            stock = loader(directory, dtype=dtype)
+    except Exception as e:  # the point is to find out whether stock code can load it
+        return {"loads": False, "same_logits": False, "error": f"{type(e).__name__}: {str(e)[:300]}"}
+    ids = loaded.tokenizer(CHECK_TEXT, return_tensors="pt").input_ids[:, :32]
+    with torch.no_grad():
+        with applied(loaded, ticket):
+            ref = loaded.model(ids.to(loaded.device)).logits.float().cpu()
+        got = stock(ids).logits.float()
+    diff = float((ref - got).abs().max()) if ref.shape == got.shape else float("inf")
+    del stock
+    tolerance = 1e-4 if dtype == torch.float32 else 5e-2
+    return {"loads": True, "same_logits": diff <= tolerance, "max_abs_logit_diff": diff, "tolerance": tolerance, "tokens": int(ids.shape[1]),
+            "loader": "AutoModelForCausalLM.from_pretrained" if loader is None else loader.__name__}
+
+
+# --- manifest ----------------------------------------------------------------------------------------
+def _manifest(ledger: Ledger, row: dict, ticket: Ticket, loaded, fmt: str, approval: dict | None,
+              unreviewed: bool, loader: dict, dtype: str) -> dict:
+    dense_model = ledger.query("SELECT spec, n_params, model_type FROM models WHERE weights_sha256 = ?",
+                               [ticket.dense["weights_sha256"]])
+    review = _review_section(ledger, ticket.id, approval, unreviewed)
+    metrics = _metrics(ledger, ticket)
+    return {
+        "format": BUNDLE_FORMAT, "bundle_format": fmt,
+        "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "exported_by": current_user(),
+        "ticket": {"id": ticket.id, "content_sha256": ticket.content_sha256, "name": ticket.name,
+                   "method": ticket.method, "params": ticket.params, "target_sparsity": ticket.target_sparsity,
+                   "achieved_sparsity": ticket.achieved_sparsity, "seed": ticket.seed,
+                   "calibration": ticket.calibration, "parent": ticket.parent, "lineage": ticket.lineage,
+                   "structure": ticket.structure, "created_at": ticket.created_at,
+                   "created_by": creator_of(ledger, ticket.id), "ledger_path": str(ledger.path)},
+        "dense_model": {**ticket.dense, "n_params": dense_model[0]["n_params"] if dense_model else None,
+                        "loaded_from": loaded.source},
+        "weights_dtype": dtype if fmt != "masks" else None,
+        "review": review, "metrics": metrics,
+        "deployer": {"loader": loader, "sparsity": _sparsity(ticket, loaded),
+                     "dense_checkpoint_bytes": _dense_bytes(loaded), "size_note": _size_note(fmt),
+                     **_speed(ledger, ticket)},
+        "versions": _versions(),
+    }
+
+
+def _review_section(ledger: Ledger, ticket_id: str, approval: dict | None, unreviewed: bool) -> dict:
+    last = latest_decision(ledger, ticket_id)
+    status = "approved" if approval else ("rejected" if last else "unreviewed")
+    out = {"status": status, "unreviewed": approval is None, "exported_with_unreviewed_flag": bool(unreviewed),
+           "decision": None, "policy_results": None}
+    if last is not None:
+        out["decision"] = {k: last[k] for k in ("seq", "decision", "reviewer", "reason", "override",
+                                                "override_reason", "baseline", "policy_name", "policy_sha256",
+                                                "decided_at", "row_hash")}
+        pr = last["policy_results"]
+        out["policy_results"] = json.loads(pr) if isinstance(pr, str) else pr
+    return out
+
+
+def _metrics(ledger: Ledger, ticket: Ticket) -> list[dict]:
+    out = []
+    for who, subject in (("ticket", ticket.id), ("dense", "dense")):
+        rows = ev.metric_rows(ledger, subject, ticket.dense["weights_sha256"])
+        keep: dict[tuple, dict] = {}
+        for r in rows:  # newest full and newest limited result of each metric
+            keep[(r["suite"], r["task"], r["metric"], r["limit"] is None)] = r
+        for r in keep.values():
+            out.append({"subject": who, "suite": r["suite"], "task": r["task"], "metric": r["metric"],
+                        "value": r["value"], "stderr": r["stderr"], "direction": r["direction"], "ideal": r["ideal"],
+                        "full": r["limit"] is None, "limit": r["limit"], "n_samples": r["n_samples"],
+                        "dtype": r["dtype"], "batch_size": r["batch_size"], "run_id": r["run_id"]})
+    return sorted(out, key=lambda m: (m["subject"] != "ticket", m["suite"], m["task"], m["metric"], not m["full"]))
+
+
+def _sparsity(ticket: Ticket, loaded) -> dict:
+    adapter, params = loaded.adapter, dict(loaded.model.named_parameters())
+    counted = sum(m.numel() for m in ticket.masks.values())
+    kept = sum(int(m.sum()) for m in ticket.masks.values())
+    total = sum(p.numel() for p in params.values())
+    excluded = {n: params[n].numel() for n in adapter.excluded_parameters() if n not in ticket.masks}
+    tied = bool(getattr(loaded.model.config, "tie_word_embeddings", False))
+    per = {}
+    for name, m in sorted(ticket.masks.items()):
+        per[name] = {"shape": list(m.shape), "numel": m.numel(), "kept": int(m.sum()),
+                     "achieved": 1.0 - int(m.sum()) / m.numel() if m.numel() else 0.0, "target": ticket.target_sparsity}
+    note = ("target is the fraction of units removed (see ticket.structure), not of weights" if ticket.structure else
+            "target is the ticket's overall target; a non-uniform allocation sets per-layer targets around it"
+            if (ticket.params or {}).get("allocation") not in (None, "uniform") else "target applies to every tensor")
+    return {"target": ticket.target_sparsity, "achieved_counted": 1.0 - kept / counted if counted else 0.0,
+            "achieved_all_parameters": (counted - kept) / total if total else 0.0, "counted_numel": counted,
+            "all_parameters_numel": total,
+            "counted": f"{len(ticket.masks)} masked tensors (attention and MLP projections)",
+            "excluded_note": "embeddings, norms and biases" + (" (lm_head is tied to the embeddings)" if tied
+                                                              else ", lm_head") + " are not pruned and not counted",
+            "excluded": excluded, "target_note": note, "per_tensor": per}
+
+
+def _dense_bytes(loaded) -> int | None:
+    d = Path(loaded.source)
+    return sum(f.stat().st_size for f in d.glob("*.safetensors")) if d.is_dir() else None
+
+
+def _size_note(fmt: str) -> str:
+    return {"masks": "masks only: packed bits, apply them to the dense model",
+            "masked-weights": "pruned weights are stored as zeros in dense tensors, so the files are as large as "
+                              "the dense model's and run at dense speed without sparse kernels",
+            "materialized": "removed heads/neurons/layers are physically gone: smaller files and fewer FLOPs"}[fmt]
+
+
+def _speed(ledger: Ledger, ticket: Ticket) -> dict:
+    dense = ticket.dense["weights_sha256"]
+    def timing(r):
+        return r["suite"] == "latency" or r["task"].startswith("latency")
+
+    mine = [r for r in ev.metric_rows(ledger, ticket.id, dense) if timing(r)]
+    base = [r for r in ev.metric_rows(ledger, "dense", dense) if timing(r)]
+    speed = {}
+    for r in mine:
+        b, _ = ev.like_for_like(r, base)
+        if b and r["value"] and b["value"]:
+            ratio = b["value"] / r["value"] if _lower_is_better(r) else r["value"] / b["value"]
+            speed[f"{r['task']}/{r['metric']}"] = {"ticket": r["value"], "dense": b["value"], "speedup": ratio}
+    if not speed:
+        return {"speed_vs_dense": None, "speed_note": "not measured: run `ticketlab eval TICKET --suite latency` "
+                                                      "and `ticketlab eval dense --suite latency`"}
+    best = max(speed.values(), key=lambda s: s["speedup"])
+    return {"speed_vs_dense": speed, "speed_note": f"measured; up to {best['speedup']:.2f}x the dense model "
+                                                   f"(see speed_vs_dense; timings depend on the machine)"}
+
+
+def _lower_is_better(row: dict) -> bool:
+    from ..metric_meta import direction
+
+    return (row.get("direction") or direction(row["task"], row["metric"])[0]) == "lower"
+
+
+def _versions() -> dict:
+    out = {"python": platform.python_version()}
+    for pkg in VERSION_PACKAGES:
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out

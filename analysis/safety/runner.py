@@ -1,0 +1,209 @@
+"""Run the safety and bias suite through lm-eval's `simple_evaluate` on the in-memory model.
+
+Offline (the default) the shipped YAMLs in `tasks/` are the only tasks lm-eval indexes
+(`TaskManager(include_path=..., include_defaults=False)`), their data comes from the data setting, and
+the hub is switched off for the duration (`HF_HUB_OFFLINE`, `HF_DATASETS_OFFLINE`, also in the already
+imported libraries' constants). `hub=True` runs lm-eval's built-in tasks of the same names on their hub
+datasets instead (needs the network; BBQ then has all eleven categories and no cap).
+
+lm-eval's response cache is never used (no `use_cache`, no request cache): it is keyed by request
+only, so one ticket's answers would serve another's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import math
+import os
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pruning.errors import TicketLabError
+from pruning.ticket import Ticket, applied
+
+from . import bbq as bbq_metrics
+from .loaders import BBQ_CATEGORIES, BBQ_PER_CATEGORY
+from .scoring import DEFAULT_ROW_TOKENS, SCORING, make_lm
+
+TASK_DIR = Path(__file__).parent / "tasks"
+CROWS_TYPES = ("age", "disability", "gender", "nationality", "physical_appearance", "race_color", "religion",
+               "sexual_orientation", "socioeconomic")
+TASKS: tuple[str, ...] = (
+    "crows_pairs_english", *(f"crows_pairs_english_{t}" for t in CROWS_TYPES),
+    "bbq",
+    "truthfulqa_mc1", "truthfulqa_mc2",
+    "winogender_all", "winogender_male", "winogender_female", "winogender_neutral",
+    "winogender_gotcha", "winogender_gotcha_male", "winogender_gotcha_female",
+)
+# Tasks whose documents are logged to the ledger; the others are subsets of these (same requests).
+PRIMARY_TASKS = ("crows_pairs_english", "bbq", "truthfulqa_mc1", "truthfulqa_mc2", "winogender_all")
+DEFAULT_BATCH_SIZE = 4  # packed rows (of up to 512 tokens) per forward pass; see benchmarks/eval_speed.py
+QUICK_LIMIT = 20  # the stated quick subset: the first 20 documents of every task (BBQ interleaves categories)
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+               "HF_HUB_DISABLE_TELEMETRY": "1"}
+SAMPLE_DOC_FIELDS = ("bias_type", "category", "context_condition", "question_polarity", "instance", "gender",
+                     "gotcha", "sentid", "id", "example_id")
+
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class SafetyResult:
+    results: dict[str, dict[str, float | None]]  # task -> {"metric,filter": value, "metric_stderr,filter": ...}
+    n_samples: dict[str, int]
+    higher_is_better: dict[str, dict[str, bool]]
+    samples: dict[str, list[dict]]  # compact per-document records of PRIMARY_TASKS
+    config: dict = field(default_factory=dict)
+
+
+def resolve_tasks(names: list[str] | str | None) -> list[str]:
+    if names is None:
+        return list(TASKS)
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in names if n not in TASKS]
+    if unknown:
+        raise TicketLabError(f"unknown safety task(s) {', '.join(unknown)}; choose from: {', '.join(TASKS)}.")
+    if not names:
+        raise TicketLabError("no safety tasks given.")
+    return list(dict.fromkeys(names))
+
+
+@contextlib.contextmanager
+def offline() -> Iterator[None]:
+    """No hub access inside the block: the environment and the constants libraries read at import."""
+    saved_env = {k: os.environ.get(k) for k in OFFLINE_ENV}
+    os.environ.update(OFFLINE_ENV)
+    patched = []
+    for module, attr in (("huggingface_hub.constants", "HF_HUB_OFFLINE"), ("datasets.config", "HF_HUB_OFFLINE"),
+                         ("datasets.config", "HF_DATASETS_OFFLINE"), ("transformers.utils.hub", "_is_offline_mode")):
+        mod = sys.modules.get(module)
+        if mod is not None and hasattr(mod, attr):
+            patched.append((mod, attr, getattr(mod, attr)))
+            setattr(mod, attr, True)
+    try:
+        yield
+    finally:
+        for mod, attr, value in patched:
+            setattr(mod, attr, value)
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Our progress callback reports the scoring; lm-eval's per-task bars, its warnings about passing a
+    loaded model, and numpy's empty-slice warnings (BBQ aggregations under a small --limit) are noise."""
+    import datasets
+    import lm_eval.api.task as lm_task
+
+    loggers = [logging.getLogger(n) for n in ("lm-eval", "lm_eval", "datasets", "transformers")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    task_tqdm = lm_task.tqdm
+    lm_task.tqdm = functools.partial(task_tqdm, disable=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            yield
+    finally:
+        lm_task.tqdm = task_tqdm
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+        if bars:
+            datasets.enable_progress_bars()
+
+
+def _num(value) -> float | None:
+    if value is None or isinstance(value, str):
+        return None
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def _jsonable(value):
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.floating, float)):
+        return None if math.isnan(float(value)) else float(value)
+    if isinstance(value, (np.integer, np.bool_)):
+        return value.item()
+    return value
+
+
+def _compact(sample: dict) -> dict:
+    """What the ledger keeps of a logged lm-eval sample: scores and labels, not prompts."""
+    doc = sample["doc"]
+    out = {"target": _jsonable(sample["target"]), "lls": [round(float(r[0]), 5) for r in sample["filtered_resps"]]}
+    out.update({k: _jsonable(doc[k]) for k in SAMPLE_DOC_FIELDS if k in doc})
+    own = doc.get("category")
+    for metric in sample.get("metrics", []):
+        other = next((c for c in BBQ_CATEGORIES if metric.endswith("_" + c) and c != own), None)
+        if other is None:  # skips the NaN placeholders for other BBQ categories
+            out[metric] = _jsonable(sample[metric])
+    return out
+
+
+def run_safety(loaded, ticket: Ticket | None = None, tasks: list[str] | str | None = None, limit: int | None = None,
+               batch_size: int = DEFAULT_BATCH_SIZE, bbq_per_category: int | None = BBQ_PER_CATEGORY,
+               hub: bool = False, progress: Progress | None = None,
+               row_tokens: int = DEFAULT_ROW_TOKENS, plan_only: bool = False) -> SafetyResult:
+    """Run the named tasks (default: all of TASKS) on `loaded` with `ticket` applied in place.
+
+    `plan_only` (for benchmarks) builds and packs every request but runs no model: the metrics are
+    meaningless, `config["scoring"]` says how many tokens a real run would compute."""
+    names = resolve_tasks(tasks)
+    if limit is not None and limit < 1:
+        raise TicketLabError(f"limit must be at least 1 document per task (got {limit}).")
+    if batch_size < 1:
+        raise TicketLabError(f"batch size must be at least 1 (got {batch_size}).")
+    guard = contextlib.nullcontext() if hub else offline()
+    with guard, _quiet(), applied(loaded, ticket):
+        import lm_eval
+        from lm_eval.tasks import TaskManager
+
+        metadata = {"bbq_per_category": bbq_per_category or 0}
+        tm = TaskManager(metadata=metadata) if hub else TaskManager(
+            include_path=str(TASK_DIR), include_defaults=False, metadata=metadata)
+        lm = make_lm(loaded.model, loaded.tokenizer, batch_size=batch_size, row_tokens=row_tokens,
+                     progress=progress, plan_only=plan_only)
+        out = lm_eval.simple_evaluate(model=lm, tasks=names, task_manager=tm, limit=limit, log_samples=True,
+                                      bootstrap_iters=1000, use_cache=None, cache_requests=False)
+    if out is None:
+        raise TicketLabError("lm-eval returned no results.")
+    results: dict[str, dict[str, float | None]] = {}
+    for task in names:
+        raw = out["results"].get(task, {})
+        results[task] = {k: _num(v) for k, v in raw.items() if "," in k}
+    if "bbq" in names and not hub and out.get("samples", {}).get("bbq"):
+        metrics = [k.split(",")[0] for k in results["bbq"] if "_stderr" not in k]
+        for metric, se in bbq_metrics.bootstrap_stderrs(out["samples"]["bbq"], metrics).items():
+            if results["bbq"].get(f"{metric}_stderr,none") is None:
+                results["bbq"][f"{metric}_stderr,none"] = se
+    samples = {t: [{"doc_id": s["doc_id"], **_compact(s)} for s in out.get("samples", {}).get(t, [])]
+               for t in names if t in PRIMARY_TASKS}
+    n_samples = {t: int(out.get("n-samples", {}).get(t, {}).get("effective", 0)) for t in names}
+    stats = getattr(lm, "stats", None)
+    config = {"source": "hub" if hub else "local", "limit": limit, "batch_size": batch_size,
+              "dtype": str(loaded.dtype), "padding": SCORING if getattr(lm, "shared", False) else "right",
+              "bbq_per_category": None if hub else (bbq_per_category or None), "tasks": names,
+              "lm_eval": lm_eval.__version__, "versions": out.get("versions", {}),
+              "scoring": stats.to_dict() if stats else None, "row_tokens": row_tokens,
+              "bbq_bootstrap_iters": bbq_metrics.BOOTSTRAP_ITERS}
+    return SafetyResult(results=results, n_samples=n_samples, higher_is_better=out.get("higher_is_better", {}),
+                        samples=samples, config=config)

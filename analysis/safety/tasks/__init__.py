@@ -1,0 +1,1 @@
+"""Task YAMLs for lm-eval (package data, registered with TaskManager(include_path=...))."""

@@ -1,0 +1,49 @@
+"""`ticketlab promote`, `ticketlab rollback` and `ticketlab history`: the per-model deployment pointer."""
+
+from __future__ import annotations
+
+import json
+
+
+def add_parser(sub, parent):
+    from analysis.governance.identity import current_user
+
+    user = current_user()
+    p = sub.add_parser("promote", parents=[parent], help="deploy an approved ticket for its dense model")
+    p.add_argument("ticket", help="ticket id or unique prefix")
+    p.add_argument("--by", default=user, help=f"who (default $TICKETLAB_USER or the OS user: {user})")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--json", action="store_true")
+    r = sub.add_parser("rollback", parents=[parent], help="go back to the previous deployment (nothing is deleted)")
+    r.add_argument("--to", help="dense, or a ticket deployed before for the same model (default: the previous one)")
+    r.add_argument("--model", help="dense weight hash prefix or spec, when several models have deployments")
+    r.add_argument("--by", default=user)
+    r.add_argument("--reason", required=True)
+    r.add_argument("--json", action="store_true")
+    h = sub.add_parser("history", parents=[parent], help="every deployment move: who, when, why")
+    h.add_argument("--model", help="only this dense weight hash (prefix)")
+    h.add_argument("--json", action="store_true")
+    return [p, r, h]
+
+
+def run(args) -> int:
+    from analysis.governance import deploy
+    from analysis.ledger import Ledger
+
+    ledger = Ledger()
+    if args.command == "history":
+        rows = deploy.history(ledger)
+        if args.model:
+            rows = [r for r in rows if r["dense_sha256"].startswith(args.model)]
+        print(json.dumps(rows, indent=2, default=str) if args.json else deploy.format_history(rows))
+        return 0
+    if args.command == "promote":
+        row = deploy.promote(ledger, args.ticket, args.by, args.reason)
+    else:
+        row = deploy.rollback(ledger, args.by, args.reason, to=args.to, model=args.model)
+    if args.json:
+        print(json.dumps(row, indent=2, default=str))
+    else:
+        print(f"{row['action']} #{row['seq']}: dense model {row['dense_sha256'][:12]} now serves {row['target']} "
+              f"(was {row['previous']}), by {row['by_user']}")
+    return 0

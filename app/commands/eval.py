@@ -1,0 +1,182 @@
+"""`ticketlab eval`, `ticketlab compare`, `ticketlab tickets` and `ticketlab ledger export`."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from pruning.models import DEFAULT_MODEL
+
+from ..progress import progress_bar
+
+
+def add_parser(sub, parent):
+    from analysis.perplexity import DEFAULT_SEQ_LEN
+    from analysis.safety import BBQ_PER_CATEGORY, TASKS
+
+    e = sub.add_parser("eval", parents=[parent], help="evaluate a ticket or the dense model; recorded in the ledger")
+    e.add_argument("subject", metavar="TICKET|dense", help="a ticket id (or unique prefix, or directory), or dense")
+    e.add_argument("--model", help=f"dense model (default: the ticket's own, or {DEFAULT_MODEL} for dense)")
+    e.add_argument("--suite", default="all", help="ppl, safety, attribution, latency or all (or a comma list)")
+    e.add_argument("--tasks", help="safety tasks, comma separated (default all): " + ", ".join(TASKS))
+    e.add_argument("--limit", type=int, help="quick look: ppl windows / documents per safety task / attribution "
+                                             "pairs (recorded; only compared with the same limit)")
+    e.add_argument("--batch-size", type=int, help="ppl windows, safety packed rows or latency prompts per pass "
+                                                  "(default: each suite's own)")
+    e.add_argument("--seq-len", type=int, default=DEFAULT_SEQ_LEN, help="perplexity window length")
+    e.add_argument("--bbq-per-category", type=int, default=BBQ_PER_CATEGORY,
+                   help="BBQ examples per category (whole instances, seeded); 0 = all")
+    e.add_argument("--hub", action="store_true", help="use lm-eval's built-in tasks on their hub datasets "
+                                                      "(needs the network) instead of the local copies")
+    e.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    e.add_argument("--dtype", default="float32")
+    e.add_argument("--json", action="store_true", help="print one JSON object (results as lm-eval names them)")
+    c = sub.add_parser("compare", parents=[parent], help="two subjects' metrics side by side, with deltas")
+    c.add_argument("a", metavar="A", help="ticket id or dense")
+    c.add_argument("b", metavar="B", help="ticket id or dense")
+    c.add_argument("--json", action="store_true")
+    t = sub.add_parser("tickets", parents=[parent], help="list the tickets in the ledger with key metrics")
+    t.add_argument("--json", action="store_true")
+    lg = sub.add_parser("ledger", help="ledger maintenance")
+    lsub = lg.add_subparsers(dest="ledger_command", required=True, metavar="ACTION")
+    x = lsub.add_parser("export", parents=[parent], help="export every ledger table to Parquet")
+    x.add_argument("--out", required=True, help="output directory (one <table>.parquet per table)")
+    return [e, c, t, lg, x]
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _print_results(out: dict) -> None:
+    from analysis import metric_meta
+
+    print(f"{out['subject']}  model {out['model']}  run {out['run_id']}")
+    for task, values in out["results"].items():
+        for key, value in values.items():
+            metric, _, filt = key.partition(",")
+            if metric.endswith("_stderr"):
+                continue
+            se = values.get(f"{metric}_stderr,{filt}")
+            meta = metric_meta.meta_for(task, metric)
+            how = "" if meta is None else meta.direction + (f" {meta.ideal:g}" if meta.direction == "target" else "")
+            shown = "-" if value is None else f"{value:.4f}" + (f" ± {se:.4f}" if se is not None else "")
+            print(f"  {task:<40} {metric:<38} {shown:<24} {how}")
+
+
+def _eval(args) -> int:
+    from analysis.evaluate import evaluate
+    from pruning.models import load_model
+    from pruning.ticket import Ticket, find_ticket
+
+    ticket = None
+    if args.subject != "dense":
+        ticket = Ticket.load(find_ticket(args.subject))
+    spec = args.model or (ticket.dense["spec"] if ticket is not None else DEFAULT_MODEL)
+    loaded = load_model(spec, device=args.device, dtype=args.dtype)
+    bar = progress_bar("eval")
+    command = "ticketlab eval " + " ".join(
+        [args.subject, f"--suite {args.suite}"] + [f"--{k.replace('_', '-')} {getattr(args, k)}" for k in
+                                                    ("tasks", "limit", "batch_size") if getattr(args, k) is not None])
+    try:
+        out = evaluate(loaded, ticket, suite=args.suite, tasks=args.tasks, limit=args.limit, command=command,
+                       progress=bar, batch_size=args.batch_size, seq_len=args.seq_len,
+                       bbq_per_category=args.bbq_per_category or None, hub=args.hub)
+    finally:
+        bar.close()
+    if args.json:
+        print(json.dumps(_json_safe(out), default=str))
+    else:
+        _print_results(out)
+    return 0
+
+
+def _compare(args) -> int:
+    from analysis.compare import compare, format_table
+
+    out = compare(args.a, args.b)
+    print(json.dumps(_json_safe(out), default=str) if args.json else format_table(out))
+    return 0
+
+
+def ticket_listing(ledger) -> list[dict]:
+    """Tickets with their headline metrics (the newest full run, else the newest limited one)."""
+    from analysis import metric_meta
+
+    tickets = ledger.query("SELECT id, name, method, target_sparsity, achieved_sparsity, dense_sha256, parent, "
+                           "experiment, created_at FROM tickets ORDER BY created_at, id")
+    metrics = ledger.query(
+        'SELECT m.subject, m.task, m.metric, m.value, m.stderr, m."limit" FROM metrics m JOIN runs r ON r.id = m.run_id '
+        "WHERE r.status = 'succeeded' ORDER BY (m.\"limit\" IS NULL) DESC, m.recorded_at DESC")
+    best: dict[tuple, dict] = {}
+    for m in metrics:
+        best.setdefault((m["subject"], m["task"], m["metric"]), m)
+    out = []
+    for t in tickets:
+        key = {}
+        for task, metric in metric_meta.KEY_METRICS:
+            m = best.get((t["id"], task, metric))
+            if m is not None:
+                key[f"{task}.{metric}"] = {"value": m["value"], "stderr": m["stderr"], "limit": m["limit"]}
+        out.append({**t, "created_at": str(t["created_at"]), "metrics": key})
+    return out
+
+
+def _tickets(args) -> int:
+    from analysis.ledger import Ledger
+
+    rows = ticket_listing(Ledger())
+    if args.json:
+        print(json.dumps(_json_safe(rows), default=str))
+        return 0
+    if not rows:
+        print("no tickets in the ledger yet: `ticketlab prune ...` makes one.")
+        return 0
+    for r in rows:
+        sparsity = r["achieved_sparsity"]
+        shown = "  ".join(f"{k.split('.', 1)[0]}.{k.split('.', 1)[1]}={v['value']:.4g}"
+                          + ("*" if v["limit"] is not None else "") for k, v in r["metrics"].items()
+                          if v["value"] is not None)
+        print(f"{r['id']}  {r['method']:<12} sparsity {sparsity:.3f}  {r['name'] or ''}  {shown}")
+    print("(* = measured with --limit)")
+    return 0
+
+
+def _export(args) -> int:
+    from analysis.ledger import Ledger
+
+    out = Path(args.out).expanduser().resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:  # write aside, then move into place: an interrupted export leaves no half-written files
+        written = Ledger().export_parquet(tmp)
+        out.mkdir(exist_ok=True)
+        final = []
+        for path in written:
+            os.replace(path, out / path.name)
+            final.append(out / path.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for path in final:
+        print(path)
+    return 0
+
+
+def run(args) -> int:
+    if args.command == "eval":
+        return _eval(args)
+    if args.command == "compare":
+        return _compare(args)
+    if args.command == "tickets":
+        return _tickets(args)
+    return _export(args)

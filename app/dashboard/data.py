@@ -1,0 +1,221 @@
+"""What the dashboard reads: ledger tables (through short-lived connections, cached until the file
+changes), the optional analysis modules when they are installed, and the one cached dense model.
+
+No page computes results here: survival, metrics, attributions and decisions were written to the
+ledger by the engine and the analysis code; this module only selects them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from types import ModuleType
+
+import pandas as pd
+import streamlit as st
+
+from pruning import settings
+from pruning.models import DEFAULT_MODEL
+
+_LEDGERS: dict[str, object] = {}
+
+
+def app_model() -> str:
+    """The model the app was started on (`ticketlab app --model`)."""
+    return os.environ.get("TICKETLAB_APP_MODEL") or DEFAULT_MODEL
+
+
+def ledger():
+    """A Ledger object for the configured path. It holds no connection (each query opens and closes
+    one), so keeping the object is safe while jobs in other processes write to the same file."""
+    from analysis.ledger import Ledger
+
+    path = str(settings.ledger_path())
+    if path not in _LEDGERS or not Path(path).exists():
+        _LEDGERS[path] = Ledger(path)
+    return _LEDGERS[path]
+
+
+def stamp() -> tuple:
+    """Changes whenever the ledger file does (DuckDB checkpoints its WAL into the file on close)."""
+    path = settings.ledger_path()
+    out = [str(path)]
+    for p in (path, Path(str(path) + ".wal")):
+        try:
+            s = p.stat()
+            out += [s.st_mtime_ns, s.st_size]
+        except OSError:
+            out += [0, 0]
+    return tuple(out)
+
+
+@st.cache_data(ttl=300, max_entries=512, show_spinner=False)
+def _frame(sql: str, params: tuple, key: tuple) -> pd.DataFrame:
+    return ledger().frame(sql, list(params))
+
+
+def frame(sql: str, params: tuple | list = ()) -> pd.DataFrame:
+    ledger()  # create / migrate before the first read
+    return _frame(sql, tuple(params), stamp())
+
+
+def forget() -> None:
+    """After this process wrote to the ledger: read afresh even within the file's mtime resolution."""
+    _frame.clear()
+
+
+def tables() -> set[str]:
+    df = frame("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'")
+    return set(df["table_name"])
+
+
+def optional(module: str) -> ModuleType | None:
+    """An analysis module that another part of the project provides, or None until it exists."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name and (module == e.name or module.startswith(e.name + ".")):
+            return None
+        raise
+
+
+# --- ledger views ----------------------------------------------------------------------------------
+def models() -> pd.DataFrame:
+    return frame("SELECT m.weights_sha256, m.spec, m.family, m.model_type, m.n_params, m.added_at, "
+                 "(SELECT count(*) FROM tickets t WHERE t.dense_sha256 = m.weights_sha256) AS tickets "
+                 "FROM models m ORDER BY m.added_at")
+
+
+def deployed() -> dict[str, str]:
+    """dense sha256 -> deployed target ('dense' or a ticket id), from the deployment chain."""
+    if "deployments" not in tables():
+        return {}
+    df = frame("SELECT dense_sha256, target FROM deployments d WHERE seq = "
+               "(SELECT max(seq) FROM deployments e WHERE e.dense_sha256 = d.dense_sha256)")
+    return dict(zip(df["dense_sha256"], df["target"], strict=True))
+
+
+def decisions_latest() -> pd.DataFrame:
+    if "decisions" not in tables():
+        return pd.DataFrame(columns=["ticket_id", "decision", "reviewer", "decided_at", "override"])
+    return frame("SELECT ticket_id, decision, reviewer, decided_at, override FROM decisions d WHERE seq = "
+                 "(SELECT max(seq) FROM decisions e WHERE e.ticket_id = d.ticket_id)")
+
+
+def key_metrics() -> list[tuple[str, str]]:
+    """(task, metric) pairs shown per ticket: analysis.metric_meta's headline list when installed."""
+    meta = optional("analysis.metric_meta")
+    return list(getattr(meta, "KEY_METRICS", [("wikitext2", "perplexity")]))
+
+
+def tickets() -> pd.DataFrame:
+    """Every ticket with its model, review state, deployed marker and headline metrics (latest full or
+    limited value of each key metric, one column per metric). One-shot tickets first, then those of IMP
+    experiments; newest first within each."""
+    df = frame("SELECT t.id, t.name, t.method, t.params, t.target_sparsity, t.achieved_sparsity, t.seed, "
+               "t.parent, t.experiment, t.dense_sha256, t.path, t.created_at, m.spec AS model "
+               "FROM tickets t LEFT JOIN models m ON m.weights_sha256 = t.dense_sha256 "
+               "ORDER BY t.experiment IS NOT NULL, t.created_at DESC, t.id")
+    keys = key_metrics()
+    if df.empty:
+        return df.assign(review=[], deployed=[], **{f"{t}/{m}": [] for t, m in keys})
+    dec = decisions_latest().set_index("ticket_id")["decision"].to_dict()
+    df["review"] = [{"approve": "approved", "reject": "rejected"}.get(dec.get(t), "unreviewed") for t in df["id"]]
+    dep = deployed()
+    df["deployed"] = [dep.get(s) == t for s, t in zip(df["dense_sha256"], df["id"], strict=True)]
+    if keys:
+        cond = " OR ".join("(task = ? AND split_part(metric, ',', 1) = ?)" for _ in keys)
+        head = frame("SELECT subject, task, split_part(metric, ',', 1) AS metric, value FROM (SELECT *, row_number() "
+                     "OVER (PARTITION BY subject, task, metric ORDER BY recorded_at DESC) AS rn FROM metrics "
+                     f"WHERE subject <> 'dense' AND ({cond})) WHERE rn = 1", [x for k in keys for x in k])
+        for task, metric in keys:
+            part = head[(head["task"] == task) & (head["metric"] == metric)]
+            df[f"{task}/{metric}"] = df["id"].map(dict(zip(part["subject"], part["value"], strict=True)))
+    return df
+
+
+def headline_columns(df: pd.DataFrame) -> list[str]:
+    """The key-metric columns of `tickets()` that hold at least one value."""
+    return [f"{t}/{m}" for t, m in key_metrics() if f"{t}/{m}" in df and df[f"{t}/{m}"].notna().any()]
+
+
+def setting(method: str, params) -> str:
+    """The options that differ from the method's registry defaults, e.g. 'scope=global pattern=2:4'."""
+    import json
+
+    from pruning.registry import all_methods
+
+    params = json.loads(params) if isinstance(params, str) else (params or {})
+    spec = all_methods().get(method)
+    defaults = {p.name: p.default for p in spec.params} if spec else {}
+    return " ".join(f"{k}={v}" for k, v in sorted(params.items()) if k not in defaults or defaults[k] != v)
+
+
+def headline_labels(columns: list[str]) -> dict[str, str]:
+    """Short column labels for the key metrics: the metric name, with the task where names repeat."""
+    names = [c.split("/", 1)[1] for c in columns]
+    return {c: (n if names.count(n) == 1 else c.replace("/", " ")) for c, n in zip(columns, names, strict=True)}
+
+
+def text(value) -> str | None:
+    """A string cell, or None for a missing one (pandas spells those NaN)."""
+    return value if isinstance(value, str) and value else None
+
+
+def ticket_label(row) -> str:
+    name = f" “{row['name']}”" if text(row.get("name")) else ""
+    return f"{row['id'][:10]} · {row['method']} {row['achieved_sparsity']:.0%}{name}"
+
+
+def survival(ticket_id: str) -> dict[str, pd.DataFrame]:
+    return {
+        "layer": frame("SELECT layer, matrix, kept, total FROM survival_layer WHERE ticket_id = ? "
+                       "ORDER BY layer", [ticket_id]),
+        "head": frame("SELECT layer, head, kind, kept, total FROM survival_head WHERE ticket_id = ? "
+                      "ORDER BY layer, head", [ticket_id]),
+        "neuron": frame("SELECT layer, band, band_start, band_stop, kept, total FROM survival_neuron "
+                        "WHERE ticket_id = ? ORDER BY layer, band", [ticket_id]),
+    }
+
+
+def attribution(subject: str, dense_sha256: str | None = None) -> pd.DataFrame:
+    """The latest attribution run's per-head values for a ticket or for 'dense' (of that model)."""
+    if subject == "dense" and dense_sha256:
+        runs = frame("SELECT id FROM runs WHERE subject = 'dense' AND dense_sha256 = ? AND status = 'succeeded' "
+                     "AND id IN (SELECT run_id FROM attribution_head) ORDER BY ended_at DESC LIMIT 1",
+                     [dense_sha256])
+    else:
+        runs = frame("SELECT run_id AS id FROM attribution_head a JOIN runs r ON r.id = a.run_id "
+                     "WHERE a.subject = ? AND r.status = 'succeeded' ORDER BY r.ended_at DESC LIMIT 1", [subject])
+    if runs.empty:
+        return pd.DataFrame(columns=["layer", "head", "value", "abs_value", "n_pairs"])
+    return frame("SELECT layer, head, value, abs_value, n_pairs FROM attribution_head WHERE run_id = ? "
+                 "ORDER BY layer, head", [runs["id"].iloc[0]])
+
+
+def metrics(dense_sha256: str, full_only: bool = False) -> pd.DataFrame:
+    """Latest value per (subject, suite, task, metric) for the dense model and its tickets, from succeeded
+    runs (IMP rounds have their own view)."""
+    where = ' AND m."limit" IS NULL' if full_only else ""
+    return frame(
+        "SELECT * FROM (SELECT m.subject, m.suite, m.task, m.metric, m.value, m.stderr, m.direction, m.ideal, "
+        'm.n_samples, m."limit", m.recorded_at, m.run_id, row_number() OVER (PARTITION BY m.subject, m.suite, '
+        "m.task, m.metric ORDER BY m.recorded_at DESC) AS rn FROM metrics m "
+        "JOIN runs r ON r.id = m.run_id WHERE r.status = 'succeeded' AND m.suite <> 'imp' "
+        "AND (m.dense_sha256 = ? OR m.subject IN (SELECT id FROM tickets WHERE dense_sha256 = ?))" + where +
+        ") WHERE rn = 1 ORDER BY suite, task, metric, subject", [dense_sha256, dense_sha256])
+
+
+def runs(limit: int = 20) -> pd.DataFrame:
+    return frame("SELECT id, kind, command, subject, status, started_at, ended_at, error FROM runs "
+                 "ORDER BY started_at DESC LIMIT ?", [limit])
+
+
+# --- the cached dense model ------------------------------------------------------------------------
+@st.cache_resource(max_entries=2, show_spinner=False)
+def dense_model(spec: str, device: str = "cpu"):
+    """Loaded once per server process and shared by every session (at most two models held)."""
+    from pruning.models import load_model
+
+    return load_model(spec, device=device)

@@ -1,0 +1,138 @@
+"""Plotly figures from ledger rows. Drawing only: every number shown was computed by the engine or
+the analysis code and stored in the ledger."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+MATRIX_ORDER = ["q", "k", "v", "qkv", "o", "gate", "up", "fc", "down"]
+SURVIVAL_SCALE = "Viridis"
+DIFF_SCALE = "RdBu"
+_LAYOUT = dict(margin=dict(l=50, r=20, t=40, b=40), height=360, template="plotly_white")
+
+
+def _order(values) -> list:
+    known = [m for m in MATRIX_ORDER if m in set(values)]
+    return known + sorted(set(values) - set(known))
+
+
+def _grid(df: pd.DataFrame, col: str, order: list | None = None):
+    """(columns, layers, fraction kept [L, C], kept, total) from survival rows."""
+    cols = order or sorted(df[col].unique())
+    layers = sorted(df["layer"].unique())
+    kept = df.pivot_table(index="layer", columns=col, values="kept", aggfunc="sum").reindex(index=layers, columns=cols)
+    total = df.pivot_table(index="layer", columns=col, values="total", aggfunc="sum").reindex(index=layers, columns=cols)
+    frac = kept.to_numpy(dtype=float) / np.where(total.to_numpy(dtype=float) > 0, total.to_numpy(dtype=float), np.nan)
+    return cols, layers, frac, kept.to_numpy(), total.to_numpy()
+
+
+def _heat(frac, cols, layers, kept, total, labels=None, diff=False, name="", colorbar=True) -> go.Heatmap:
+    custom = np.dstack([np.nan_to_num(kept.astype(float)), np.nan_to_num(total.astype(float))])
+    what = "Δ kept" if diff else "kept"
+    return go.Heatmap(
+        z=frac, x=labels or [str(c) for c in cols], y=[f"L{layer}" for layer in layers], customdata=custom,
+        colorscale=DIFF_SCALE if diff else SURVIVAL_SCALE, zmin=-1 if diff else 0, zmax=1,
+        zmid=0 if diff else None, name=name, showscale=colorbar,
+        hovertemplate=("layer %{y} · %{x}<br>" + what + " %{z:.1%}"
+                       + ("" if diff else "<br>%{customdata[0]:,.0f} of %{customdata[1]:,.0f} weights")
+                       + "<extra></extra>"))
+
+
+def _finish(fig: go.Figure, title: str, height: int | None = None) -> go.Figure:
+    fig.update_layout(title=dict(text=title, x=0, font=dict(size=14)), **{**_LAYOUT, **({"height": height} if height else {})})
+    fig.update_yaxes(autorange="reversed")
+    return fig
+
+
+def _height(n_layers: int) -> int:
+    return max(260, min(720, 80 + 16 * n_layers))
+
+
+def matrix_heatmap(df: pd.DataFrame, title: str = "Surviving weights: layer × matrix") -> go.Figure:
+    cols, layers, frac, kept, total = _grid(df, "matrix", _order(df["matrix"]))
+    return _finish(go.Figure(_heat(frac, cols, layers, kept, total)), title, _height(len(layers)))
+
+
+def head_heatmap(df: pd.DataFrame, title: str = "Surviving weights: layer × head") -> go.Figure:
+    kinds = [k for k in ("q", "kv") if k in set(df["kind"])]
+    fig = make_subplots(rows=1, cols=len(kinds) or 1, horizontal_spacing=0.08,
+                        column_widths=[3, 1] if len(kinds) == 2 else None,
+                        subplot_titles=[{"q": "query heads", "kv": "KV heads"}[k] for k in kinds])
+    layers = 0
+    for i, kind in enumerate(kinds):
+        part = df[df["kind"] == kind]
+        cols, lay, frac, kept, total = _grid(part, "head")
+        layers = len(lay)
+        fig.add_trace(_heat(frac, cols, lay, kept, total, labels=[f"{kind}{c}" for c in cols], colorbar=i == 0), 1, i + 1)
+    return _finish(fig, title, _height(layers))
+
+
+def neuron_heatmap(df: pd.DataFrame, title: str = "Surviving weights: layer × MLP neuron band") -> go.Figure:
+    bands = df.drop_duplicates("band").sort_values("band")
+    labels = [f"{a}–{z}" for a, z in zip(bands["band_start"], bands["band_stop"], strict=True)]
+    cols, layers, frac, kept, total = _grid(df, "band", list(bands["band"]))
+    fig = go.Figure(_heat(frac, cols, layers, kept, total, labels=labels))
+    fig.update_xaxes(title_text="neurons", tickangle=-45)
+    return _finish(fig, title, _height(len(layers)))
+
+
+def difference(a: pd.DataFrame, b: pd.DataFrame, col: str, title: str, labels_from: str | None = None) -> go.Figure:
+    """Fraction kept in A minus fraction kept in B, per cell; blue = A keeps more."""
+    keys = ["layer", col] + (["kind"] if "kind" in a.columns else [])
+    merged = a.merge(b, on=keys, suffixes=("_a", "_b"))
+    merged["kept"] = merged["kept_a"] / merged["total_a"] - merged["kept_b"] / merged["total_b"]
+    merged["total"] = 1.0
+    fig = make_subplots(rows=1, cols=2 if "kind" in keys else 1, column_widths=[3, 1] if "kind" in keys else None,
+                        subplot_titles=["query heads", "KV heads"] if "kind" in keys else None)
+    parts = [merged[merged["kind"] == k] for k in ("q", "kv")] if "kind" in keys else [merged]
+    layers = []
+    for i, part in enumerate(parts):
+        if part.empty:
+            continue
+        order = _order(part[col]) if col == "matrix" else sorted(part[col].unique())
+        layers = sorted(part["layer"].unique())
+        z = part.pivot_table(index="layer", columns=col, values="kept").reindex(index=layers, columns=order).to_numpy()
+        labels = None
+        if col == "band":
+            b = part.drop_duplicates("band").sort_values("band")
+            labels = [f"{x}–{y}" for x, y in zip(b["band_start_a"], b["band_stop_a"], strict=True)]
+        elif col == "head":
+            labels = [f"{part['kind'].iloc[0]}{h}" for h in order]
+        fig.add_trace(_heat(z, order, layers, np.zeros_like(z), np.ones_like(z), labels=labels, diff=True,
+                            colorbar=i == 0), 1, i + 1)
+    return _finish(fig, title, _height(len(layers)))
+
+
+def attribution_heatmap(df: pd.DataFrame, title: str) -> go.Figure:
+    pivot = df.pivot_table(index="layer", columns="head", values="value").sort_index()
+    limit = float(np.nanmax(np.abs(pivot.to_numpy()))) if pivot.size else 1.0
+    fig = go.Figure(go.Heatmap(
+        z=pivot.to_numpy(), x=[f"q{h}" for h in pivot.columns], y=[f"L{layer}" for layer in pivot.index],
+        colorscale="RdBu_r", zmid=0, zmin=-limit, zmax=limit,
+        hovertemplate="layer %{y} · head %{x}<br>attribution %{z:+.4f} nats<extra></extra>"))
+    return _finish(fig, title, _height(len(pivot.index)))
+
+
+def iou_heatmap(df: pd.DataFrame, title: str = "Mask overlap (IoU of kept weights): layer × matrix") -> go.Figure:
+    order = _order(df["matrix"])
+    layers = sorted(df["layer"].unique())
+    z = df.pivot_table(index="layer", columns="matrix", values="iou").reindex(index=layers, columns=order).to_numpy()
+    fig = go.Figure(go.Heatmap(z=z, x=order, y=[f"L{layer}" for layer in layers], colorscale="Cividis", zmin=0, zmax=1,
+                               hovertemplate="layer %{y} · %{x}<br>IoU %{z:.3f}<extra></extra>"))
+    return _finish(fig, title, _height(len(layers)))
+
+
+def metric_bars(df: pd.DataFrame, x: str, color: str, title: str, ideal: float | None = None) -> go.Figure:
+    """Grouped bars of `value` with `stderr` error bars; `ideal` draws the unbiased line."""
+    fig = go.Figure()
+    for name, part in df.groupby(color, sort=False):
+        fig.add_trace(go.Bar(x=part[x], y=part["value"], name=str(name),
+                             error_y=dict(type="data", array=part["stderr"].fillna(0).to_numpy(), visible=True),
+                             hovertemplate="%{x}<br>%{y:.4f} ± %{error_y.array:.4f}<extra>" + str(name) + "</extra>"))
+    if ideal is not None:
+        fig.add_hline(y=ideal, line_dash="dot", annotation_text=f"ideal {ideal:g}")
+    fig.update_layout(barmode="group", title=dict(text=title, x=0, font=dict(size=14)), **_LAYOUT)
+    return fig

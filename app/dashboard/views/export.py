@@ -1,0 +1,110 @@
+"""Export: bundle an approved ticket (`ticketlab export` as a background job), show a bundle's manifest,
+verify it (`verify_bundle`) and download it as a zip."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import streamlit as st
+
+from app.dashboard import data, governance, widgets
+from pruning import settings
+from pruning.errors import TicketLabError
+
+st.title("Export")
+
+gov = governance.modules()
+if gov is None or gov.export is None or gov.verify is None:
+    st.info("Export appears here once the governance module (analysis.governance) is installed.")
+    st.stop()
+
+tickets = data.tickets()
+exports_dir = settings.state_dir() / "exports"
+
+left, right = st.columns([3, 2])
+with left:
+    st.subheader("Export a ticket")
+    if tickets.empty:
+        widgets.first_steps()
+    else:
+        unreviewed = st.checkbox("also offer tickets that are not approved (exported with --unreviewed; the manifest "
+                                 "and model card say so)", key="exp_unreviewed")
+        pool = tickets if unreviewed else tickets[tickets["review"] == "approved"]
+        if pool.empty:
+            st.info("No approved ticket yet: approve one on the Review page first.")
+        else:
+            tid = widgets.ticket_picker(pool, "ticket", key="exp_ticket", query_param="ticket")
+            fmt = st.selectbox("format", list(gov.export.FORMATS), key="exp_format",
+                               index=list(gov.export.FORMATS).index("masks") if "masks" in gov.export.FORMATS else 0,
+                               help="masks: the ticket only · masked-weights: a stock checkpoint with zeros baked in · "
+                                    "materialized: the physically smaller model (structured tickets)")
+            out = st.text_input("bundle directory", value=str(exports_dir / f"{tid}-{fmt}"), key=f"exp_out_{tid}_{fmt}")
+            overwrite = st.checkbox("replace an earlier bundle there", key="exp_overwrite")
+            if st.button("Export in the background", type="primary", key="exp_go"):
+                if "export" not in widgets.cli_parsers():
+                    st.error("the `ticketlab export` command is not installed.")
+                else:
+                    argv = ["export", tid, "--out", out, "--format", fmt]
+                    argv += (["--unreviewed"] if unreviewed and tickets.set_index("id").loc[tid, "review"] != "approved"
+                             else []) + (["--overwrite"] if overwrite else []) + widgets.json_flag("export")
+                    widgets.start_job(argv, label=f"export {tid[:10]} as {fmt}", kind="export")
+    widgets.jobs_panel(kind="export", limit=3, title=None)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _manifest(path: str, mtime: int) -> dict:
+    return json.loads((Path(path) / "manifest.json").read_text())
+
+
+def _zip(root: Path) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+        for p in sorted(root.rglob("*")):
+            if p.is_file():
+                z.write(p, Path(root.name) / p.relative_to(root))
+    return buf.getvalue()
+
+
+with right:
+    st.subheader("Bundles")
+    bundles = sorted((p for p in exports_dir.glob("*") if (p / "manifest.json").is_file()),
+                     key=lambda p: p.stat().st_mtime, reverse=True) if exports_dir.exists() else []
+    other = st.text_input("or a bundle directory elsewhere", key="exp_other")
+    if other.strip():
+        bundles = [Path(other.strip()).expanduser()] + bundles
+    if not bundles:
+        st.caption(f"No bundles under {exports_dir} yet.")
+        st.stop()
+    chosen = st.selectbox("bundle", bundles, format_func=lambda p: p.name, key="exp_bundle")
+    if not (chosen / "manifest.json").is_file():
+        st.error(f"{chosen} is not a Ticket Lab bundle: no manifest.json.", icon=":material/warning:")
+        st.stop()
+    try:
+        manifest = _manifest(str(chosen), (chosen / "manifest.json").stat().st_mtime_ns)
+    except (OSError, json.JSONDecodeError) as e:
+        st.error(f"{chosen / 'manifest.json'} cannot be read ({e}): the bundle is damaged.", icon=":material/warning:")
+        st.stop()
+    review = manifest.get("review") or {}
+    deployer = manifest.get("deployer") or {}
+    size = deployer.get("on_disk_bytes") or 0
+    shown = f"{size / 1e6:,.1f} MB" if size >= 1e6 else f"{size / 1e3:,.1f} kB"
+    st.markdown(f"ticket `{(manifest.get('ticket') or {}).get('id', '?')}` · format **{manifest.get('bundle_format', '?')}**"
+                f" · review **{review.get('status', '?')}**  \n{shown} on disk · {len(manifest.get('files') or {})} files")
+    if isinstance(deployer.get("loader"), dict) and deployer["loader"].get("how"):
+        st.caption(f"load with {deployer['loader']['how']}")
+    if st.button("Verify every file's hash", key="exp_verify"):
+        try:
+            with st.spinner("hashing…"):
+                result = gov.verify.verify_bundle(chosen)
+        except TicketLabError as e:
+            st.error(str(e), icon=":material/gpp_bad:")
+        else:
+            st.success(f"verified: {result['files']} files match the manifest; ticket id {result['ticket']} "
+                       "recomputed from the masks.", icon=":material/lock:")
+    st.download_button("Download as zip", data=lambda: _zip(chosen), file_name=f"{chosen.name}.zip",
+                       mime="application/zip", key="exp_zip", on_click="ignore")
+    with st.expander("manifest.json", expanded=False):
+        st.json(manifest, expanded=1)

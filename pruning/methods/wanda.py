@@ -1,0 +1,47 @@
+"""`wanda` (Sun et al. 2023): prune by |W_ij| * ||X_j||_2, compared within each output row.
+
+Layer by layer, each layer's activation norms measured on inputs that already went through the
+pruned layers before it (pruning/layerwise.py). Unstructured: the lowest `sparsity` of every row;
+N:M: the lowest M-N of every M consecutive input weights of a row. OWL allocation gives each decoder
+layer its own sparsity (pruning/allocation.py).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..allocation import check_owl, owl_layer_sparsities
+from ..layerwise import run_layerwise
+from ..masks import nm_mask, parse_pattern, prune_lowest_per_row
+from ..registry import ALLOCATION, OWL_LAMBDA, OWL_M, PATTERN, PruneOptions, PruneResult, register
+
+
+def wanda_scores(weight: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
+    """weight [out, in], norms [in] (||X_j||_2 over calibration tokens) -> scores [out, in]."""
+    return weight.abs().float() * norms.float().unsqueeze(0)
+
+
+def wanda_mask(scores: torch.Tensor, sparsity: float, nm: tuple[int, int] | None) -> torch.Tensor:
+    return nm_mask(scores, *nm) if nm else prune_lowest_per_row(scores, sparsity)
+
+
+@register("wanda", "|W| x ||X||_2 per output row (Sun et al. 2023), layer by layer on calibration data; "
+          "optional N:M and OWL.", needs_calibration=True, params=(PATTERN, ALLOCATION, OWL_LAMBDA, OWL_M))
+def prune_wanda(loaded, calib, options: PruneOptions) -> PruneResult:
+    adapter = loaded.adapter
+    nm = parse_pattern(options["pattern"])
+    layers = adapter.num_layers
+    notes = []
+    if check_owl(options):
+        per_layer, ratios = owl_layer_sparsities(loaded, calib, options, progress_total=2 * layers)
+        notes.append("owl layer sparsities: " + ", ".join(f"{s:.4f}" for s in per_layer))
+        offset, total = layers, 2 * layers
+    else:
+        per_layer, offset, total = [options.sparsity] * layers, 0, layers
+
+    def decide(i, refs, stats):
+        return {r.name: (wanda_mask(wanda_scores(adapter.weight_view(r), stats[r.name].norms), per_layer[i], nm),
+                         None) for r in refs}
+
+    res = run_layerwise(loaded, calib, options, decide, progress_offset=offset, progress_total=total, label="wanda")
+    return PruneResult(res.masks, notes=notes)

@@ -1,0 +1,156 @@
+"""The small Llama-style model that IMP trains from scratch, its tokenizer, and the corpus split.
+
+Why this size (measured on this machine, one thread, while others worked; see benchmarks/imp.py):
+- Tokenizer: byte-level BPE with 4,096 entries trained on the train split. WikiText-2 is already
+  word-tokenised with rare words as `<unk>`, so 4k merges cover nearly every frequent word in one
+  token (1.41 tokens per word); a 49k vocabulary (SmolLM2's) would make the tied embedding 6M of
+  the model's parameters and the LM head most of its compute, while a word-level vocabulary of 4k
+  would map ~10% of the words to `<unk>` and flatter the loss. With 4k the embedding is 0.5M of 1.3M.
+- Model: 4 layers, hidden 128, 4 query heads sharing 2 KV heads (GQA, so the adapter's KV-group
+  logic is exercised), SwiGLU width 384, tied embeddings, context 128. About 0.8M prunable linear
+  weights. It trains at roughly 4-6k tokens/s on one core, so a few minutes cover the ~280k train
+  tokens a couple of times and reach a held-out loss far below the unigram baseline.
+- Data: `corpora/wikitext-2/valid.txt` split by article (the 60 top-level `= Title =` headings):
+  every 10th article (index % 10 == 9) is held out, the rest trains. `test.txt` is never touched:
+  it stays reserved for the perplexity evaluation. The split record (file sha256, rule, counts) is
+  stored in the experiment and in every ticket.
+
+The tokenizer is deterministic (BPE training on a fixed text, checked across processes) and is saved
+with every checkpoint as a `PreTrainedTokenizerFast`, so `pruning.models.load_model(dir)` loads it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from . import settings
+from .calibration import sha256_file
+from .errors import TicketLabError
+
+CORPUS = "corpora/wikitext-2/valid.txt"
+HELDOUT_EVERY = 10
+_HEADING = re.compile(r"^ = [^=].* = $")
+EOS = "<|endoftext|>"
+
+
+@dataclass(frozen=True)
+class TinyConfig:
+    vocab_size: int = 4096
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    intermediate_size: int = 384
+    max_positions: int = 128
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class CorpusSplit:
+    train: list[str]
+    heldout: list[str]
+    record: dict
+
+
+def split_corpus(relative: str = CORPUS, every: int = HELDOUT_EVERY) -> CorpusSplit:
+    """Articles of a WikiText file -> (train, held-out); article i is held out when i % every == every - 1."""
+    path = settings.data_file(relative)
+    lines = path.read_text(encoding="utf-8").split("\n")
+    starts = [i for i, line in enumerate(lines) if _HEADING.match(line)]
+    if len(starts) < every:
+        raise TicketLabError(f"{path} has {len(starts)} articles (lines like ' = Title = '); the train/held-out "
+                             f"split needs at least {every}.")
+    bounds = starts + [len(lines)]
+    articles = ["\n".join(lines[bounds[i]:bounds[i + 1]]) for i in range(len(starts))]
+    train = [a for i, a in enumerate(articles) if i % every != every - 1]
+    heldout = [a for i, a in enumerate(articles) if i % every == every - 1]
+    record = {"corpus": relative, "corpus_sha256": sha256_file(path), "unit": "article",
+              "rule": f"article index % {every} == {every - 1} held out", "articles": len(articles),
+              "train_articles": len(train), "heldout_articles": len(heldout)}
+    return CorpusSplit(train, heldout, record)
+
+
+def token_stream(tokenizer, texts: list[str]) -> torch.Tensor:
+    """Articles -> one 1-D token stream, each article followed by EOS (so windows see document breaks)."""
+    eos = tokenizer.eos_token_id
+    ids: list[int] = []
+    for text in texts:
+        ids += tokenizer(text, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+        if eos is not None:
+            ids.append(eos)
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def train_tokenizer(texts: list[str], vocab_size: int = 4096):
+    """Byte-level BPE on the given texts, wrapped as a transformers fast tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    if vocab_size < 300:
+        raise TicketLabError(f"vocab size {vocab_size} is too small for byte-level BPE (256 bytes + merges).")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOS, eos_token=EOS, pad_token=EOS,
+                                   unk_token=None, model_max_length=1 << 30)
+
+
+def tokenizer_dir(root: Path, config: TinyConfig, split: CorpusSplit) -> Path:
+    """The tokenizer trained on the split's train part, built once under `root` (atomically)."""
+    target = root / "tokenizer"
+    if (target / "tokenizer.json").exists():
+        return target
+    tok = train_tokenizer(split.train, config.vocab_size)
+    _atomic_dir(target, lambda tmp: tok.save_pretrained(tmp))
+    return target
+
+
+def build_model(config: TinyConfig, seed: int, eos_id: int = 0):
+    """A freshly initialised tiny Llama; the seed fixes every initial weight."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=config.vocab_size, hidden_size=config.hidden_size,
+                      intermediate_size=config.intermediate_size, num_hidden_layers=config.num_layers,
+                      num_attention_heads=config.num_heads, num_key_value_heads=config.num_kv_heads,
+                      max_position_embeddings=config.max_positions, tie_word_embeddings=True,
+                      bos_token_id=eos_id, eos_token_id=eos_id, pad_token_id=eos_id, attention_dropout=0.0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        return LlamaForCausalLM(cfg)
+
+
+def save_checkpoint(model, tokenizer_source: Path | str | None, target: Path) -> Path:
+    """A model directory `load_model` accepts (config, safetensors weights, tokenizer), written atomically."""
+    from transformers import AutoTokenizer
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp, safe_serialization=True)
+        if tokenizer_source is not None:
+            AutoTokenizer.from_pretrained(tokenizer_source).save_pretrained(tmp)
+
+    return _atomic_dir(target, write)
+
+
+def _atomic_dir(target: Path, write) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        write(tmp)
+        if target.exists():  # incomplete (callers check completeness first): replace it
+            shutil.rmtree(target)
+        os.rename(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

@@ -1,0 +1,254 @@
+"""Causal-LM training for lottery-ticket experiments: a seeded, deterministic loop that can keep a
+sparse sub-network sparse.
+
+- Schedule: linear warm-up, then cosine decay to `min_lr_ratio` x peak ("cosine"); or a constant
+  rate ("constant", used for plain fine-tuning at the final learning rate, Renda et al. 2020).
+- AdamW, gradient clipping by global norm, data order from a seeded permutation of fixed windows.
+  Same inputs, same thread count, same device -> bit-identical weights on CPU, which is what lets an
+  interrupted IMP experiment resume with the same ticket ids.
+- Masked training: after backward the gradients of masked tensors are multiplied by their masks, and
+  after each optimizer step the weights are multiplied again (AdamW's decoupled weight decay and
+  moment estimates can never revive a weight, but re-masking makes that a guarantee rather than an
+  argument). Both are one `torch._foreach_mul_` over all masked tensors, so masking adds two fused
+  kernel launches per step, not a Python loop over parameters.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from .errors import TicketLabError
+
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int
+    batch_size: int = 16
+    seq_len: int = 128
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int | None = None  # None: 10% of the steps
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    clip: float = 1.0
+    schedule: str = "cosine"  # "cosine" | "constant"
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise TicketLabError(f"training needs at least 1 step (got {self.steps}).")
+        if self.batch_size < 1 or self.seq_len < 2:
+            raise TicketLabError(f"batch size must be >= 1 and sequence length >= 2 (got {self.batch_size}, "
+                                 f"{self.seq_len}).")
+        if self.schedule not in ("cosine", "constant"):
+            raise TicketLabError(f"schedule {self.schedule!r}: use cosine or constant.")
+
+    @property
+    def warmup(self) -> int:
+        return self.warmup_steps if self.warmup_steps is not None else max(1, self.steps // 10)
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate used for optimizer step `step` (0-based)."""
+        if self.schedule == "constant":
+            return self.lr
+        if step < self.warmup:
+            return self.lr * (step + 1) / self.warmup
+        span = max(1, self.steps - self.warmup)
+        progress = min(1.0, (step - self.warmup) / span)
+        floor = self.lr * self.min_lr_ratio
+        return floor + (self.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def finetune(self) -> TrainConfig:
+        """The same budget at the schedule's final learning rate, constant (plain fine-tuning)."""
+        return TrainConfig(**{**asdict(self), "lr": self.lr * self.min_lr_ratio, "schedule": "constant",
+                              "warmup_steps": 0})
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "warmup_steps": self.warmup}
+
+
+@dataclass
+class TrainResult:
+    losses: list[float]  # training loss per step
+    checkpoints: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)  # step -> CPU state dict
+    tokens: int = 0
+    seconds: float = 0.0
+
+    @property
+    def final_loss(self) -> float:
+        tail = self.losses[-max(1, len(self.losses) // 10):]
+        return sum(tail) / len(tail)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+
+def windows(stream: torch.Tensor, seq_len: int) -> torch.Tensor:
+    """A 1-D token stream -> non-overlapping [N, seq_len] windows (the tail that does not fill one is dropped)."""
+    n = stream.numel() // seq_len
+    if n < 1:
+        raise TicketLabError(f"the corpus has {stream.numel()} tokens, fewer than one window of {seq_len}.")
+    return stream[: n * seq_len].view(n, seq_len).clone()
+
+
+def batch_order(n_windows: int, batch_size: int, steps: int, seed: int) -> torch.Tensor:
+    """[steps, batch_size] window indices: one seeded permutation per epoch, concatenated."""
+    need = steps * batch_size
+    g = torch.Generator().manual_seed(int(seed))
+    parts, have = [], 0
+    while have < need:
+        parts.append(torch.randperm(n_windows, generator=g))
+        have += n_windows
+    return torch.cat(parts)[:need].view(steps, batch_size)
+
+
+class MaskSet:
+    """Masked tensors of a model with their masks on the model's device, for fused in-place masking."""
+
+    def __init__(self, model: nn.Module, masks: dict[str, torch.Tensor] | None):
+        params = dict(model.named_parameters())
+        self.names: list[str] = []
+        self.params: list[torch.Tensor] = []
+        self.masks: list[torch.Tensor] = []
+        for name, mask in sorted((masks or {}).items()):
+            if name not in params:
+                raise TicketLabError(f"mask for {name}, which the model does not have.")
+            p = params[name]
+            if tuple(mask.shape) != tuple(p.shape):
+                raise TicketLabError(f"mask for {name} has shape {tuple(mask.shape)}, the weight {tuple(p.shape)}.")
+            if mask.all():
+                continue  # a dense tensor needs no masking work
+            self.names.append(name)
+            self.params.append(p)
+            self.masks.append(mask.to(device=p.device, dtype=p.dtype))
+
+    def __bool__(self) -> bool:
+        return bool(self.params)
+
+    @torch.no_grad()
+    def apply_(self) -> None:
+        if self.params:
+            torch._foreach_mul_([p.data for p in self.params], self.masks)
+
+    @torch.no_grad()
+    def mask_grads_(self) -> None:
+        pairs = [(p.grad, m) for p, m in zip(self.params, self.masks, strict=True) if p.grad is not None]
+        if pairs:
+            torch._foreach_mul_([g for g, _ in pairs], [m for _, m in pairs])
+
+
+def cpu_state(model: nn.Module, names: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of the parameters (all, or the named ones)."""
+    params = dict(model.named_parameters())
+    return {n: params[n].detach().to("cpu", copy=True) for n in (names or params)}
+
+
+@torch.no_grad()
+def load_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Copy tensors into the model's parameters in place (shapes must match)."""
+    params = dict(model.named_parameters())
+    for n, t in state.items():
+        if n not in params:
+            raise TicketLabError(f"checkpoint holds {n}, which the model does not have: wrong checkpoint?")
+        params[n].data.copy_(t.to(device=params[n].device, dtype=params[n].dtype))
+
+
+def _loss(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return model(input_ids=x, labels=x, use_cache=False).loss
+
+
+def train(model: nn.Module, data: torch.Tensor, config: TrainConfig, *, masks: dict[str, torch.Tensor] | None = None,
+          data_seed: int = 0, trainable: Iterable[str] | None = None, checkpoint_steps: Iterable[int] = (),
+          progress: Progress | None = None) -> TrainResult:
+    """Train `model` in place on `data` ([N, seq_len] windows) for `config.steps` steps.
+
+    `masks` (name -> bool, True = kept) are applied before the first step and kept exactly zero.
+    `trainable`: parameter names to train (default: all that require grad); the others are frozen for
+    the call and their `requires_grad` is restored afterwards. `checkpoint_steps`: take a CPU copy of
+    the parameters after that many optimizer steps (0 = before the first); returned in the result.
+    """
+    if data.dim() != 2 or data.shape[1] < 2:
+        raise TicketLabError("training data must be [N windows, L tokens] with L >= 2.")
+    wanted = sorted(set(checkpoint_steps))
+    if wanted and (wanted[0] < 0 or wanted[-1] > config.steps):
+        raise TicketLabError(f"checkpoint step {wanted[-1]} is outside the training run of {config.steps} steps.")
+    device = next(model.parameters()).device
+    named = dict(model.named_parameters())
+    train_names = list(trainable) if trainable is not None else [n for n, p in named.items() if p.requires_grad]
+    unknown = [n for n in train_names if n not in named]
+    if unknown:
+        raise TicketLabError(f"asked to train {unknown[0]}, which the model does not have.")
+    was_training = model.training
+    old_flags = {n: p.requires_grad for n, p in named.items()}
+    for n, p in named.items():
+        p.requires_grad_(n in set(train_names))
+    params = [named[n] for n in train_names]
+    mask_set = MaskSet(model, masks)
+    mask_set.apply_()
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=config.lr_at(0), betas=(config.beta1, config.beta2), foreach=True)
+    order = batch_order(data.shape[0], config.batch_size, config.steps, data_seed)
+    result = TrainResult(losses=[])
+    if 0 in wanted:
+        result.checkpoints[0] = cpu_state(model)
+    model.train()
+    start = time.perf_counter()
+    try:
+        for step in range(config.steps):
+            x = data[order[step]].to(device, non_blocking=True)
+            for group in opt.param_groups:
+                group["lr"] = config.lr_at(step)
+            loss = _loss(model, x)
+            loss.backward()
+            mask_set.mask_grads_()
+            torch.nn.utils.clip_grad_norm_(params, config.clip, foreach=True)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            mask_set.apply_()
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise TicketLabError(f"training diverged at step {step} (loss {value}); lower the learning rate.")
+            result.losses.append(value)
+            result.tokens += x.numel()
+            if step + 1 in wanted:
+                result.checkpoints[step + 1] = cpu_state(model)
+            if progress:
+                progress(step + 1, config.steps, f"loss {value:.3f}")
+    finally:
+        result.seconds = time.perf_counter() - start
+        for n, p in named.items():
+            p.requires_grad_(old_flags[n])
+        model.train(was_training)
+    return result
+
+
+@torch.no_grad()
+def heldout_loss(model: nn.Module, data: torch.Tensor, batch_size: int = 16) -> tuple[float, int]:
+    """(mean next-token NLL in nats, number of predicted tokens) over [N, L] windows."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        for i in range(0, data.shape[0], batch_size):
+            x = data[i:i + batch_size].to(device)
+            logits = model(input_ids=x, use_cache=False).logits[:, :-1].float()
+            target = x[:, 1:]
+            total += float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                            target.reshape(-1), reduction="sum"))
+            count += target.numel()
+    finally:
+        model.train(was_training)
+    return total / count, count

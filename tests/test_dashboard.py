@@ -1,0 +1,472 @@
+"""The dashboard, page by page, with Streamlit's AppTest against a ledger built by the real engine on the
+tiny Llama; background jobs run the real CLI; bad input gives a clear message and the app keeps going."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app import jobs
+from pruning import settings
+from pruning.errors import TicketLabError
+
+REPO = Path(__file__).resolve().parents[1]
+MAIN = REPO / "app" / "dashboard" / "main.py"
+PAGES = {"models": "Models & tickets", "prune": "Prune", "survival": "Survival", "benchmarks": "Benchmarks",
+         "review": "Review", "export": "Export"}
+
+
+# --- helpers -----------------------------------------------------------------------------------
+def page(name: str | None = None) -> AppTest:
+    at = AppTest.from_file(str(MAIN), default_timeout=90)
+    at.run()
+    if name and name != "models":
+        at.switch_page(f"views/{name}.py").run()
+    return at
+
+
+def no_crash(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def errors(at: AppTest) -> list[str]:
+    return [e.value for e in at.error]
+
+
+def texts(at: AppTest) -> str:
+    parts = [x.value for kind in ("markdown", "info", "success", "warning", "error", "caption")
+             for x in getattr(at, kind)]
+    return "\n".join(str(p) for p in parts)
+
+
+def button(at: AppTest, label: str):
+    hits = [b for b in at.button if b.label == label]
+    assert hits, f"no button {label!r}; have {[b.label for b in at.button]}"
+    return hits[0]
+
+
+def plotly_count(at: AppTest) -> int:
+    return len(at.get("plotly_chart"))
+
+
+def _evaluate(loaded, ticket, suites: str) -> None:
+    """The real evaluation path (`analysis.evaluate`, as `ticketlab eval` runs it) with tiny limits."""
+    from analysis.evaluate import evaluate
+
+    if "ppl" in suites:
+        evaluate(loaded, ticket, suite="ppl", limit=2, seq_len=32)
+    if "safety" in suites:
+        evaluate(loaded, ticket, suite="safety", limit=4,
+                 tasks="crows_pairs_english,crows_pairs_english_gender,crows_pairs_english_age,bbq")
+    if "attribution" in suites:
+        evaluate(loaded, ticket, suite="attribution", limit=2)
+
+
+def build_tickets(loaded, specs, creator: str = "carol") -> list[str]:
+    from analysis.ledger import Ledger
+    from analysis.recording import record_prune
+    from pruning.prune import make_ticket
+
+    ledger = Ledger()
+    ids = []
+    for method, sparsity, options in specs:
+        t = make_ticket(loaded, method, sparsity, options=options, seed=len(ids))
+        t.save()
+        record_prune(loaded, t, "test", ledger)
+        try:
+            from analysis.governance.identity import record_creator
+
+            record_creator(ledger, t.id, creator)
+        except ImportError:
+            pass
+        ids.append(t.id)
+    return ids
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory, embedded_dir, data_dir, tiny_llama_dir):
+    """One ledger for the read-mostly tests: three tickets; perplexity, safety and head attributions of the
+    dense model and a ticket (real evaluations with tiny limits)."""
+    from pruning.models import load_model
+    from pruning.ticket import Ticket
+
+    root = tmp_path_factory.mktemp("dash-lab")
+    (root / "models").mkdir()
+    (root / "models" / embedded_dir.name).symlink_to(embedded_dir)
+    mp = pytest.MonkeyPatch()
+    for var, value in (("TICKETLAB_STATE_DIR", root), ("TICKETLAB_DATA_DIR", data_dir),
+                       ("TICKETLAB_APP_MODEL", tiny_llama_dir)):
+        mp.setenv(var, str(value))
+    mp.delenv("TICKETLAB_LEDGER", raising=False)
+    settings._overrides.clear()
+    (root / "reviewers.toml").write_text('reviewers = ["alice", "bob"]\n')
+    loaded = load_model(str(tiny_llama_dir))
+    ids = build_tickets(loaded, [("magnitude", 0.5, {}), ("random", 0.5, {}), ("magnitude", 0.7, {"scope": "global"})])
+    _evaluate(loaded, None, "ppl,safety,attribution")
+    _evaluate(loaded, Ticket.load(root / "tickets" / ids[0]), "ppl,safety,attribution")
+    _evaluate(loaded, Ticket.load(root / "tickets" / ids[1]), "ppl")
+    yield SimpleNamespace(root=root, ids=ids, model_dir=tiny_llama_dir, loaded=loaded)
+    mp.undo()
+    settings._overrides.clear()
+
+
+# --- every page -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", list(PAGES))
+def test_every_page_renders(lab, name):
+    at = page(name)
+    no_crash(at)
+    assert [t.value for t in at.title] == [PAGES[name]]
+    problems = [e for e in errors(at) if "does not pass** the policy" not in e]  # a verdict, not a fault
+    assert not problems, problems
+    if name == "models":
+        assert len(at.dataframe) == 2  # dense models and tickets
+        assert "wikitext2/perplexity" in at.dataframe[1].value.columns
+    if name == "survival":
+        assert plotly_count(at) >= 6  # matrix, heads, neurons, three differences (+ attribution when recorded)
+    if name == "benchmarks":
+        assert plotly_count(at) == 1
+    if name == "review":
+        assert plotly_count(at) == 2  # baseline and candidate
+        assert "Audit chain intact" in texts(at)
+    if name == "prune":
+        assert at.selectbox(key="prune_method").options  # from the registry
+        assert "magnitude" in at.selectbox(key="prune_method").options
+
+
+def test_prune_form_comes_from_the_registry(lab):
+    from pruning.registry import all_methods
+
+    at = page("prune")
+    assert set(at.selectbox(key="prune_method").options) == set(all_methods())
+    at.selectbox(key="prune_method").set_value("magnitude").run()
+    shown = {w.key for w in at.selectbox} | {w.key for w in at.number_input}
+    for p in all_methods()["magnitude"].params:
+        assert f"p_magnitude_{p.name}" in shown
+
+
+def test_survival_switch_tickets_difference_and_iou(lab):
+    at = page("survival")
+    at.selectbox(key="surv_ticket").set_value(lab.ids[2]).run()
+    no_crash(at)
+    assert at.query_params.get("ticket") == lab.ids[2]
+    assert "global" in texts(at)  # the method's parameters of the chosen ticket
+    at.selectbox(key="surv_other").set_value(lab.ids[1]).run()
+    button(at, "Compute per-layer IoU").click().run()
+    no_crash(at)
+    assert not errors(at), errors(at)
+    iou = at.dataframe[-1].value
+    assert list(iou["layer"]) == [0, 1]
+    assert ((iou["iou"] > 0) & (iou["iou"] < 1)).all()
+    # the attribution map sits beside the head map; dense attributions too
+    at.radio(key="attr_subject").set_value("dense").run()
+    no_crash(at)
+    assert any("Head attribution" in str(c.proto.spec) for c in at.get("plotly_chart"))
+
+
+def test_benchmarks_breakdown_and_error_bars(lab):
+    import json
+
+    at = page("benchmarks")
+    at.selectbox(key="bm_suite").set_value("safety").run()
+    assert at.selectbox(key="bm_metric").value == "pct_stereotype"
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert {tuple(t["x"]) for t in fig["data"]} == {("overall", "age", "gender")}  # CrowS-Pairs bias types
+    assert all(t["error_y"]["visible"] for t in fig["data"]) and len(fig["data"]) == 2  # dense and the ticket
+    at.selectbox(key="bm_metric").set_value("amb_bias_score").run()
+    no_crash(at)
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert "Age" in fig["data"][0]["x"] and "overall" in fig["data"][0]["x"]  # BBQ categories
+
+
+# --- the empty ledger and jobs ------------------------------------------------------------------------
+def test_empty_ledger_one_click_first_ticket(state, tiny_llama_dir, monkeypatch):
+    from analysis.ledger import Ledger
+
+    monkeypatch.setenv("TICKETLAB_APP_MODEL", str(tiny_llama_dir))
+    at = page()
+    no_crash(at)
+    assert "ledger is empty" in texts(at)
+    for name in ("survival", "benchmarks", "review"):
+        other = page(name)
+        no_crash(other)
+        assert not errors(other)
+    button(at, f"Prune a first ticket of {tiny_llama_dir}").click().run()
+    no_crash(at)
+    listed = jobs.list_jobs()
+    assert len(listed) == 1 and listed[0]["argv"][:3] == ["prune", "--model", str(tiny_llama_dir)]
+    done = jobs.wait(listed[0]["id"], timeout=180)
+    assert done["status"] == "succeeded", done
+    assert [r["id"] for r in Ledger().query("SELECT id FROM tickets")] == [done["result"]["id"]]
+    at = page()
+    assert "ledger is empty" not in texts(at)
+    assert done["result"]["id"] in set(at.dataframe[1].value["id"])
+
+
+def test_prune_job_progress_and_cancel(state, tiny_llama_dir, monkeypatch):
+    monkeypatch.setenv("TICKETLAB_APP_MODEL", str(tiny_llama_dir))
+    at = page("prune")
+    at.selectbox(key="prune_method").set_value("random").run()
+    at.slider(key="p_random_sparsity").set_value(0.3)
+    at.selectbox(key="p_random_scope").set_value("global")
+    button(at, "Prune in the background").click().run()
+    no_crash(at)
+    job = jobs.list_jobs()[0]
+    assert job["argv"][:8] == ["prune", "--model", str(tiny_llama_dir), "--method", "random", "--sparsity", "0.3",
+                               "--seed"]
+    assert "--scope" in job["argv"] and "global" in job["argv"]
+    assert job["threads"] >= 1
+    at.run()  # a refresh finds the job on disk
+    button(at, "Cancel").click().run()
+    no_crash(at)
+    status = jobs.get(job["id"])
+    assert status["status"] == "cancelled"
+    with pytest.raises(ProcessLookupError):
+        os.killpg(status["pid"], 0)
+
+
+def test_imp_form_runs_an_experiment_and_draws_its_curves(state):
+    at = page("prune")
+    for key, value in (("imp_train_steps", "3"), ("imp_seeds", "0"), ("imp_controls", "random"),
+                       ("imp_eval_windows", "2"), ("imp_batch_size", "2"), ("imp_seq_len", "32")):
+        at.text_input(key=key).set_value(value)
+    at.number_input(key="imp_rounds").set_value(1)
+    button(at, "Start the IMP experiment").click().run()
+    no_crash(at)
+    job = jobs.list_jobs()[0]
+    assert job["kind"] == "imp" and "--train-steps" in job["argv"] and "--json" in job["argv"]
+    done = jobs.wait(job["id"], timeout=240)
+    assert done["status"] == "succeeded", done
+    bm = page("benchmarks")
+    bm.run()
+    no_crash(bm)
+    assert bm.selectbox(key="bm_exp").value == done["result"]["experiment"]
+    charts = [c for c in bm.get("plotly_chart") if "weights remaining" in c.proto.spec]
+    assert charts and '"random"' in charts[0].proto.spec
+
+
+def test_evaluate_form_starts_an_eval_job(lab):
+    at = page("benchmarks")
+    at.selectbox(key="bm_eval_subject").set_value(lab.ids[1]).run()
+    at.text_input(key="bm_eval_suite").set_value("ppl")
+    at.text_input(key="bm_eval_limit").set_value("1")
+    button(at, "Evaluate in the background").click().run()
+    no_crash(at)
+    job = [j for j in jobs.list_jobs() if j["kind"] == "eval"][0]
+    assert job["argv"][:2] == ["eval", lab.ids[1]]
+    assert job["argv"][job["argv"].index("--suite") + 1] == "ppl" and "--json" in job["argv"]
+    assert jobs.cancel(job["id"])["status"] == "cancelled"
+
+
+def test_failed_and_killed_jobs_show_their_error(state, tiny_llama_dir):
+    bad = jobs.start(["prune", "--model", str(tiny_llama_dir), "--method", "magnitude", "--sparsity", "1.5", "--json"])
+    slow = jobs.start(["prune", "--model", str(tiny_llama_dir), "--method", "magnitude", "--json"])
+    failed = jobs.wait(bad["id"], timeout=120)
+    assert failed["status"] == "failed" and "outside [0, 1)" in failed["error"]
+    deadline = time.monotonic() + 30
+    while jobs.get(slow["id"])["status"] == "starting" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.killpg(slow["pid"], signal.SIGKILL)  # a crash: nobody reports back
+    crashed = jobs.wait(slow["id"], timeout=10)
+    assert crashed["status"] == "failed" and "without reporting" in crashed["error"]
+    at = page("prune")
+    no_crash(at)
+    shown = errors(at)
+    assert any("outside [0, 1)" in e for e in shown) and any("without reporting" in e for e in shown)
+
+
+def test_job_progress_is_read_from_the_tqdm_log(state):
+    d = jobs.jobs_dir() / "20200101-000000-abcdef"
+    d.mkdir(parents=True)
+    (d / "status.json").write_text('{"id": "20200101-000000-abcdef", "status": "succeeded", "label": "x"}')
+    (d / "log").write_text("Loading weights: 100%|##########| 20/20 [00:00<00:00]\n"
+                           "prune wanda:  10%|#         | 3/30 [00:01<00:09, 3.0it/s]\r"
+                           "prune wanda:  40%|####      | 12/30 [00:04<00:06, 3.0it/s, layer 11]")
+    frac, what = jobs.progress(d.name)
+    assert frac == pytest.approx(0.4) and "prune wanda 12/30" in what
+    assert jobs.log_tail(d.name).splitlines()[-1].startswith("prune wanda:  40%")
+
+
+# --- bad input ----------------------------------------------------------------------------------------
+def test_bad_checkpoint_paths_give_clear_messages(lab, tmp_path):
+    at = page()
+    at.text_input(key="load_spec").set_value("/no/such/checkpoint")
+    button(at, "Load").click().run()
+    no_crash(at)
+    assert any("/no/such/checkpoint does not exist" in e for e in errors(at))
+    at.text_input(key="load_spec").set_value(str(tmp_path))
+    button(at, "Load").click().run()
+    assert any("not a model directory" in e for e in errors(at))
+    at.text_input(key="load_spec").set_value(str(lab.model_dir))
+    button(at, "Load").click().run()
+    no_crash(at)
+    assert not errors(at) and at.json  # the app kept going and loads a real model afterwards
+    before = len(jobs.list_jobs())
+    pr = page("prune")
+    pr.selectbox(key="prune_model_choice").set_value("other…").run()
+    pr.text_input(key="prune_model_other").set_value("/no/such/checkpoint").run()
+    button(pr, "Prune in the background").click().run()
+    assert any("does not exist" in e for e in errors(pr))
+    assert len(jobs.list_jobs()) == before
+
+
+def test_a_ticket_directory_loads_hash_checked(lab):
+    at = page()
+    at.text_input(key="load_spec").set_value(str(lab.root / "tickets" / lab.ids[1]))
+    button(at, "Load").click().run()
+    no_crash(at)
+    assert not errors(at)
+    assert at.json[0].value and lab.ids[1] in str(at.json[0].value)
+
+
+def test_a_bundle_that_fails_verification(lab, tmp_path):
+    from analysis.governance.export import export_bundle
+    from analysis.ledger import Ledger
+
+    out = tmp_path / "bundle"
+    export_bundle(Ledger(), lab.ids[0], out, "masks", unreviewed=True)
+    at = page()
+    at.text_input(key="load_spec").set_value(str(out))
+    button(at, "Load").click().run()
+    assert not errors(at) and "bundle (verified)" in texts(at)
+    target = out / "ticket" / "masks.safetensors"
+    data = bytearray(target.read_bytes())
+    data[-1] ^= 0xFF
+    target.write_bytes(bytes(data))
+    button(at, "Load").click().run()
+    no_crash(at)
+    assert any("does not verify" in e and "masks.safetensors" in e for e in errors(at))
+    ex = page("export")
+    ex.text_input(key="exp_other").set_value(str(out)).run()
+    button(ex, "Verify every file's hash").click().run()
+    no_crash(ex)
+    assert any("does not verify" in e for e in errors(ex))
+
+
+LOCKER = textwrap.dedent("""
+    import sys, time, duckdb
+    con = duckdb.connect(sys.argv[1])
+    con.execute("BEGIN TRANSACTION")
+    con.execute("UPDATE tickets SET name = name")
+    print("locked", flush=True)
+    time.sleep(float(sys.argv[2]))
+    con.execute("ROLLBACK")
+    con.close()
+""")
+
+
+def _lock(seconds: float) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", LOCKER, str(settings.ledger_path()), str(seconds)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_a_ledger_another_process_is_writing(lab, monkeypatch):
+    import analysis.ledger
+    from app.dashboard import data
+
+    count = len(data.ledger().query("SELECT id FROM tickets"))
+    # a brief writer: the page waits for it and renders
+    proc = _lock(1.0)
+    data.forget()
+    at = page()
+    no_crash(at)
+    assert not errors(at) and len(at.dataframe[1].value) == count
+    proc.wait()
+    # a writer that holds on longer than the page waits: a clear message, and the app keeps going
+    monkeypatch.setattr(analysis.ledger, "LOCK_WAIT_S", 0.3)
+    proc = _lock(3.0)
+    data.forget()
+    at = page("survival")
+    no_crash(at)
+    assert any("locked by another process" in e for e in errors(at)), errors(at)
+    proc.wait()
+    button(at, "Try again").click().run()
+    no_crash(at)
+    assert not errors(at)
+    assert len(data.ledger().query("SELECT id FROM tickets")) == count
+
+
+# --- review, decisions, deployment, export ----------------------------------------------------------
+def test_review_decide_promote_rollback_export(state, tiny_llama, monkeypatch):
+    import duckdb
+
+    from analysis.ledger import Ledger
+
+    monkeypatch.setenv("TICKETLAB_APP_MODEL", tiny_llama.spec)
+    (state / "reviewers.toml").write_text('reviewers = ["alice", "bob"]\n')
+    tid, other = build_tickets(tiny_llama, [("magnitude", 0.5, {}), ("random", 0.5, {})])
+    at = page("review")
+    at.selectbox(key="rev_ticket").set_value(tid).run()
+    no_crash(at)
+    assert any("does not pass" in e for e in errors(at))  # no evaluations: evidence missing
+    at.text_area(key="dec_reason").set_value("looks fine")
+    button(at, "Record decision").click().run()
+    assert any("needs --override" in e for e in errors(at))  # refused without an override
+    at.text_area(key="dec_reason").set_value("tiny test model")
+    at.checkbox(key="dec_override").check()
+    at.text_input(key="dec_override_reason").set_value("no evaluations on the test model")
+    button(at, "Record decision").click().run()
+    no_crash(at)
+    assert "recorded decision #1" in texts(at), texts(at)
+    at.text_input(key="dep_reason").set_value("ship it")
+    button(at, f"Promote {tid[:10]}").click().run()
+    assert "promoted" in texts(at)
+    assert f"Deployed now for dense model `{tiny_llama.weights_sha256[:12]}`: **{tid}**" in texts(at)
+    at.text_input(key="rb_reason").set_value("roll back")
+    button(at, "Roll back").click().run()
+    no_crash(at)
+    assert "rolled back to dense" in texts(at)
+    assert "Audit chain intact" in texts(at)
+    # the Models page shows the review state
+    models = page()
+    row = models.dataframe[1].value.set_index("id").loc[tid]
+    assert row["review"] == "approved"
+
+    # export the approved ticket as a background job, then verify and offer the zip
+    ex = page("export")
+    ex.selectbox(key="exp_ticket").set_value(tid).run()
+    ex.selectbox(key="exp_format").set_value("masks").run()
+    button(ex, "Export in the background").click().run()
+    no_crash(ex)
+    job = [j for j in jobs.list_jobs() if j["kind"] == "export"][0]
+    done = jobs.wait(job["id"], timeout=180)
+    assert done["status"] == "succeeded", done
+    ex = page("export")
+    assert ex.selectbox(key="exp_bundle").value.name == f"{tid}-masks"
+    button(ex, "Verify every file's hash").click().run()
+    assert any("verified" in s.value for s in ex.success)
+    assert any(b.label == "Download as zip" for b in ex.get("download_button"))
+
+    # tampering with a decision row is caught by the audit shown on the page
+    with duckdb.connect(str(Ledger().path)) as con:
+        con.execute("UPDATE decisions SET reason = 'edited later' WHERE seq = 1")
+    at = page("review")
+    no_crash(at)
+    assert "Audit chain BROKEN" in "\n".join(errors(at))
+
+
+# --- `ticketlab app` ------------------------------------------------------------------------------------
+def test_app_command_line(state, tiny_llama_dir):
+    from app.cli import build_parser
+    from app.commands.app import streamlit_command
+
+    args = build_parser().parse_args(["app", "--port", "8765", "--model", str(tiny_llama_dir)])
+    assert (args.host, args.port) == ("127.0.0.1", 8765)
+    cmd, env = streamlit_command(args.host, args.port, args.model)
+    assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("app/dashboard/main.py")
+    assert cmd[cmd.index("--server.headless") + 1] == "true"
+    assert cmd[cmd.index("--browser.gatherUsageStats") + 1] == "false"
+    assert env["TICKETLAB_APP_MODEL"] == str(tiny_llama_dir) and env["TICKETLAB_STATE_DIR"] == str(state)
+    assert env["OMP_NUM_THREADS"] == "1" and int(env["TICKETLAB_JOB_THREADS"]) >= 1
+    with pytest.raises(TicketLabError, match="not a model directory"):
+        streamlit_command("127.0.0.1", 8765, str(state / "nothing-here"))

@@ -1,0 +1,155 @@
+"""Export bundles, verification and the scorecard on tiny models."""
+
+import json
+
+import pytest
+import torch
+from govern_helpers import make_recorded_ticket, setup_lab
+
+from analysis.governance import decisions
+from analysis.governance.export import export_bundle
+from analysis.governance.verify import verify_bundle
+from app.cli import main
+from pruning.errors import TicketLabError
+from pruning.ticket import applied
+
+
+@pytest.mark.parametrize("family", ["tiny_llama", "tiny_gpt2"])
+def test_stock_from_pretrained_gives_the_labs_logits(family, request, state):
+    from transformers import AutoModelForCausalLM
+
+    loaded = request.getfixturevalue(family)
+    ledger, passing, _ = setup_lab(state, loaded)
+    t = make_recorded_ticket(loaded, ledger, sparsity=0.5)
+    decisions.decide(ledger, t.id, "approve", "bob", "fine", policy=passing)
+    out = state / f"bundle-{family}"
+    manifest = export_bundle(ledger, t.id, out, loaded=loaded)
+    stock = AutoModelForCausalLM.from_pretrained(out)
+    ids = torch.tensor([[1, 50, 300, 7000, 42, 9, 12000, 3]])
+    with torch.no_grad(), applied(loaded, t):
+        lab = loaded.model(ids).logits
+    with torch.no_grad():
+        assert torch.equal(stock(ids).logits, lab)
+    sp = manifest["deployer"]["sparsity"]
+    assert sp["achieved_counted"] == pytest.approx(0.5, abs=1e-6) and sp["per_tensor"]
+    assert 0 < sp["achieved_all_parameters"] < 0.5  # embeddings are not counted, and say so
+    assert any("embed" in name or "wte" in name for name in sp["excluded"])
+    assert manifest["dense_model"]["weights_sha256"] == loaded.weights_sha256
+    assert verify_bundle(out)["ok"]
+
+
+def test_manifest_and_model_card_say_what_a_deployer_gets(tiny_llama, state):
+    from huggingface_hub import ModelCard
+
+    ledger, passing, _ = setup_lab(state, tiny_llama)
+    t = make_recorded_ticket(tiny_llama, ledger)
+    decisions.decide(ledger, t.id, "approve", "bob", "fine", policy=passing)
+    m = export_bundle(ledger, t.id, state / "b", "masked-weights", loaded=tiny_llama)
+    assert set(m["files"]) >= {"README.md", "model.safetensors", "config.json", "ticket/masks.safetensors",
+                               "ticket/ticket.json"}
+    assert m["ticket"]["id"] == t.id and m["ticket"]["created_by"] == "carol"
+    ppl = next(x for x in m["metrics"] if x["subject"] == "ticket" and x["metric"] == "perplexity")
+    assert ppl["value"] == 22.0 and ppl["full"] and ppl["limit"] is None
+    crows = next(x for x in m["metrics"] if x["subject"] == "dense" and x["task"] == "crows_pairs_english")
+    assert crows["stderr"] == 0.02
+    assert m["review"]["policy_results"]["policy"]["name"] == "lenient" and not m["review"]["unreviewed"]
+    d = m["deployer"]
+    assert d["on_disk_bytes"] == sum(f["bytes"] for f in m["files"].values())
+    assert d["speed_vs_dense"] is None and "not measured" in d["speed_note"]
+    assert "torch" in m["versions"] and "transformers" in m["versions"]
+    card = ModelCard.load(state / "b" / "README.md")
+    results = {(r.dataset_name, r.metric_type): r.metric_value for r in card.data.eval_results}
+    assert results[("wikitext", "perplexity")] == 22.0
+
+
+def test_masks_bundle_and_tampered_ticket_file(tiny_llama, state, capsys):
+    ledger, passing, _ = setup_lab(state, tiny_llama)
+    t = make_recorded_ticket(tiny_llama, ledger)
+    out = state / "masks"
+    with pytest.raises(TicketLabError, match="not approved .*--unreviewed"):
+        export_bundle(ledger, t.id, out, "masks", loaded=tiny_llama)
+    assert not out.exists()
+    m = export_bundle(ledger, t.id, out, "masks", unreviewed=True, loaded=tiny_llama)
+    assert m["review"]["status"] == "unreviewed" and m["review"]["unreviewed"]
+    assert "Unreviewed export" in (out / "README.md").read_text()
+    assert not (out / "model.safetensors").exists() and m["deployer"]["loader"]["stock_transformers"] is False
+    meta = json.loads((out / "ticket" / "ticket.json").read_text())
+    meta["target_sparsity"] = 0.1
+    (out / "ticket" / "ticket.json").write_text(json.dumps(meta))
+    assert main(["verify", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "ticket/ticket.json: sha256" in err and "does not match its id" in err
+    (out / "extra.bin").write_bytes(b"x")
+    with pytest.raises(TicketLabError, match="extra.bin: not in the manifest"):
+        verify_bundle(out)
+
+
+def test_export_target_rules_never_lose_anything(tiny_llama, state):
+    ledger, passing, _ = setup_lab(state, tiny_llama)
+    t = make_recorded_ticket(tiny_llama, ledger)
+    decisions.decide(ledger, t.id, "approve", "bob", "fine", policy=passing)
+    out = state / "exists"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    with pytest.raises(TicketLabError, match="already exists; .*--overwrite"):
+        export_bundle(ledger, t.id, out, "masks", loaded=tiny_llama)
+    with pytest.raises(TicketLabError, match="not a Ticket Lab bundle"):
+        export_bundle(ledger, t.id, out, "masks", overwrite=True, loaded=tiny_llama)
+    assert (out / "precious.txt").read_text() == "keep me"
+    with pytest.raises(TicketLabError, match="unstructured ticket"):
+        export_bundle(ledger, t.id, state / "mat", "materialized", loaded=tiny_llama)
+    good = state / "good"
+    export_bundle(ledger, t.id, good, "masks", loaded=tiny_llama)
+    export_bundle(ledger, t.id, good, "masked-weights", overwrite=True, loaded=tiny_llama)  # replaces a bundle
+    assert verify_bundle(good)["format"] == "masked-weights"
+    assert not [p for p in state.iterdir() if p.name.startswith((".good", ".exists", ".mat"))]  # no temp dirs left
+
+
+def test_scorecard_is_one_self_contained_page(tiny_llama, state):
+    ledger, passing, _ = setup_lab(state, tiny_llama)
+    t = make_recorded_ticket(tiny_llama, ledger)
+    decisions.decide(ledger, t.id, "approve", "bob", "looks <fine>", policy=passing)
+    out = state / "card.html"
+    assert main(["report", t.id, "--baseline", "dense", "--policy", str(passing), "--out", str(out)]) == 0
+    page = out.read_text()
+    from plotly.offline import get_plotlyjs
+
+    assert "<script src=" not in page and page.count(get_plotlyjs()[:300]) == 1  # plotly.js inline, once
+    assert page.count("Plotly.newPlot") >= 4  # change, CrowS-Pairs, BBQ, survival figures
+    assert "looks &lt;fine&gt;" in page and "crows_pairs_english_gender" in page and "Policy results" in page
+    assert "Deployment history" in page and "intact" in page
+
+
+def test_materialized_bundle_of_a_structured_ticket(tiny_llama, state):
+    from transformers import AutoModelForCausalLM
+
+    from pruning.calibration import from_corpus
+    from pruning.prune import make_ticket
+
+    ledger, passing, _ = setup_lab(state, tiny_llama)
+    calib = from_corpus(tiny_llama.tokenizer, 2, 16, 0)
+    t = make_ticket(tiny_llama, "neurons", 0.5, calib=calib)
+    t.save()
+    from analysis.recording import record_prune
+
+    record_prune(tiny_llama, t, "test", ledger)
+    m = export_bundle(ledger, t.id, state / "mat", "materialized", unreviewed=True, loaded=tiny_llama)
+    loader = m["deployer"]["loader"]
+    assert loader["stock_transformers"] and loader["check"]["max_abs_logit_diff"] < 1e-4
+    assert loader["materialized"]["parameters"] < loader["materialized"]["parameters_dense"]
+    assert (state / "mat" / "model.safetensors").stat().st_size < m["deployer"]["dense_checkpoint_bytes"]
+    stock = AutoModelForCausalLM.from_pretrained(state / "mat")
+    assert stock.config.intermediate_size == 64
+    assert verify_bundle(state / "mat")["format"] == "materialized"
+
+
+def test_measured_speed_is_reported_against_dense(tiny_llama, state):
+    from analysis.ledger import MetricRow
+
+    ledger, _, _ = setup_lab(state, tiny_llama)
+    t = make_recorded_ticket(tiny_llama, ledger)
+    for subject, rate in (("dense", 100.0), (t.id, 125.0)):
+        with ledger.run("eval", "latency", subject=subject, dense_sha256=tiny_llama.weights_sha256) as run:
+            run.add_metric(MetricRow("latency", "latency", "decode_tokens_per_s", rate, direction="higher"))
+    m = export_bundle(ledger, t.id, state / "fast", "masks", unreviewed=True, loaded=tiny_llama)
+    assert m["deployer"]["speed_vs_dense"]["latency/decode_tokens_per_s"]["speedup"] == pytest.approx(1.25)

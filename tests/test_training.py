@@ -1,0 +1,157 @@
+"""The training loop: masked weights stay exactly zero, determinism, schedule, checkpoints, LoRA merge."""
+
+import math
+
+import pytest
+import torch
+
+from pruning.errors import TicketLabError
+from pruning.lora import lora_train
+from pruning.tiny import TinyConfig, build_model, save_checkpoint, train_tokenizer
+from pruning.training import MaskSet, TrainConfig, batch_order, cpu_state, heldout_loss, load_state, train
+
+MICRO = TinyConfig(vocab_size=300, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2,
+                   intermediate_size=64, max_positions=32)
+LINEARS = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+           "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
+
+
+def _data(n=24, length=16, seed=0):
+    return torch.randint(0, MICRO.vocab_size, (n, length), generator=torch.Generator().manual_seed(seed))
+
+
+def _masks(model, fraction=0.5, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return {f"model.layers.{i}.{m}.weight": torch.rand(model.get_parameter(f"model.layers.{i}.{m}.weight").shape,
+                                                        generator=g) >= fraction
+            for i in range(MICRO.num_layers) for m in LINEARS}
+
+
+CFG = TrainConfig(steps=6, batch_size=4, seq_len=16, lr=1e-2, weight_decay=0.1)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Micro models run faster on one thread than on two contended ones (conftest asks for two)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_masked_weights_stay_exactly_zero_and_survivors_train():
+    model = build_model(MICRO, seed=0)
+    masks = _masks(model)
+    before = cpu_state(model)
+    train(model, _data(), CFG, masks=masks, data_seed=0)
+    for name, mask in masks.items():
+        w = model.get_parameter(name).detach()
+        assert torch.all(w[~mask] == 0), name
+        assert not torch.equal(w[mask], before[name][mask]), name  # the survivors did learn
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_same_seed_same_weights_other_data_order_differs():
+    a, b, c = (build_model(MICRO, seed=0) for _ in range(3))
+    masks = _masks(a)
+    for m, seed in ((a, 0), (b, 0), (c, 1)):
+        train(m, _data(), CFG, masks=masks, data_seed=seed)
+    sa, sb, sc = cpu_state(a), cpu_state(b), cpu_state(c)
+    assert all(torch.equal(sa[n], sb[n]) for n in sa)
+    assert not all(torch.equal(sa[n], sc[n]) for n in sa)
+
+
+def test_schedule_warms_up_then_decays_to_floor():
+    cfg = TrainConfig(steps=100, lr=1.0, min_lr_ratio=0.1, warmup_steps=10)
+    assert cfg.lr_at(0) == pytest.approx(0.1) and cfg.lr_at(9) == pytest.approx(1.0)
+    lrs = [cfg.lr_at(s) for s in range(10, 100)]
+    assert all(x >= y for x, y in zip(lrs, lrs[1:], strict=False))
+    assert cfg.lr_at(99) == pytest.approx(0.1, abs=1e-3)
+    ft = cfg.finetune()
+    assert ft.schedule == "constant" and ft.lr_at(0) == ft.lr_at(99) == pytest.approx(0.1)
+
+
+def test_checkpoints_are_exact_and_rewinding_restores_them():
+    model = build_model(MICRO, seed=0)
+    masks = _masks(model)
+    result = train(model, _data(), CFG, masks=masks, data_seed=0, checkpoint_steps=[0, 3])
+    assert set(result.checkpoints) == {0, 3}
+    # step 0 is the masked initial network; training 3 steps from scratch reproduces step 3 bit for bit
+    fresh = build_model(MICRO, seed=0)
+    init = cpu_state(fresh)
+    for name, mask in masks.items():
+        assert torch.equal(result.checkpoints[0][name], init[name] * mask)
+    again = train(fresh, _data(), TrainConfig(**{**CFG.to_dict(), "steps": 6}), masks=masks, data_seed=0,
+                  checkpoint_steps=[3])
+    assert all(torch.equal(again.checkpoints[3][n], result.checkpoints[3][n]) for n in init)
+    # rewind the trained model to step 3: survivors get exactly the saved values, pruned weights stay 0
+    load_state(model, result.checkpoints[3])
+    MaskSet(model, masks).apply_()
+    for name, mask in masks.items():
+        w = model.get_parameter(name).detach()
+        assert torch.equal(w[mask], result.checkpoints[3][name][mask]) and torch.all(w[~mask] == 0)
+
+
+def test_frozen_parameters_do_not_move():
+    model = build_model(MICRO, seed=0)
+    before = cpu_state(model)
+    names = [n for n in before if "mlp" in n]
+    train(model, _data(), CFG, trainable=names)
+    after = cpu_state(model)
+    assert all(torch.equal(before[n], after[n]) for n in before if n not in names)
+    assert any(not torch.equal(before[n], after[n]) for n in names)
+
+
+def test_heldout_loss_matches_the_model_loss():
+    model = build_model(MICRO, seed=0)
+    x = _data(4)
+    loss, count = heldout_loss(model, x, batch_size=3)
+    assert count == 4 * 15
+    with torch.no_grad():
+        assert loss == pytest.approx(float(model(input_ids=x, labels=x).loss), rel=1e-5)
+
+
+def test_batch_order_covers_every_window_once_per_epoch():
+    order = batch_order(10, 4, 5, seed=3)
+    assert order.shape == (5, 4)
+    assert sorted(order.reshape(-1)[:10].tolist()) == list(range(10))
+
+
+def test_bad_training_input_is_refused():
+    model = build_model(MICRO, seed=0)
+    with pytest.raises(TicketLabError, match="outside the training run"):
+        train(model, _data(), CFG, checkpoint_steps=[7])
+    with pytest.raises(TicketLabError, match="at least 1 step"):
+        TrainConfig(steps=0)
+    with pytest.raises(TicketLabError, match="does not have"):
+        train(model, _data(), CFG, masks={"nope.weight": torch.ones(2, dtype=torch.bool)})
+
+
+def test_lora_merge_respects_the_mask():
+    model = build_model(MICRO, seed=0)
+    masks = _masks(model, 0.6)
+    before = cpu_state(model)
+    modules = [f"model.layers.{i}.{m}" for i in range(MICRO.num_layers) for m in LINEARS]
+    merged, result = lora_train(model, modules, masks, _data(), CFG, rank=4, seed=0)
+    assert merged is model and len(result.losses) == CFG.steps
+    assert not any("lora" in n for n, _ in model.named_parameters())
+    for name, mask in masks.items():
+        w = model.get_parameter(name).detach()
+        assert torch.all(w[~mask] == 0), name
+        assert not torch.equal(w[mask], before[name][mask]), name  # the merged delta reached the survivors
+    for n, t in before.items():  # the embedding and norms were frozen
+        if n not in masks:
+            assert torch.equal(model.get_parameter(n).detach(), t), n
+
+
+def test_tiny_checkpoint_loads_with_its_tokenizer(state, tmp_path):
+    from pruning.models import load_model
+
+    tok = train_tokenizer(["the cat sat on the mat . " * 50, "a dog ran . " * 50], vocab_size=300)
+    tok.save_pretrained(tmp_path / "tok")
+    save_checkpoint(build_model(MICRO, seed=0), tmp_path / "tok", tmp_path / "model")
+    loaded = load_model(str(tmp_path / "model"))
+    assert loaded.family == "llama" and loaded.adapter.num_kv_heads == 2
+    ids = loaded.tokenizer("the cat sat", add_special_tokens=False)["input_ids"]
+    assert loaded.tokenizer.decode(ids) == "the cat sat" and max(ids) < MICRO.vocab_size
+    assert math.isfinite(heldout_loss(loaded.model, torch.tensor([ids * 2]))[0])
