@@ -70,7 +70,7 @@ def record_experiment(experiment: str, params: dict, status: str, summary: dict 
         con.execute("INSERT INTO experiments (id, kind, params, status, created_at, summary) VALUES (?, 'imp', ?, ?, ?, ?) "
                     "ON CONFLICT (id) DO UPDATE SET params = excluded.params, status = excluded.status, "
                     "summary = excluded.summary",
-                    [experiment, _dump(params), status, dt.datetime.now(dt.timezone.utc).replace(tzinfo=None), _dump(summary)])
+                    [experiment, _dump(params), status, dt.datetime.now(dt.UTC).replace(tzinfo=None), _dump(summary)])
 
 
 def find_experiment(ref: str, ledger: Ledger | None = None) -> dict:

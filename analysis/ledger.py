@@ -31,7 +31,7 @@ LOCK_WAIT_S = float(os.environ.get("TICKETLAB_LOCK_WAIT_S", "15"))
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 def _j(value: Any) -> str | None:
@@ -175,19 +175,20 @@ class Ledger:
     def ticket_rows(self, ticket, survival: dict[str, list[tuple]] | None = None,
                     experiment: str | None = None) -> list[tuple[str, list]]:
         """The statements that record a ticket and its survival tables (for use inside a run)."""
+        tid = ticket.id  # a property that re-hashes every mask: compute it once
         stmts = [("INSERT INTO tickets (id, content_sha256, name, dense_sha256, method, params, target_sparsity, "
                   "achieved_sparsity, seed, calibration, parent, lineage, structure, experiment, path, created_at) "
                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                  [ticket.id, ticket.content_sha256, ticket.name, ticket.dense["weights_sha256"], ticket.method,
+                  [tid, ticket.content_sha256, ticket.name, ticket.dense["weights_sha256"], ticket.method,
                    _j(ticket.params), ticket.target_sparsity, ticket.achieved_sparsity, ticket.seed,
                    _j(ticket.calibration), ticket.parent, _j(ticket.lineage), _j(ticket.structure),
                    experiment or ticket.lineage.get("experiment"), str(ticket.path) if ticket.path else None,
                    dt.datetime.fromisoformat(ticket.created_at).replace(tzinfo=None)])]
         for table, rows in (survival or {}).items():
-            stmts.append((f"DELETE FROM {table} WHERE ticket_id = ?", [ticket.id]))
+            stmts.append((f"DELETE FROM {table} WHERE ticket_id = ?", [tid]))
             for row in rows:
                 marks = ", ".join("?" * (len(row) + 1))
-                stmts.append((f"INSERT INTO {table} VALUES ({marks})", [ticket.id, *row]))
+                stmts.append((f"INSERT INTO {table} VALUES ({marks})", [tid, *row]))
         return stmts
 
     def get_ticket(self, ref: str) -> dict:

@@ -44,6 +44,8 @@ class ArchitectureAdapter:
     def __init__(self, model: nn.Module):
         self.model = model
         self.config = model.config
+        # Names only (the set never changes for a loaded model); rebuilding it per lookup made slice queries O(params).
+        self._param_names = frozenset(n for n, _ in model.named_parameters())
 
     # --- shape facts ---------------------------------------------------------------------------
     num_layers: int
@@ -150,7 +152,7 @@ class LlamaAdapter(ArchitectureAdapter):
 
     def _bias(self, layer: int, kind: str) -> str | None:
         name = self._w(layer, kind)[: -len("weight")] + "bias"
-        return name if name in dict(self.model.named_parameters()) else None
+        return name if name in self._param_names else None
 
     def _rows(self, layer: int, kind: str, start: int, stop: int) -> list[Slice]:
         out = [Slice(self._w(layer, kind), 0, start, stop)]

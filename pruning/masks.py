@@ -39,13 +39,9 @@ def prune_lowest_per_row(scores: torch.Tensor, fraction: float) -> torch.Tensor:
 
 
 def prune_lowest(scores: torch.Tensor, fraction: float) -> torch.Tensor:
-    """Mask dropping the lowest `fraction` of a whole tensor (layer-wise magnitude)."""
-    flat = scores.reshape(-1)
-    k = int(flat.numel() * fraction)
-    mask = torch.ones(flat.numel(), dtype=torch.bool, device=scores.device)
-    if k > 0:
-        mask[torch.argsort(flat, stable=True)[:k]] = False
-    return mask.view_as(scores)
+    """Mask dropping the lowest `fraction` of a whole tensor (layer-wise magnitude). Same tie rule as a
+    stable sort, but by k-th value selection, which is several times faster than sorting."""
+    return prune_lowest_global({"t": scores}, fraction)["t"]
 
 
 def prune_lowest_global(scores: dict[str, torch.Tensor], fraction: float) -> dict[str, torch.Tensor]:
@@ -54,7 +50,8 @@ def prune_lowest_global(scores: dict[str, torch.Tensor], fraction: float) -> dic
     Uses kthvalue rather than a full sort so memory stays at one copy of the scores.
     """
     names = list(scores)
-    flat = torch.cat([scores[n].reshape(-1).float().cpu() for n in names])
+    parts = [scores[n].reshape(-1).float().cpu() for n in names]
+    flat = parts[0] if len(parts) == 1 else torch.cat(parts)
     k = int(flat.numel() * fraction)
     if k == 0:
         return {n: torch.ones_like(scores[n], dtype=torch.bool) for n in names}

@@ -159,7 +159,13 @@ def load_model(spec: str = DEFAULT_MODEL, device: str | None = "cpu", dtype: str
     device = resolve_device(device)
     canonical, source, local = _source_for(spec)
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=_dtype(dtype))
+        if local is not None and "ticketlab_loader" in json.loads((local / "config.json").read_text()):
+            # per-layer shapes (a materialized structured ticket) that stock transformers cannot express
+            from .materialize import load_materialized
+
+            model = load_materialized(local, dtype=_dtype(dtype))
+        else:
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=_dtype(dtype))
         tokenizer = AutoTokenizer.from_pretrained(source)
     except TicketLabError:
         raise

@@ -78,7 +78,7 @@ class Ticket:
     structure: dict | None = None  # structured tickets: removed heads / neurons / layers
     weights: dict[str, torch.Tensor] = field(default_factory=dict)  # surviving weights the method changed
     name: str | None = None
-    created_at: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    created_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
     versions: dict = field(default_factory=library_versions)
     path: Path | None = None
 
@@ -146,6 +146,7 @@ class Ticket:
             (tmp / "ticket.json").write_text(json.dumps(self.to_json(), indent=2, sort_keys=True))
             if target.exists():  # a half-written leftover without ticket.json
                 shutil.rmtree(target)
+            _relax_permissions(tmp)
             os.rename(tmp, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -194,6 +195,16 @@ class Ticket:
             raise TicketLabError(f"ticket {path} does not match its id {meta.get('id')}: its masks, weights or "
                                  f"metadata were changed after it was made. Re-create it; do not edit tickets by hand.")
         return t
+
+
+def _relax_permissions(directory: Path) -> None:
+    """mkdtemp and the safetensors writer create owner-only files; give them the usual umask instead,
+    so a ticket made by one user can be read by a reviewer or deployer."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(directory, 0o777 & ~umask)
+    for f in directory.iterdir():
+        os.chmod(f, 0o666 & ~umask)
 
 
 def find_ticket(ref: str, root: Path | None = None) -> Path:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from analysis.governance.identity import record_creator
 from analysis.ledger import Ledger, MetricRow
 from analysis.recording import record_prune
 from pruning.prune import make_ticket
@@ -67,8 +66,7 @@ def make_recorded_ticket(loaded, ledger: Ledger, sparsity: float = 0.5, creator:
                          method: str = "magnitude", metrics: bool = True, scale: float = 1.0):
     t = make_ticket(loaded, method, sparsity, seed=seed)
     t.save()
-    record_prune(loaded, t, "test", ledger)
-    record_creator(ledger, t.id, creator)
+    record_prune(loaded, t, "test", ledger, creator=creator)
     if metrics:
         write_metrics(ledger, t.id, loaded.weights_sha256, 1, scale=scale)
     return t

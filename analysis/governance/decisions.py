@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
-
 import tomllib
+from pathlib import Path
 
 from pruning import settings
 from pruning.errors import TicketLabError

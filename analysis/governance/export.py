@@ -204,7 +204,7 @@ def _manifest(ledger: Ledger, row: dict, ticket: Ticket, loaded, fmt: str, appro
     metrics = _metrics(ledger, ticket)
     return {
         "format": BUNDLE_FORMAT, "bundle_format": fmt,
-        "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "exported_by": current_user(),
+        "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "exported_by": current_user(),
         "ticket": {"id": ticket.id, "content_sha256": ticket.content_sha256, "name": ticket.name,
                    "method": ticket.method, "params": ticket.params, "target_sparsity": ticket.target_sparsity,
                    "achieved_sparsity": ticket.achieved_sparsity, "seed": ticket.seed,

@@ -113,7 +113,7 @@ def _header(ticket: dict, review: Review, base: ev.Subject) -> str:
             ["parent", _e(ticket["parent"] or "none")], ["created", f"{_e(ticket['created_at'])} by {_e(review.creator or 'unknown')}"],
             ["baseline", _e(base.label)],
             ["policy", f"{_e(review.policy['name'])} (<code>{_e(review.policy['sha256'][:16])}</code>): {verdict}"],
-            ["generated", _e(dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))]]
+            ["generated", _e(dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))]]
     return f"<h1>Ticket {_e(ticket['id'])}</h1>" + _table(["", ""], rows, "kv")
 
 

@@ -41,7 +41,7 @@ class Review:
     creator: str | None
     reviewer: str | None
     results: list[RuleResult] = field(default_factory=list)
-    checked_at: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    checked_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
 
     @property
     def failures(self) -> list[RuleResult]:

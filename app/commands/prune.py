@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from analysis.recording import record_prune
 from pruning import calibration
 from pruning.models import DEFAULT_MODEL, load_model
 from pruning.prune import calibration_needed, make_ticket
@@ -35,15 +36,6 @@ def add_parser(sub, parent):
     m = sub.add_parser("methods", parents=[parent], help="list the pruning methods and their options")
     m.add_argument("--json", action="store_true")
     return [p, m]
-
-
-def _record(args, loaded, ticket) -> None:
-    """Record into the ledger when the ledger floor is available (hook point for analysis.ledger)."""
-    try:
-        from analysis.recording import record_prune
-    except ImportError:
-        return
-    record_prune(loaded, ticket, command="ticketlab prune")
 
 
 def _calibration_flag(method) -> bool | str:
@@ -83,12 +75,15 @@ def run(args) -> int:
                          name=args.name, progress=bar)
     bar.close()
     path = ticket.save()
-    _record(args, loaded, ticket)
+    record_prune(loaded, ticket, command="ticketlab prune " + args.method)
     out = {"id": ticket.id, "path": str(path), "sparsity": round(ticket.achieved_sparsity, 6),
            "target_sparsity": ticket.target_sparsity, "method": ticket.method, "params": ticket.params,
            "model": loaded.spec}
+    if ticket.structure and "unit_sparsity" in ticket.structure:
+        out["unit_sparsity"] = ticket.structure["unit_sparsity"]  # structured: the fraction of units removed
     if args.json:
         print(json.dumps(out))
     else:
-        print(f"ticket {ticket.id}  sparsity {ticket.achieved_sparsity:.4f}  {path}")
+        units = f"  units removed {out['unit_sparsity']:.4f}" if "unit_sparsity" in out else ""
+        print(f"ticket {ticket.id}  weight sparsity {ticket.achieved_sparsity:.4f}{units}  {path}")
     return 0

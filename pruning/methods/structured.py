@@ -34,10 +34,11 @@ UNIT = Param("unit", str, "kv_group",
 GQA_RULE = ("a KV head is removed only together with all of the query heads that share it; "
             "removing a query head masks its q rows and its o_proj columns")
 SPARSITY_MEANS = "fraction of {what} removed (not of weights)"
-# `pruning.prune.calibration_needed(spec, options)` decides per options, but so far only for OWL; until
-# it also says `importance != "magnitude"`, the structured methods always ask for calibration and
-# `importance=magnitude` ignores it (the ticket then records a calibration set it did not use).
-NEEDS_CALIBRATION = True
+
+
+def NEEDS_CALIBRATION(options: dict) -> bool:  # noqa: N802  (registry field, read per options)
+    """Weight-magnitude importance reads no activations; activation and Taylor importance do."""
+    return options["importance"] != "magnitude"
 
 
 def select_lowest(scores: torch.Tensor, sparsity: float, per_layer: str, keep_min: int = 1) -> list[list[int]]:

@@ -41,11 +41,13 @@ else:
     deployed = data.deployed()
     st.subheader("Dense models")
     view = models.assign(
+        spec=models["spec"].map(lambda s: "…/" + "/".join(Path(s).parts[-2:]) if s.startswith("/") else s),
         weights=models["weights_sha256"].str[:12],
         deployed=[deployed.get(s, "dense") for s in models["weights_sha256"]],
         params_M=(models["n_params"] / 1e6).round(1))
     st.dataframe(view[["spec", "family", "model_type", "params_M", "weights", "tickets", "deployed"]],
-                 hide_index=True, width="stretch")
+                 hide_index=True, width="stretch", column_config={"params_M": st.column_config.NumberColumn(
+                     "params (M)", format="%.1f")})
 
     oneshot = tickets[tickets["experiment"].isna()]
     st.subheader(f"Tickets ({len(oneshot)})")
