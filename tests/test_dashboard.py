@@ -81,13 +81,7 @@ def build_tickets(loaded, specs, creator: str = "carol") -> list[str]:
     for method, sparsity, options in specs:
         t = make_ticket(loaded, method, sparsity, options=options, seed=len(ids))
         t.save()
-        record_prune(loaded, t, "test", ledger)
-        try:
-            from analysis.governance.identity import record_creator
-
-            record_creator(ledger, t.id, creator)
-        except ImportError:
-            pass
+        record_prune(loaded, t, "test", ledger, creator=creator)
         ids.append(t.id)
     return ids
 
