@@ -77,3 +77,13 @@ def owl_layer_sparsities(loaded, calib, options: PruneOptions, progress_total: i
     run_layerwise(loaded, calib, options, None, progress_total=progress_total, label="owl outliers",
                   on_layer=on_layer)
     return owl_sparsities(ratios, options.sparsity, options["owl_lambda"]), ratios
+
+
+def layerwise_plan(loaded, calib, options: PruneOptions) -> tuple[list[float], int, int, list[str]]:
+    """Per-layer sparsities for a layer-by-layer method, and where its progress starts: with OWL the
+    outlier pass takes the first `num_layers` progress steps. Returns (sparsities, offset, total, notes)."""
+    layers = loaded.adapter.num_layers
+    if not check_owl(options):
+        return [options.sparsity] * layers, 0, layers, []
+    per_layer, _ratios = owl_layer_sparsities(loaded, calib, options, progress_total=2 * layers)
+    return per_layer, layers, 2 * layers, ["owl layer sparsities: " + ", ".join(f"{s:.4f}" for s in per_layer)]

@@ -8,18 +8,11 @@ import hashlib
 import json
 from pathlib import Path
 
+from pruning.calibration import sha256_file  # noqa: F401  (re-exported for bundle code)
 from pruning.errors import TicketLabError
 
 BUNDLE_FORMAT = "ticketlab-bundle/1"
 MANIFEST = "manifest.json"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def file_digests(root: Path) -> dict[str, dict]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from ..allocation import check_owl, owl_layer_sparsities
+from ..allocation import layerwise_plan
 from ..errors import TicketLabError
 from ..layerwise import run_layerwise
 from ..masks import nm_mask, parse_pattern, prune_lowest_global
@@ -115,14 +115,7 @@ def prune_sparsegpt(loaded, calib, options: PruneOptions) -> PruneResult:
     blocksize, percdamp = options["blocksize"], options["percdamp"]
     if blocksize <= 0 or not 0 <= percdamp:
         raise TicketLabError(f"sparsegpt needs blocksize > 0 and percdamp >= 0 (got {blocksize}, {percdamp}).")
-    layers = adapter.num_layers
-    notes = []
-    if check_owl(options):
-        per_layer, _ratios = owl_layer_sparsities(loaded, calib, options, progress_total=2 * layers)
-        notes.append("owl layer sparsities: " + ", ".join(f"{s:.4f}" for s in per_layer))
-        offset, total = layers, 2 * layers
-    else:
-        per_layer, offset, total = [options.sparsity] * layers, 0, layers
+    per_layer, offset, total, notes = layerwise_plan(loaded, calib, options)
 
     def decide(i, refs, stats):
         out, factors = {}, {}

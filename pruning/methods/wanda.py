@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..allocation import check_owl, owl_layer_sparsities
+from ..allocation import layerwise_plan
 from ..layerwise import run_layerwise
 from ..masks import nm_mask, parse_pattern, prune_lowest_per_row
 from ..registry import ALLOCATION, OWL_LAMBDA, OWL_M, PATTERN, PruneOptions, PruneResult, register
@@ -30,14 +30,7 @@ def wanda_mask(scores: torch.Tensor, sparsity: float, nm: tuple[int, int] | None
 def prune_wanda(loaded, calib, options: PruneOptions) -> PruneResult:
     adapter = loaded.adapter
     nm = parse_pattern(options["pattern"])
-    layers = adapter.num_layers
-    notes = []
-    if check_owl(options):
-        per_layer, ratios = owl_layer_sparsities(loaded, calib, options, progress_total=2 * layers)
-        notes.append("owl layer sparsities: " + ", ".join(f"{s:.4f}" for s in per_layer))
-        offset, total = layers, 2 * layers
-    else:
-        per_layer, offset, total = [options.sparsity] * layers, 0, layers
+    per_layer, offset, total, notes = layerwise_plan(loaded, calib, options)
 
     def decide(i, refs, stats):
         return {r.name: (wanda_mask(wanda_scores(adapter.weight_view(r), stats[r.name].norms), per_layer[i], nm),
