@@ -243,7 +243,7 @@ class Ledger:
         """Runs left 'running' by a process on this host that no longer exists were interrupted: mark them failed."""
         stale = []
         for r in self.query("SELECT id, pid, host FROM runs WHERE status = 'running'"):
-            if r["host"] == socket.gethostname() and r["pid"] and not _pid_alive(r["pid"]):
+            if r["host"] == socket.gethostname() and r["pid"] and not pid_alive(r["pid"]):
                 stale.append(r["id"])
         for run_id in stale:
             self._fail(run_id, "interrupted: the process ended before the run finished")
@@ -264,11 +264,15 @@ class Ledger:
         return written
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process on this host still runs (a zombie nobody waited for counts as ended)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # an exited child that nobody waited for still answers kill(0)
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True

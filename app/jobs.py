@@ -26,6 +26,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from analysis.ledger import pid_alive
 from pruning import settings
 from pruning.errors import TicketLabError
 
@@ -72,16 +73,7 @@ def _alive(pid: int | None) -> bool:
     if child is not None and child.poll() is not None:
         _CHILDREN.pop(pid, None)
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # an exited child that nobody waited for still answers kill(0)
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
+    return pid_alive(pid)
 
 
 def _job_env() -> dict[str, str]:
