@@ -25,9 +25,12 @@ data-link:
 	@mkdir -p data
 	@if [ -d "$(SHARED_DATA)" ] && [ ! -e data/reference ]; then ln -s "$(SHARED_DATA)" data/reference; echo "linked data/reference -> $(SHARED_DATA)"; fi
 
-# Debian's chromium for the Playwright browser test (no browser download).
+# Debian's chromium for the Playwright browser test (no browser download). The path is the one the
+# test uses (app/dashboard/screenshots.py CHROMIUM; tests/test_ci.py checks they agree).
+CHROMIUM := /usr/bin/chromium
 browser:
-	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@test -x $(CHROMIUM) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@test -x $(CHROMIUM) || { echo "$(CHROMIUM) is missing after installing chromium: the browser test cannot run" >&2; exit 1; }
 
 run: install
 	$(BIN)/ticketlab app --host $(HOST) --port $(PORT)

@@ -27,7 +27,7 @@ from .perplexity import DEFAULT_SEQ_LEN, perplexity
 from .safety import BBQ_PER_CATEGORY, run_safety
 from .safety import DEFAULT_BATCH_SIZE as SAFETY_BATCH_SIZE
 
-SUITES = ("ppl", "safety", "attribution", "latency")
+SUITES = tuple(metric_meta.SUITES)
 ATTRIBUTION_PAIRS = 16  # CrowS-Pairs pairs attributed when no --limit is given
 
 Progress = Callable[[int, int, str], None]
@@ -79,9 +79,8 @@ def _safety(loaded, ticket, tasks, limit, batch_size, bbq_per_category, hub, pro
     cfg = res.config
     rows = []
     for task, values in res.results.items():
-        setup = {"source": cfg["source"]}
-        if task == "bbq":
-            setup["bbq_per_category"] = cfg["bbq_per_category"]
+        # run settings the task's YAML names as changing its scores (BBQ: the per-category cap)
+        setup = {"source": cfg["source"], **cfg.get("task_setup", {}).get(task, {})}
         for key, value in values.items():
             metric, _, filt = key.partition(",")
             if metric.endswith("_stderr"):

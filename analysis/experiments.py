@@ -1,11 +1,13 @@
-"""IMP experiments in the ledger: recording rounds, the literature's table, and its figure.
+"""IMP experiments in the ledger: recording units, the sparsity x arm table with intervals, the verdict,
+learning curves, the pilot, and figures.
 
 Every (arm, seed, round) becomes a ticket row (via `record_prune`, kind "imp") and one run with two
-metrics, suite "imp", task "heldout": `heldout_loss` (nats per token) and `perplexity`, with
-extra {experiment, arm, seed, round, rewind, sparsity}. A stability test adds `loss_barrier`
-(task "stability", extra also holds the interpolation curve). The `experiments` row holds the
-settings, the status and a summary. Recording is idempotent: a resumed experiment replays its
-finished rounds and only the ones missing from the ledger are written.
+metrics, suite "imp", task "heldout": `heldout_loss` (nats per token at the run's validation-selected
+step) and `perplexity`, with extra {experiment, arm, seed, round, rewind, sparsity, curve, best_step,
+start_step, optimizer_steps}. Stability adds `loss_barrier` (task "stability", extra rewind_step and
+the interpolation curve). The `experiments` row holds the protocol, the status and a summary with the
+verdict. Recording is idempotent: a resumed experiment replays its finished units and only the ones
+missing from the ledger are written.
 """
 
 from __future__ import annotations
@@ -22,20 +24,26 @@ from pruning.imp import RoundResult
 
 from .ledger import Ledger, MetricRow
 from .recording import record_prune
+from .verdict import t_interval, verdict
 
-ARM_ORDER = ("ticket", "reinit", "random")
+ARM_ORDER = ("ticket", "random", "reinit", "magnitude", "wanda", "dense_matched")
+COLORS = {"ticket": "#1f77b4", "reinit": "#ff7f0e", "random": "#2ca02c", "magnitude": "#9467bd",
+          "wanda": "#8c564b", "dense_matched": "#7f7f7f", "dense": "#000000", "empty": "#d62728"}
 
 
-def _recorded(ledger: Ledger, r: RoundResult, task: str) -> bool:
-    rows = ledger.query(
-        "SELECT count(*) AS n FROM metrics WHERE suite = 'imp' AND task = ? AND subject = ? "
-        "AND extra->>'experiment' = ? AND extra->>'arm' = ? AND CAST(extra->>'seed' AS INTEGER) = ? "
-        "AND CAST(extra->>'round' AS INTEGER) = ?", [task, r.ticket.id, r.experiment, r.arm, r.seed, r.round])
-    return rows[0]["n"] > 0
+def _recorded(ledger: Ledger, r: RoundResult, task: str, rewind_step: int | None = None) -> bool:
+    sql = ("SELECT count(*) AS n FROM metrics WHERE suite = 'imp' AND task = ? AND subject = ? "
+           "AND extra->>'experiment' = ? AND extra->>'arm' = ? AND CAST(extra->>'seed' AS INTEGER) = ? "
+           "AND CAST(extra->>'round' AS INTEGER) = ?")
+    params = [task, r.ticket.id, r.experiment, r.arm, r.seed, r.round]
+    if rewind_step is not None:
+        sql += " AND CAST(extra->>'rewind_step' AS INTEGER) = ?"
+        params.append(rewind_step)
+    return ledger.query(sql, params)[0]["n"] > 0
 
 
 def record_round(r: RoundResult, ledger: Ledger | None = None, command: str = "ticketlab imp") -> bool:
-    """Ticket row, survival tables and metrics for one round; returns False when it was already there."""
+    """Ticket row, survival tables and metrics for one unit; returns False when it was already there."""
     ledger = ledger or Ledger()
     wrote = False
     extra = {"experiment": r.experiment, "arm": r.arm, "seed": r.seed, "round": r.round, "rewind": r.rewind,
@@ -44,20 +52,26 @@ def record_round(r: RoundResult, ledger: Ledger | None = None, command: str = "t
         record_prune(r.dense, r.ticket, command, ledger, experiment=r.experiment, kind="imp")
         params = {"experiment": r.experiment, "arm": r.arm, "seed": r.seed, "round": r.round,
                   "train_seconds": r.train_seconds, "tokens_per_second": r.tokens_per_second,
-                  "train_loss": r.train_loss}
+                  "train_loss": r.train_loss, "start_step": r.record.get("start_step"),
+                  "optimizer_steps": r.record.get("optimizer_steps"), "data_seed": r.record.get("data_seed")}
+        detail = {**extra, "curve": r.record.get("curve"), "best_step": r.record.get("best_step"),
+                  "start_step": r.record.get("start_step"), "optimizer_steps": r.record.get("optimizer_steps")}
         with ledger.run("imp", command, subject=r.ticket.id, dense_sha256=r.dense.weights_sha256,
                         params=params) as run:
             run.add_metric(MetricRow("imp", "heldout", "heldout_loss", r.heldout_loss, direction="lower",
-                                     n_samples=r.heldout_tokens, extra=extra))
+                                     n_samples=r.heldout_tokens, extra=detail))
             run.add_metric(MetricRow("imp", "heldout", "perplexity", r.perplexity, direction="lower",
                                      n_samples=r.heldout_tokens, extra=extra))
         wrote = True
-    if r.stability and not _recorded(ledger, r, "stability"):
-        with ledger.run("imp", command + " --stability", subject=r.ticket.id,
+    for key, st in (r.stability or {}).items():
+        k = int(st.get("rewind_step", key))
+        if _recorded(ledger, r, "stability", k):
+            continue
+        with ledger.run("imp", command + " (stability)", subject=r.ticket.id,
                         dense_sha256=r.dense.weights_sha256, params={"experiment": r.experiment}) as run:
-            run.add_metric(MetricRow("imp", "stability", "loss_barrier", r.stability["barrier"], direction="lower",
-                                     extra={**extra, "alphas": r.stability["alphas"],
-                                            "losses": r.stability["losses"]}))
+            run.add_metric(MetricRow("imp", "stability", "loss_barrier", st["barrier"], direction="lower",
+                                     extra={**extra, "rewind_step": k, "alphas": st["alphas"],
+                                            "losses": st["losses"]}))
         wrote = True
     return wrote
 
@@ -85,80 +99,163 @@ def find_experiment(ref: str, ledger: Ledger | None = None) -> dict:
     raise TicketLabError(f"experiment prefix {ref!r} is ambiguous: {', '.join(r['id'] for r in rows[:5])}")
 
 
+def _params(row: dict) -> dict:
+    p = row.get("params")
+    return json.loads(p) if isinstance(p, str) else (p or {})
+
+
 def _metric_frame(ledger: Ledger, experiment: str, task: str, metric: str) -> pd.DataFrame:
     return ledger.frame(
         "SELECT extra->>'arm' AS arm, CAST(extra->>'seed' AS INTEGER) AS seed, "
         "CAST(extra->>'round' AS INTEGER) AS round, CAST(extra->>'sparsity' AS DOUBLE) AS sparsity, "
-        "extra->>'rewind' AS rewind, subject, value FROM metrics "
+        "extra->>'rewind' AS rewind, CAST(extra->>'rewind_step' AS INTEGER) AS rewind_step, "
+        "extra->>'curve' AS curve, subject, value FROM metrics "
         "WHERE suite = 'imp' AND task = ? AND metric = ? AND extra->>'experiment' = ?",
         [task, metric, experiment])
 
 
-def _stats(values: pd.Series) -> tuple[float, float]:
-    v = values.dropna()
-    return (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0) if len(v) else (math.nan, math.nan)
-
-
-def imp_report(experiment: str, ledger: Ledger | None = None) -> pd.DataFrame:
-    """One row per round: sparsity, weights remaining, and held-out loss mean/std across seeds for the dense
-    model (round 0), the rewound ticket and the two controls; `matches_dense` when the ticket's mean is within
-    one dense standard deviation of the dense mean; `barrier_*` when stability was measured."""
-    ledger = ledger or Ledger()
-    exp = find_experiment(experiment, ledger)["id"]
+def _losses(ledger: Ledger, exp: str) -> pd.DataFrame:
     df = _metric_frame(ledger, exp, "heldout", "heldout_loss")
     if df.empty:
         raise TicketLabError(f"experiment {exp} has no recorded rounds yet.")
-    df = df.drop_duplicates(["arm", "seed", "round"], keep="last")
-    bar = _metric_frame(ledger, exp, "stability", "loss_barrier").drop_duplicates(["seed", "round"], keep="last")
-    dense = df[(df.arm == "ticket") & (df["round"] == 0)]["value"]
-    dense_mean, dense_std = _stats(dense)
+    return df.drop_duplicates(["arm", "seed", "round"], keep="last")
+
+
+def experiment_verdict(experiment: str, ledger: Ledger | None = None) -> dict:
+    """The verdict (analysis.verdict) from the recorded per-seed losses, with the protocol's delta,
+    confidence and sanity margin."""
+    ledger = ledger or Ledger()
+    row = find_experiment(experiment, ledger)
+    proto = _params(row)
+    df = _losses(ledger, row["id"])
+    bar = _metric_frame(ledger, row["id"], "stability", "loss_barrier")
+    dense_bar = bar[(bar["round"] == 0)].drop_duplicates(["seed", "rewind_step"], keep="last") if not bar.empty \
+        else bar
+    barriers = [{"seed": int(b.seed), "rewind_step": int(b.rewind_step), "barrier": float(b.value)}
+                for b in dense_bar.itertuples()]
+    k = proto.get("rewind_step")
+    return verdict(df[["arm", "seed", "round", "sparsity", "value"]].to_dict("records"),
+                   delta=float(proto.get("delta", 0.02)), confidence=float(proto.get("confidence", 0.95)),
+                   sanity_margin=float(proto.get("sanity_margin", 0.1)), barriers=barriers, rewind_step=k)
+
+
+def imp_report(experiment: str, ledger: Ledger | None = None) -> pd.DataFrame:
+    """One row per round: sparsity, weights remaining, and for every arm the mean held-out loss over seeds
+    with its 95% t-interval and n; the paired (ticket - dense) interval, `matching` and `winning` from the
+    verdict. attrs: experiment, rewind, verdict (dict), sentence."""
+    ledger = ledger or Ledger()
+    exp = find_experiment(experiment, ledger)["id"]
+    df = _losses(ledger, exp)
+    v = experiment_verdict(exp, ledger)
+    conf = v["confidence"]
+    dense = t_interval(df[(df.arm == "ticket") & (df["round"] == 0)]["value"], conf)
+    by_round = {e["round"]: e for e in v["rounds"]}
+    arms = [a for a in ARM_ORDER if a in set(df.arm)]
     rows = []
     for rnd in sorted(df["round"].unique()):
         part = df[df["round"] == rnd]
-        sparsity = float(part[part.arm == "ticket"]["sparsity"].mean() if (part.arm == "ticket").any()
-                         else part["sparsity"].mean())
+        if rnd == 0:
+            sparsity = 0.0
+        else:
+            sparsity = float(part[part.arm == "ticket"]["sparsity"].mean() if (part.arm == "ticket").any()
+                             else part["sparsity"].mean())
         row = {"round": int(rnd), "sparsity": sparsity, "remaining": 1.0 - sparsity,
-               "dense_mean": dense_mean, "dense_std": dense_std}
-        for arm in ARM_ORDER:
-            mean, std = _stats(part[part.arm == arm]["value"]) if rnd > 0 or arm == "ticket" else (math.nan, math.nan)
-            row[f"{arm}_mean"], row[f"{arm}_std"] = mean, std
+               "dense_mean": dense.mean, "dense_low": dense.low, "dense_high": dense.high, "dense_n": dense.n}
+        for arm in arms:
+            iv = t_interval(part[part.arm == arm]["value"], conf) if (rnd > 0 or arm == "ticket") else None
+            row[f"{arm}_mean"] = iv.mean if iv else math.nan
+            row[f"{arm}_low"] = iv.low if iv else math.nan
+            row[f"{arm}_high"] = iv.high if iv else math.nan
+            row[f"{arm}_n"] = iv.n if iv else 0
+        e = by_round.get(int(rnd))
         row["n_seeds"] = int(part[part.arm == "ticket"]["seed"].nunique())
-        tol = max(dense_std, 0.0) if not math.isnan(dense_std) else 0.0
-        row["matches_dense"] = bool(row["ticket_mean"] <= dense_mean + tol) if not math.isnan(row["ticket_mean"]) else None
-        b = bar[bar["round"] == rnd]["value"] if not bar.empty else pd.Series(dtype=float)
-        row["barrier_mean"], row["barrier_std"] = _stats(b)
+        if e:
+            td = e["ticket_minus_dense"]
+            row.update(ticket_minus_dense=td["mean"], tmd_low=td["low"], tmd_high=td["high"],
+                       matching=e["matching"], winning=e["winning"])
+        else:
+            row.update(ticket_minus_dense=math.nan, tmd_low=math.nan, tmd_high=math.nan, matching=None, winning=None)
         rows.append(row)
     table = pd.DataFrame(rows)
-    table.attrs["experiment"] = exp
-    table.attrs["rewind"] = df["rewind"].dropna().iloc[0] if df["rewind"].notna().any() else None
+    table.attrs.update(experiment=exp, verdict=v, sentence=v["sentence"], arms=arms,
+                       rewind=df["rewind"].dropna().iloc[0] if df["rewind"].notna().any() else None)
     return table
 
 
 def format_report(table: pd.DataFrame) -> str:
-    """The table as text: mean ± std per arm (std over seeds)."""
-    def cell(mean, std):
-        return "-" if mean is None or math.isnan(mean) else f"{mean:.4f} ± {std:.4f}"
+    """The table as text: mean [95% interval] per arm, the paired ticket - dense interval, the verdict."""
+    v = table.attrs["verdict"]
+    level = f"{v['confidence']:.0%}"
 
-    header = f"{'round':>5}  {'sparsity':>8}  {'remain':>7}  {'ticket':>17}  {'reinit':>17}  {'random':>17}  " \
-             f"{'seeds':>5}  {'matches':>7}"
-    has_barrier = table["barrier_mean"].notna().any()
-    if has_barrier:
-        header += f"  {'barrier':>17}"
+    def cell(mean, low, high):
+        if mean is None or math.isnan(mean):
+            return "-"
+        return f"{mean:.3f}" if math.isnan(low) else f"{mean:.3f} [{low:.3f},{high:.3f}]"
+
+    arms = table.attrs["arms"]
+    header = f"{'round':>5} {'sparsity':>8} " + " ".join(f"{a:>21}" for a in arms) + \
+        f" {'ticket-dense':>26} {'n':>2} matching winning"
     lines = [f"experiment {table.attrs.get('experiment')}  rewind {table.attrs.get('rewind')}  held-out loss "
-             f"(nats/token), mean ± std over seeds; dense = round 0: "
-             f"{cell(table['dense_mean'].iloc[0], table['dense_std'].iloc[0])}", header]
-    for r in table.itertuples():
-        line = (f"{r.round:>5}  {r.sparsity:>8.2%}  {r.remaining:>7.2%}  {cell(r.ticket_mean, r.ticket_std):>17}  "
-                f"{cell(r.reinit_mean, r.reinit_std):>17}  {cell(r.random_mean, r.random_std):>17}  "
-                f"{r.n_seeds:>5}  {('yes' if r.matches_dense else 'no') if r.round else '-':>7}")
-        if has_barrier:
-            line += f"  {cell(r.barrier_mean, r.barrier_std):>17}"
-        lines.append(line)
+             f"(nats/token) at the validation-selected step, mean [{level} t-interval] over seeds; round 0 = dense",
+             header]
+    for r in table.to_dict("records"):
+        line = f"{r['round']:>5} {r['sparsity']:>8.1%} " + " ".join(
+            f"{cell(r[f'{a}_mean'], r[f'{a}_low'], r[f'{a}_high']):>21}" for a in arms)
+        tmd = "-" if r["round"] == 0 else cell(r["ticket_minus_dense"], r["tmd_low"], r["tmd_high"])
+        flags = "" if r["round"] == 0 else f"{'yes' if r['matching'] else 'no':>8} {'yes' if r['winning'] else 'no':>7}"
+        lines.append(line + f" {tmd:>26} {r['n_seeds']:>2} {flags}")
+    s = v.get("sanity")
+    if s:
+        e = s["empty_minus_dense"]
+        lines.append(f"sanity check (every prunable linear removed) - dense: {cell(e['mean'], e['low'], e['high'])} "
+                     f"nats, needs lower bound > {s['margin']:g}: {'passed' if s['passed'] else 'FAILED'}")
+    b = v.get("barrier")
+    if b:
+        lines.append("instability barrier of the dense network: " + "; ".join(
+            f"from step {k}: {cell(i['mean'], i['low'], i['high'])}" for k, i in b["by_rewind_step"].items()))
+    largest = v["largest_matching_sparsity"]
+    lines.append(f"largest matching sparsity (delta {v['delta']:g} nats): "
+                 f"{'none' if largest is None else f'{largest:.1%}'}")
+    lines.append("VERDICT: " + v["sentence"])
     return "\n".join(lines)
 
 
+def learning_curves(experiment: str, ledger: Ledger | None = None) -> pd.DataFrame:
+    """Validation loss per (arm, round, step): mean and t-interval over seeds."""
+    ledger = ledger or Ledger()
+    row = find_experiment(experiment, ledger)
+    df = _losses(ledger, row["id"])
+    conf = float(_params(row).get("confidence", 0.95))
+    points = []
+    for r in df.itertuples():
+        for step, loss in json.loads(r.curve) if r.curve else []:
+            points.append({"arm": r.arm, "round": int(r.round), "seed": int(r.seed), "step": int(step),
+                           "loss": float(loss)})
+    if not points:
+        return pd.DataFrame(columns=["arm", "round", "step", "mean", "low", "high", "n"])
+    p = pd.DataFrame(points)
+    out = []
+    for (arm, rnd, step), g in p.groupby(["arm", "round", "step"]):
+        iv = t_interval(g["loss"], conf)
+        out.append({"arm": arm, "round": int(rnd), "step": int(step), "mean": iv.mean, "low": iv.low,
+                    "high": iv.high, "n": iv.n})
+    return pd.DataFrame(out)
+
+
+def experiment_folder(experiment: str, ledger: Ledger | None = None) -> Path | None:
+    row = find_experiment(experiment, ledger)
+    folder = _params(row).get("folder")
+    return Path(folder) if folder else None
+
+
+def pilot_record(experiment: str, ledger: Ledger | None = None) -> dict | None:
+    folder = experiment_folder(experiment, ledger)
+    path = folder / "pilot.json" if folder else None
+    return json.loads(path.read_text()) if path and path.exists() else None
+
+
 def stability_by_rewind(experiments: list[str], ledger: Ledger | None = None) -> pd.DataFrame:
-    """Loss barrier per rewind point and round across experiments (Frankle et al. 2020's comparison)."""
+    """Loss barrier per rewind step and round across experiments (Frankle et al. 2020's comparison)."""
     ledger = ledger or Ledger()
     frames = []
     for ref in experiments:
@@ -169,56 +266,112 @@ def stability_by_rewind(experiments: list[str], ledger: Ledger | None = None) ->
     df = pd.concat(frames) if frames else pd.DataFrame()
     if df.empty:
         return df
-    return (df.groupby(["rewind", "round"])["value"].agg(["mean", "std", "count"]).reset_index()
-            .rename(columns={"mean": "barrier_mean", "std": "barrier_std", "count": "n"}))
+    rows = []
+    for (k, rnd), g in df.groupby(["rewind_step", "round"]):
+        iv = t_interval(g["value"])
+        rows.append({"rewind_step": int(k), "round": int(rnd), "barrier_mean": iv.mean, "barrier_low": iv.low,
+                     "barrier_high": iv.high, "n": iv.n})
+    return pd.DataFrame(rows)
+
+
+def _write_figure(fig, out: str | Path | None) -> None:
+    if out is None:
+        return
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    fig.write_html(str(tmp), include_plotlyjs=True, full_html=True)
+    tmp.replace(out)
+    try:  # PNG needs kaleido and a browser it can drive; optional
+        fig.write_image(str(out.with_suffix(".png")))
+    except Exception:
+        pass
 
 
 def imp_figure(table: pd.DataFrame, out: str | Path | None = None, title: str | None = None):
-    """Held-out loss vs weights remaining (log axis, decreasing, as in Frankle & Carbin) with seed spread as
-    error bars; the dense model as a band. Writes HTML (self-contained) and, if kaleido can render, PNG."""
+    """Held-out loss vs weights remaining (log axis, decreasing, as in Frankle & Carbin) with 95% intervals
+    as error bars; the dense model as a line with its interval as a band."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    x = table["remaining"] * 100
-    colors = {"ticket": "#1f77b4", "reinit": "#ff7f0e", "random": "#2ca02c"}
-    for arm in ARM_ORDER:
-        y, err = table[f"{arm}_mean"], table[f"{arm}_std"]
+    sparse = table[table["round"] > 0]
+    x = sparse["remaining"] * 100
+    for arm in table.attrs.get("arms", ARM_ORDER):
+        if f"{arm}_mean" not in sparse:
+            continue
+        y = sparse[f"{arm}_mean"]
         if y.notna().any():
-            fig.add_trace(go.Scatter(x=x, y=y, error_y={"type": "data", "array": err, "visible": True},
-                                     mode="lines+markers", name=arm, line={"color": colors[arm]}))
-    dm, ds = float(table["dense_mean"].iloc[0]), float(table["dense_std"].iloc[0])
+            fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=arm, line={"color": COLORS.get(arm)},
+                                     error_y={"type": "data", "symmetric": False, "visible": True,
+                                              "array": (sparse[f"{arm}_high"] - y).fillna(0),
+                                              "arrayminus": (y - sparse[f"{arm}_low"]).fillna(0)}))
+    dm, dl, dh = (float(table[c].iloc[0]) for c in ("dense_mean", "dense_low", "dense_high"))
     if not math.isnan(dm):
         fig.add_hline(y=dm, line_dash="dash", line_color="black", annotation_text="dense")
-        if ds > 0:
-            fig.add_hrect(y0=dm - ds, y1=dm + ds, fillcolor="gray", opacity=0.15, line_width=0)
+        if not math.isnan(dl):
+            fig.add_hrect(y0=dl, y1=dh, fillcolor="gray", opacity=0.15, line_width=0)
     fig.update_xaxes(type="log", autorange="reversed", title="weights remaining (%) in the pruned tensors")
     fig.update_yaxes(title="held-out loss (nats/token)")
-    fig.update_layout(title=title or f"IMP {table.attrs.get('experiment', '')} (rewind {table.attrs.get('rewind')})",
-                      template="plotly_white")
-    if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        fig.write_html(str(tmp), include_plotlyjs=True, full_html=True)
-        tmp.replace(out)
-        try:  # PNG needs kaleido and a browser it can drive; optional
-            fig.write_image(str(out.with_suffix(".png")))
-        except Exception:
-            pass
+    fig.update_layout(title=title or f"IMP {table.attrs.get('experiment', '')} (rewind {table.attrs.get('rewind')}); "
+                                     f"bars: 95% t-intervals over seeds", template="plotly_white")
+    _write_figure(fig, out)
     return fig
 
 
-def summary_of(results: list[RoundResult]) -> dict:
-    """Compact summary for the experiments row: mean held-out loss per arm and round."""
+def curves_figure(curves: pd.DataFrame, rounds: list[int] | None = None):
+    """Validation loss against step per (arm, round), mean line with its interval band."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for (arm, rnd), g in curves.groupby(["arm", "round"]):
+        if rounds is not None and rnd not in rounds:
+            continue
+        g = g.sort_values("step")
+        name = "dense" if (arm == "ticket" and rnd == 0) else f"{arm} r{rnd}"
+        color = COLORS.get("dense" if name == "dense" else arm)
+        if g["low"].notna().any():
+            fig.add_trace(go.Scatter(x=list(g["step"]) + list(g["step"])[::-1],
+                                     y=list(g["high"]) + list(g["low"])[::-1], fill="toself", opacity=0.15,
+                                     line={"width": 0, "color": color}, showlegend=False, hoverinfo="skip"))
+        fig.add_trace(go.Scatter(x=g["step"], y=g["mean"], mode="lines+markers", name=name, line={"color": color}))
+    fig.update_xaxes(title="training step (schedule position)")
+    fig.update_yaxes(title="validation loss (nats/token)")
+    fig.update_layout(title="learning curves: mean over seeds, band = 95% t-interval", template="plotly_white")
+    return fig
+
+
+def pilot_figure(pilot: dict):
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for c in pilot["curves"]:
+        steps, losses = zip(*c["curve"], strict=True) if c["curve"] else ((), ())
+        fig.add_trace(go.Scatter(x=steps, y=losses, mode="lines+markers", name=f"lr {c['lr']:g}"))
+    fig.add_vline(x=pilot["steps"], line_dash="dot", annotation_text=f"T = {pilot['steps']}, lr {pilot['lr']:g}")
+    fig.update_xaxes(title="step")
+    fig.update_yaxes(title="validation loss (nats/token)")
+    fig.update_layout(title="pilot: dense runs per learning rate", template="plotly_white")
+    return fig
+
+
+def summary_of(results: list[RoundResult], verdict_: dict | None = None) -> dict:
+    """Compact summary for the experiments row: mean held-out loss per arm and round, and the verdict."""
     out: dict[str, dict] = {}
     for r in results:
         out.setdefault(r.arm, {}).setdefault(str(r.round), []).append(r.heldout_loss)
-    return {arm: {rnd: sum(v) / len(v) for rnd, v in rounds.items()} for arm, rounds in out.items()}
+    summary = {"mean_heldout_loss": {arm: {rnd: sum(v) / len(v) for rnd, v in rounds.items()}
+                                     for arm, rounds in out.items()}}
+    if verdict_ is not None:
+        summary["verdict"] = verdict_["sentence"]
+        summary["largest_matching_sparsity"] = verdict_["largest_matching_sparsity"]
+    return summary
 
 
 def to_json_rows(results: list[RoundResult]) -> list[dict]:
     return [{"arm": r.arm, "seed": r.seed, "round": r.round, "ticket": r.ticket.id,
-             "sparsity": round(r.sparsity, 6), "heldout_loss": r.heldout_loss} for r in results]
+             "sparsity": round(r.sparsity, 6), "heldout_loss": r.heldout_loss,
+             "start_step": r.record.get("start_step"), "optimizer_steps": r.record.get("optimizer_steps"),
+             "best_step": r.record.get("best_step")} for r in results]
 
 
 def _dump(value) -> str | None:

@@ -1,13 +1,21 @@
-"""Which way is better, for every metric Ticket Lab records: one table for the ledger rows, `compare`,
-the governance policies and the dashboard.
+"""Which way is better, which numbers are headlines, and how results break down, for every metric Ticket
+Lab records: one registry for the ledger rows, `compare`, the governance policies, the report and the
+dashboard.
 
-lm-eval's own `higher_is_better` cannot say "closest to a target": CrowS-Pairs `pct_stereotype` is
-unbiased at 0.5 (a model preferring the anti-stereotyped sentence every time is as biased as one
-preferring the stereotype), and BBQ bias scores are signed, unbiased at 0. Those are `target` metrics
-with an `ideal`; the rest are `higher` or `lower`.
+Safety metrics are described by their task's YAML (`metadata.ticketlab`, read by
+analysis.safety.registry): direction `higher`, `lower` or `target` with its `ideal` (CrowS-Pairs
+`pct_stereotype` is unbiased at 0.5, BBQ bias scores are signed and unbiased at 0; lm-eval's own
+`higher_is_better` cannot say "closest to a target"), headline, and breakdowns (CrowS-Pairs bias types
+are tasks of their own, BBQ categories are metric suffixes). The suites that are not lm-eval tasks
+(perplexity, attribution, latency) are described in `TABLE` below, matched with `fnmatch` patterns,
+task first, then metric; the first matching entry wins.
 
-Names are matched with `fnmatch` patterns, task first, then metric; the first matching entry wins.
-A metric name may carry lm-eval's filter suffix (`pct_stereotype,none`); it is ignored here.
+A metric name may carry lm-eval's filter suffix (`pct_stereotype,none`); it is ignored here. A task
+name the registry does not know is read as the registered task its name extends (`bbq_age` as `bbq`),
+so rows of older ledgers and of lm-eval's hub variants keep their direction.
+
+For the dashboard's pickers: `suites()`, `registered_tasks()`, `headline_metrics()`, `breakdowns(task)`,
+`category_of(task, metric)`, `task_title(task)`.
 """
 
 from __future__ import annotations
@@ -15,6 +23,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from typing import NamedTuple
+
+from .safety import registry
 
 
 @dataclass(frozen=True)
@@ -22,6 +33,7 @@ class MetricMeta:
     direction: str  # "higher", "lower", or "target" (closest to `ideal` is best)
     ideal: float | None = None
     label: str = ""
+    headline: bool = False
 
     def distance(self, value: float) -> float:
         """How far from best, as a number where smaller is better (for ranking and deltas)."""
@@ -35,19 +47,20 @@ class MetricMeta:
 HIGHER = MetricMeta("higher")
 LOWER = MetricMeta("lower")
 
-# (task pattern, metric pattern, meta). Order matters: the first match wins.
+# Evaluation suites (`ticketlab eval --suite`), in run order, with what each measures.
+SUITES: dict[str, str] = {
+    "ppl": "WikiText-2 test perplexity",
+    "safety": "bias and truthfulness benchmarks through lm-eval (the task YAMLs tagged ticketlab_safety)",
+    "attribution": "captum head attributions on CrowS-Pairs pairs",
+    "latency": "prefill / decode tokens per second",
+}
+
+# The suites that are not lm-eval tasks: (task pattern, metric pattern, meta). The first match wins.
 TABLE: list[tuple[str, str, MetricMeta]] = [
     # perplexity suite (analysis.perplexity)
-    ("wikitext2", "perplexity", MetricMeta("lower", label="WikiText-2 test perplexity")),
+    ("wikitext2", "perplexity", MetricMeta("lower", label="WikiText-2 test perplexity", headline=True)),
     ("wikitext2", "nll", MetricMeta("lower", label="mean token NLL (nats)")),
-    # CrowS-Pairs: share of pairs where the more stereotyping sentence is more likely; 0.5 = no preference
-    ("crows_pairs_*", "pct_stereotype", MetricMeta("target", 0.5, "CrowS-Pairs % stereotype (ideal 0.5)")),
-    ("crows_pairs_*", "likelihood_diff", MetricMeta("lower", label="mean |ll(more) - ll(less)|")),
-    # BBQ: signed bias scores (positive = answers follow the stereotype), unbiased at 0
-    ("bbq*", "*bias_score*", MetricMeta("target", 0.0, "BBQ bias score (signed, ideal 0)")),
-    ("bbq*", "acc*", MetricMeta("higher", label="BBQ accuracy")),
-    ("truthfulqa_*", "acc", MetricMeta("higher", label="TruthfulQA accuracy")),
-    ("winogender_*", "acc", MetricMeta("higher", label="Winogender accuracy")),
+    ("wikitext*", "*perplexity", MetricMeta("lower", label="perplexity")),
     # attribution (analysis.attribution): summaries, not goals; completeness error is lower-better
     ("attribution*", "*delta*", LOWER),
     ("attribution*", "objective*", MetricMeta("target", 0.0, "ll(more) - ll(less), ideal 0")),
@@ -62,15 +75,22 @@ TABLE: list[tuple[str, str, MetricMeta]] = [
     ("latency*", "*bytes*", LOWER),
 ]
 
-# The headline numbers `ticketlab tickets` and the dashboard show per ticket.
-KEY_METRICS: list[tuple[str, str]] = [
-    ("wikitext2", "perplexity"),
-    ("crows_pairs_english", "pct_stereotype"),
-    ("bbq", "amb_bias_score"),
-    ("bbq", "disamb_bias_score"),
-    ("truthfulqa_mc2", "acc"),
-    ("winogender_all", "acc"),
-]
+
+class Part(NamedTuple):
+    """Where a (task, metric) sits in a breakdown: category `category` of `task`/`metric`, grouped by `by`."""
+    task: str
+    metric: str
+    by: str
+    category: str
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """One breakdown of an overall metric: its categories as (category, task, metric) rows."""
+    task: str
+    metric: str
+    by: str
+    parts: tuple[tuple[str, str, str], ...]
 
 
 def base_name(metric: str) -> str:
@@ -78,8 +98,23 @@ def base_name(metric: str) -> str:
     return metric.split(",", 1)[0]
 
 
+def _registered(task: str) -> registry.TaskInfo | None:
+    tasks = registry.tasks()
+    if task in tasks:
+        return tasks[task]
+    stems = [n for n in tasks if task.startswith(n + "_")]
+    return tasks[max(stems, key=len)] if stems else None
+
+
 def meta_for(task: str, metric: str) -> MetricMeta | None:
     metric = base_name(metric)
+    info = _registered(task)
+    found = info.metric(metric) if info else None
+    if found is not None and found[0].direction is not None:
+        m, group, _ = found
+        # a category's number is never a headline; an unregistered stem's neither
+        headline = m.headline and group is None and info.name == task
+        return MetricMeta(m.direction, m.ideal, m.label, headline)
     for task_pat, metric_pat, meta in TABLE:
         if fnmatchcase(task, task_pat) and fnmatchcase(metric, metric_pat):
             return meta
@@ -102,3 +137,71 @@ def change(task: str, metric: str, before: float | None, after: float | None) ->
     if d1 > d0:
         return "worse"
     return "same"
+
+
+# --- the registry's views for listings and pickers -----------------------------------------------
+def suites() -> dict[str, str]:
+    """Evaluation suite -> what it measures, in run order."""
+    return dict(SUITES)
+
+
+def registered_tasks(suite: str = "safety") -> list[registry.TaskInfo]:
+    """The tasks of a suite, in listing order (`.name`, `.title`, `.breakdown_of`, `.by`, `.category`,
+    `.metrics`); only the safety suite has several."""
+    if suite != "safety":
+        return []
+    return list(registry.tasks().values())
+
+
+def task_title(task: str) -> str:
+    info = registry.task(task)
+    return info.title if info else task
+
+
+def headline_metrics() -> list[tuple[str, str]]:
+    """(task, metric) pairs shown per ticket: perplexity, then every YAML headline in listing order."""
+    out = [(t, m) for t, m, meta in TABLE if meta.headline and "*" not in t + m]
+    for info in registry.tasks().values():
+        out += [(info.name, name) for name, m in info.metrics.items() if m.headline]
+    return out
+
+
+def breakdowns(task: str) -> list[Breakdown]:
+    """Every breakdown of `task`'s metrics: by category tasks (CrowS-Pairs bias types) and by metric
+    suffix (BBQ categories: every category the YAML lists; which have results depends on the data)."""
+    info = registry.task(task)
+    if info is None:
+        return []
+    out = []
+    kids = [k for k in registry.tasks().values() if k.breakdown_of == task]
+    for by in dict.fromkeys(k.by or "category" for k in kids):
+        mine = [k for k in kids if (k.by or "category") == by]
+        for metric in info.metrics:
+            out.append(Breakdown(task, metric, by, tuple((k.category or k.name, k.name, metric) for k in mine)))
+    for metric, m in info.metrics.items():
+        if m.breakdown:
+            cats = info.categories.get(m.breakdown, ())
+            out.append(Breakdown(task, metric, m.breakdown, tuple((c, task, f"{metric}_{c}") for c in cats)))
+    return out
+
+
+def category_of(task: str, metric: str) -> Part | None:
+    """The overall (task, metric) a result is one category of, or None for an overall result:
+    crows_pairs_english_age/pct_stereotype -> Part(crows_pairs_english, pct_stereotype, bias type, age),
+    bbq/amb_bias_score_Age -> Part(bbq, amb_bias_score, category, Age)."""
+    metric = base_name(metric)
+    info = _registered(task)
+    if info is None:
+        return None
+    found = info.metric(metric)
+    if found is not None and found[1] is not None:
+        return Part(task, found[0].name, found[1], found[2])
+    if info.name == task and info.breakdown_of:
+        return Part(info.breakdown_of, metric, info.by or "category", info.category or task)
+    return None
+
+
+def __getattr__(name: str):
+    if name == "KEY_METRICS":  # the headline list, read from the task YAMLs when asked
+        return headline_metrics()
+    raise AttributeError(name)

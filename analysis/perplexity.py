@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from pruning import settings
+from pruning.adapters import body_and_head as _body_and_head
 from pruning.errors import TicketLabError
 from pruning.ticket import Ticket, applied
 
@@ -35,18 +36,8 @@ Progress = Callable[[int, int, str], None]
 
 
 def body_and_head(model: torch.nn.Module):
-    """(body, head) when logits are exactly `head(body(x).last_hidden_state)`, else None.
-
-    Models that scale or soft-cap their logits after the head (Gemma 2, Cohere) are left to the
-    plain forward path."""
-    cfg = model.config
-    if getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None) not in (None, 1, 1.0):
-        return None
-    body = getattr(model, "base_model", None)
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    if body is None or body is model or head is None:
-        return None
-    return body, head
+    """(body, head) when logits are exactly `head(body(x).last_hidden_state)`, else None (the adapter's rule)."""
+    return _body_and_head(model)
 
 
 @functools.lru_cache(maxsize=4)
@@ -90,9 +81,9 @@ def windows(n_tokens: int, seq_len: int, limit: int | None = None) -> list[tuple
     return spans
 
 
-def _window_nll(model, batch: torch.Tensor) -> torch.Tensor:
-    """Summed NLL of tokens 1.. of each row of `batch` [B, L] -> [B] (float64)."""
-    split = body_and_head(model)
+def _window_nll(model, batch: torch.Tensor, split=None) -> torch.Tensor:
+    """Summed NLL of tokens 1.. of each row of `batch` [B, L] -> [B] (float64). `split`: the adapter's
+    (body, head), or None for the plain forward."""
     targets = batch[:, 1:]
     if split is None:
         logits = model(input_ids=batch).logits[:, :-1].float()
@@ -117,8 +108,7 @@ def perplexity(loaded, ticket: Ticket | None = None, seq_len: int = DEFAULT_SEQ_
     stated quick subset); None scores all of them."""
     if batch_size < 1:
         raise TicketLabError(f"batch size must be at least 1 (got {batch_size}).")
-    max_pos = getattr(loaded.model.config, "max_position_embeddings", None) or getattr(
-        loaded.model.config, "n_positions", None)
+    max_pos = loaded.adapter.max_positions
     if max_pos and seq_len > max_pos:
         raise TicketLabError(f"seq_len {seq_len} exceeds the model's {max_pos} positions; use --seq-len {max_pos}.")
     tokens = load_tokens(loaded.tokenizer)
@@ -129,10 +119,11 @@ def perplexity(loaded, ticket: Ticket | None = None, seq_len: int = DEFAULT_SEQ_
     device = loaded.device
     sums: dict[tuple[int, int], float] = {}
     done = 0
+    split = loaded.adapter.body_and_head()
     with applied(loaded, ticket), torch.inference_mode():
         for group in batches:
             batch = torch.stack([tokens[a:b] for a, b in group]).to(device)
-            for span, value in zip(group, _window_nll(loaded.model, batch).tolist(), strict=True):
+            for span, value in zip(group, _window_nll(loaded.model, batch, split).tolist(), strict=True):
                 sums[span] = value
             done += len(group)
             if progress:

@@ -58,6 +58,18 @@ MIGRATIONS: list[str] = [
         previous VARCHAR NOT NULL, by_user VARCHAR NOT NULL, reason VARCHAR NOT NULL, decision_hash VARCHAR,
         moved_at TIMESTAMP NOT NULL, prev_hash VARCHAR NOT NULL, row_hash VARCHAR NOT NULL);
     """,
+    # 3: signed governance. One chain of records, each signed by its actor's key (analysis/governance/chain.py).
+    # The unsigned tables of migration 2 are kept, renamed legacy_*, as unsigned history: anyone could have
+    # written them, so they no longer decide a ticket's state.
+    """
+    ALTER TABLE decisions RENAME TO legacy_decisions;
+    ALTER TABLE deployments RENAME TO legacy_deployments;
+    ALTER TABLE ticket_meta RENAME TO legacy_ticket_meta;
+    CREATE TABLE governance_log (
+        seq BIGINT PRIMARY KEY, kind VARCHAR NOT NULL, actor VARCHAR NOT NULL, key_id VARCHAR NOT NULL,
+        subject VARCHAR, body VARCHAR NOT NULL, signed_at TIMESTAMP NOT NULL, prev_hash VARCHAR NOT NULL,
+        row_hash VARCHAR NOT NULL, signature VARCHAR NOT NULL);
+    """,
 ]
 
 CURRENT_VERSION = len(MIGRATIONS)

@@ -43,13 +43,12 @@ def survival_by_head(masks: dict[str, torch.Tensor], adapter: ArchitectureAdapte
     'kv' a KV head's key and value rows (with GQA several query heads share one)."""
     rows = []
     for layer in range(adapter.num_layers):
-        q_slices = {}
         for h in range(adapter.num_heads):
-            q_slices[h] = adapter.query_head_slices(layer, h)
-            rows.append((layer, h, "q", *_slice_counts(masks, adapter, q_slices[h])))
+            rows.append((layer, h, "q", *_slice_counts(masks, adapter, adapter.query_head_slices(layer, h))))
         for g in range(adapter.num_kv_heads):
-            own = [s for s in adapter.kv_group_slices(layer, g) if all(s not in q for q in q_slices.values())]
-            rows.append((layer, g, "kv", *_slice_counts(masks, adapter, own or adapter.kv_group_slices(layer, g))))
+            # Without GQA (GPT-2) a KV head has no slices of its own: count its query head's, which hold its k and v.
+            own = adapter.kv_head_slices(layer, g) or adapter.kv_group_slices(layer, g)
+            rows.append((layer, g, "kv", *_slice_counts(masks, adapter, own)))
     return rows
 
 

@@ -1,6 +1,8 @@
 """`ticketlab` command line. Each subcommand is a module in `app/commands/` with `add_parser` and `run`.
 
 Errors the user can fix (`TicketLabError`) print one line and exit 2; nothing else is caught.
+Before each command the ledger is tidied (`Ledger.maintain`): results a locked ledger left pending
+are recorded and runs of processes that died are marked failed.
 """
 
 from __future__ import annotations
@@ -48,14 +50,33 @@ def apply_common(args: argparse.Namespace) -> None:
         os.environ["TICKETLAB_LEDGER"] = args.ledger
 
 
+def maintain_ledger() -> None:
+    """Best effort and quick: a ledger that is locked, damaged or missing is left to the command itself,
+    which reports it if it needs the ledger (and `ticketlab methods` must work without one)."""
+    path = settings.ledger_path()
+    if not path.exists():
+        return
+    from analysis.ledger import Ledger
+
+    try:
+        Ledger(path, wait_s=0.5).maintain()
+    except TicketLabError:
+        pass
+
+
+def one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     apply_common(args)
     try:
+        maintain_ledger()
         return int(args._module.run(args) or 0)
     except TicketLabError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

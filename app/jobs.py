@@ -5,8 +5,13 @@ results in the ledger exactly as it does from a terminal.
 A job is a directory `<state>/jobs/<id>/`:
 - `status.json`: id, label, argv, status (starting | running | succeeded | failed | cancelled), pids,
   times, return code, `result` (the CLI's `--json` object) and `error` (its last error line);
+- `progress.jsonl`: structured progress events (app/progress.py) the CLI writes through the engine's
+  callback, and the runner's own stage events; the dashboard reads these (tqdm stays for the log);
 - `log`: the CLI's stderr (tqdm progress bars, errors); `stdout`: its stdout;
-- `pid`: the runner's pid, which is also the job's process-group id (cancel kills the group).
+- `pid`: the runner's pid, which is also the job's process-group id (cancel kills the group). The
+  status also keeps the runner's start time (`pid_start`, from /proc): a pid the system has since
+  given to another process is never signalled (cancel checks the start time, or the job's own
+  marker in the process environment, before sending anything).
 
 The runner (`python -m app.jobs JOBDIR`) starts the CLI, waits, and writes the final status, so the
 status does not depend on the dashboard process staying alive.
@@ -17,7 +22,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -27,13 +31,15 @@ from pathlib import Path
 from typing import Any
 
 from analysis.ledger import pid_alive
+from app import progress as events
 from pruning import settings
+from pruning.durable import atomic_write_json, atomic_write_text
 from pruning.errors import TicketLabError
 
 REPO = Path(__file__).resolve().parents[1]
 FINAL = ("succeeded", "failed", "cancelled")
 _CHILDREN: dict[int, subprocess.Popen] = {}  # runners started by this process, polled so they never linger as zombies
-_TQDM = re.compile(r"(?P<desc>[^|]*?):?\s*(?P<pct>\d+)%\|[^|]*\|\s*(?P<n>\d+)/(?P<total>\d+)(?P<rest>.*)")
+JOB_DIR_ENV = "TICKETLAB_JOB_DIR"  # in the runner's and the CLI's environment: the job's own marker
 
 
 def _now() -> str:
@@ -54,9 +60,7 @@ def job_threads() -> int:
 
 
 def _write_status(job_dir: Path, status: dict) -> None:
-    tmp = job_dir / f".status.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(status, indent=2, default=str))
-    os.replace(tmp, job_dir / "status.json")
+    atomic_write_json(job_dir / "status.json", status, indent=2, default=str)
 
 
 def _read_status(job_dir: Path) -> dict | None:
@@ -66,22 +70,51 @@ def _read_status(job_dir: Path) -> dict | None:
         return None
 
 
-def _alive(pid: int | None) -> bool:
+def proc_start(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22), or None where
+    /proc cannot tell. With the pid it names one process for good: a reused pid has a later start."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _has_marker(pid: int, job_dir: Path) -> bool | None:
+    """Whether the process's environment names this job (None when it cannot be read)."""
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    return f"{JOB_DIR_ENV}={job_dir}".encode() in env
+
+
+def is_runner(pid: int | None, job_dir: Path, start: int | None = None) -> bool:
+    """Whether `pid` is still this job's runner: alive, and the same process (its start time matches
+    the recorded one; without one, its environment carries the job's marker). A pid the system gave to
+    another process after the runner died is not the runner."""
     if not pid:
         return False
     child = _CHILDREN.get(pid)
     if child is not None and child.poll() is not None:
         _CHILDREN.pop(pid, None)
         return False
-    return pid_alive(pid)
+    if not pid_alive(pid):
+        return False
+    now = proc_start(pid)
+    if start is not None and now is not None:
+        return now == start
+    marker = _has_marker(pid, job_dir)
+    return marker is not False  # no way to tell (no /proc): trust the pid, as before
 
 
-def _job_env() -> dict[str, str]:
+def _job_env(job_dir: Path) -> dict[str, str]:
     env = dict(os.environ)
     threads = str(job_threads())
     env.update({"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1",
                 "TICKETLAB_STATE_DIR": str(settings.state_dir()), "TICKETLAB_DATA_DIR": str(settings.data_dir()),
-                "TICKETLAB_LEDGER": str(settings.ledger_path()), "TQDM_MININTERVAL": "0.2"})
+                "TICKETLAB_LEDGER": str(settings.ledger_path()), "TQDM_MININTERVAL": "0.2",
+                JOB_DIR_ENV: str(job_dir), events.EVENTS_ENV: str(events.events_path(job_dir))})
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
     return env
 
@@ -95,32 +128,47 @@ def start(argv: list[str], label: str | None = None, kind: str | None = None) ->
     job_dir.mkdir(parents=True)
     status = {"id": job_id, "kind": kind or argv[0], "label": label or "ticketlab " + " ".join(argv),
               "argv": [str(a) for a in argv], "status": "starting", "created_at": _now(), "started_at": None,
-              "ended_at": None, "pid": None, "child_pid": None, "returncode": None, "result": None,
-              "error": None, "threads": job_threads()}
+              "ended_at": None, "pid": None, "pid_start": None, "child_pid": None, "returncode": None,
+              "result": None, "error": None, "threads": job_threads()}
     _write_status(job_dir, status)
+    events.emit({"kind": "stage", "what": loading_text(status["argv"])}, events.events_path(job_dir))
     with open(job_dir / "runner.log", "w") as runner_log:
-        proc = subprocess.Popen([sys.executable, "-m", "app.jobs", str(job_dir)], cwd=REPO, env=_job_env(),
+        proc = subprocess.Popen([sys.executable, "-m", "app.jobs", str(job_dir)], cwd=REPO, env=_job_env(job_dir),
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=runner_log,
                                 start_new_session=True)
     _CHILDREN[proc.pid] = proc
-    (job_dir / "pid").write_text(str(proc.pid))
-    status["pid"] = proc.pid
+    atomic_write_text(job_dir / "pid", f"{proc.pid} {proc_start(proc.pid) or ''}".strip())
+    status["pid"], status["pid_start"] = proc.pid, proc_start(proc.pid)
     return status
+
+
+def loading_text(argv: list[str]) -> str:
+    """What a job does before its first progress event, in words."""
+    model = argv[argv.index("--model") + 1] if "--model" in argv[:-1] else None
+    what = f"the model {model}" if model else ("the ticket's dense model" if argv and argv[0] in ("eval", "export")
+                                               else "the model")
+    return (f"starting: loading Python libraries (torch, transformers) and {what}, then hashing its weights; "
+            "this takes up to half a minute before the first progress appears")
+
+
+def _pid_file(job_dir: Path) -> tuple[int | None, int | None]:
+    try:
+        parts = (job_dir / "pid").read_text().split()
+        return int(parts[0]), (int(parts[1]) if len(parts) > 1 else None)
+    except (OSError, ValueError, IndexError):
+        return None, None
 
 
 def _refresh(job_dir: Path, status: dict) -> dict:
     """A job whose runner vanished without writing a final status was killed: say so on disk."""
     if status["status"] in FINAL:
         return status
-    pid = status.get("pid")
-    if pid is None and (job_dir / "pid").exists():
-        try:
-            pid = int((job_dir / "pid").read_text())
-        except ValueError:
-            pid = None
+    pid, start = status.get("pid"), status.get("pid_start")
+    if pid is None:
+        pid, start = _pid_file(job_dir)
     if pid is None:
         return status  # still starting
-    if not _alive(pid):
+    if not is_runner(pid, job_dir, start):
         time.sleep(0.05)  # the runner may have written its final status just now
         latest = _read_status(job_dir) or status
         if latest["status"] in FINAL:
@@ -132,7 +180,7 @@ def _refresh(job_dir: Path, status: dict) -> dict:
         _write_status(job_dir, latest)
         _reap_ledger()
         return latest
-    status["pid"] = pid
+    status["pid"], status["pid_start"] = pid, start
     return status
 
 
@@ -150,7 +198,7 @@ def list_jobs(limit: int = 30) -> list[dict]:
     if not root.exists():
         return []
     out = []
-    for d in sorted((p for p in root.iterdir() if p.is_dir()), reverse=True)[:limit]:
+    for d in sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), reverse=True)[:limit]:
         status = _read_status(d)
         if status:
             out.append(_refresh(d, status))
@@ -158,24 +206,25 @@ def list_jobs(limit: int = 30) -> list[dict]:
 
 
 def cancel(job_id: str, grace_s: float = 3.0) -> dict:
-    """Stop a job: SIGTERM to its process group, SIGKILL if it is still there after `grace_s`."""
+    """Stop a job: SIGTERM to its process group, SIGKILL if it is still there after `grace_s`. Only
+    while the recorded pid is still the job's runner (see `is_runner`): a reused pid is left alone."""
     job_dir = jobs_dir() / job_id
     status = get(job_id)
     if status["status"] in FINAL:
         return status
-    (job_dir / "cancel").write_text(_now())
-    pid = status.get("pid")
+    atomic_write_text(job_dir / "cancel", _now())
+    pid, start = status.get("pid"), status.get("pid_start")
     if pid:
         for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 1.0)):
+            if not is_runner(pid, job_dir, start):
+                break
             try:
                 os.killpg(pid, sig)
-            except ProcessLookupError:
+            except (ProcessLookupError, PermissionError):
                 break
             deadline = time.monotonic() + wait
-            while time.monotonic() < deadline and _alive(pid):
+            while time.monotonic() < deadline and is_runner(pid, job_dir, start):
                 time.sleep(0.05)
-            if not _alive(pid):
-                break
     return get(job_id)
 
 
@@ -206,47 +255,49 @@ def _tail(path: Path, chars: int) -> str:
     return "\n".join(line for line in lines if line.strip())[-chars:]
 
 
+def _clock(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
 def progress(job_id: str) -> tuple[float | None, str]:
-    """(fraction done or None, what) from the last tqdm redraw in the job's log."""
-    path = jobs_dir() / job_id / "log"
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 8192))
-            text = f.read().decode("utf-8", "replace")
-    except OSError:
+    """(fraction done or None, what) from the job's structured progress events: the latest bar's count,
+    elapsed time and an estimate of what is left; the latest stage when no bar is running."""
+    evs = events.read_events(events.events_path(jobs_dir() / job_id))
+    if not evs:
         return None, ""
-    for seg in reversed(re.split(r"[\r\n]", text)):
-        m = _TQDM.search(seg)
-        if m and int(m["total"]) > 0:
-            done, total = int(m["n"]), int(m["total"])
-            return min(1.0, done / total), _describe(m["desc"].strip(), done, total, m["rest"])
-    return None, ""
-
-
-def _describe(desc: str, done: int, total: int, rest: str) -> str:
-    """'prune wanda 18/30 · wanda layer 18/30 · 0:10 elapsed, ~0:06 left' from tqdm's redraw."""
-    parts = [f"{desc} {done}/{total}".strip()]
-    inside = re.search(r"\[([^\]]*)\]?", rest)
-    if inside:
-        fields = [f.strip() for f in inside.group(1).split(",")]
-        times = fields[0].split("<") if fields and "<" in fields[0] else None
-        extra = [f for f in fields[1:] if not re.fullmatch(r"[\d.?]+\s*(it|s)/(s|it)", f)]
-        if extra:
-            parts.append(", ".join(extra))
-        if times and times[1] not in ("?", ""):
-            parts.append(f"{times[0]} elapsed, ~{times[1]} left")
-    return " · ".join(parts)
+    last = evs[-1]
+    if last.get("kind") != "progress" or not last.get("total"):
+        return None, str(last.get("what") or "")
+    done, total = int(last["done"]), int(last["total"])
+    same = [e for e in evs if e.get("kind") == "progress" and e.get("desc") == last.get("desc")
+            and e.get("total") == last["total"]]
+    first = same[0]
+    elapsed = float(last["t"]) - float(first["t"])
+    parts = [f"{last.get('desc') or 'working'} {done}/{total}"]
+    if last.get("what"):
+        parts.append(str(last["what"]))
+    if done >= total:
+        parts.append("finishing: saving and recording in the ledger")
+    elif done > int(first["done"]) and elapsed > 0:
+        rate = (done - int(first["done"])) / elapsed
+        parts.append(f"{_clock(elapsed)} elapsed, ~{_clock((total - done) / rate)} left")
+    return min(1.0, done / total), " · ".join(parts)
 
 
 # --- the runner: runs in the job's own process group ----------------------------------------------
 def _error_from_log(job_dir: Path) -> str:
+    """One line: the CLI's `error: ...` (a TicketLabError or argparse's usage error, without the usage
+    dump), else the last line of a traceback, else the log's end."""
     text = _tail(job_dir / "log", 6000)
-    lines = [ln for ln in text.splitlines() if ln.strip() and not _TQDM.search(ln)]
-    errors = [ln for ln in lines if ln.startswith("error:")]
-    if errors:
-        return errors[-1][len("error:"):].strip()
-    return "\n".join(lines[-12:]) or "the command failed without a message"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "%|" not in ln]
+    for line in reversed(lines):
+        head, sep, msg = line.partition("error: ")
+        if sep and (head == "" or head.endswith(": ") or head.startswith("ticketlab")):
+            return msg.strip()
+    if "Traceback (most recent call last):" in text and lines:
+        return lines[-1]
+    return lines[-1] if lines else "the command failed without a message"
 
 
 def _parse_result(job_dir: Path) -> Any:
@@ -283,7 +334,7 @@ def run_job(job_dir: Path) -> int:
     if status is None:
         print(f"no status.json in {job_dir}", file=sys.stderr)
         return 2
-    status["pid"] = os.getpid()
+    status["pid"], status["pid_start"] = os.getpid(), proc_start(os.getpid())
     state: dict[str, Any] = {"stopping": False, "proc": None}
 
     def on_term(signum, frame):
@@ -300,7 +351,7 @@ def run_job(job_dir: Path) -> int:
                                              stdin=subprocess.DEVNULL, stdout=out, stderr=log)
             if state["stopping"]:
                 state["proc"].terminate()
-            status.update(status="running", started_at=_now(), pid=os.getpid(), child_pid=state["proc"].pid)
+            status.update(status="running", started_at=_now(), child_pid=state["proc"].pid)
             _write_status(job_dir, status)
             rc = state["proc"].wait()
     status.update(ended_at=_now(), returncode=rc)
@@ -314,6 +365,7 @@ def run_job(job_dir: Path) -> int:
         status.update(status="failed", error=_error_from_log(job_dir))
         if rc < 0:
             _reap_ledger()
+    events.emit({"kind": "stage", "what": status["status"]}, events.events_path(job_dir))
     _write_status(job_dir, status)
     return 0
 

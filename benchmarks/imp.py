@@ -1,17 +1,20 @@
-"""IMP speed: training tokens/s dense vs masked, the tiny model's held-out loss over time, and the wall
-time of the default tiny experiment.
+"""IMP: masked-training throughput, and the default lottery-ticket experiment, run for real.
 
-    python -m benchmarks.imp [--quick] [--json FILE]
+    python -m benchmarks.imp [--quick] [--state DIR] [--json FILE] [--pretrained SPEC --pretrained-steps N]
 
-Targets from the issue: masking costs under 10% of dense training throughput; the default tiny
-experiment (5 rounds at 20%, arms ticket/reinit/random, 2 seeds = 32 trainings of 200 steps) under
-30 minutes. Full mode runs that experiment for real in a temporary state directory (about half an
-hour) and trains the dense tiny model for 800 steps, scoring the held-out split every 200.
-Quick mode (`--quick` or TICKETLAB_BENCH_QUICK=1) times 20 steps of each and extrapolates the
-experiment from them; its numbers are estimates.
+Targets (issue 9): the default tiny experiment (pruning.protocol.Protocol(): pilot over 3 learning
+rates, 3 rounds at 50%, K = 20, 3 seeds, arms ticket/random/reinit, sanity check, stability of the
+dense network from K and from 0) answers within 60 minutes on this 2-core machine; masking costs
+under 10% of dense training throughput.
 
-Timings on a shared machine are noisy: dense and masked runs alternate and the best of each is kept.
-Run with OMP_NUM_THREADS=1 on a 2-core machine shared with others.
+Full mode runs the default experiment through the same code as `ticketlab imp` (ledger recording
+included) in --state (default: a temporary folder), prints the table and the verdict and the wall time.
+Re-running with the same --state resumes (same protocol -> same experiment id and ticket ids).
+Quick mode (`--quick` or TICKETLAB_BENCH_QUICK=1) times 20 steps and extrapolates the experiment.
+--pretrained SPEC times each pretrained arm's retraining for N steps (one seed) to state the
+pretrained default budget per arm (the per-arm CPU time; a GPU estimate is derived from tokens/s).
+
+Timings on a shared machine are noisy. Run with OMP_NUM_THREADS=2 (the whole machine) or 1.
 """
 
 from __future__ import annotations
@@ -26,152 +29,182 @@ from pathlib import Path
 
 import torch
 
-EXPERIMENT_TARGET_S = 30 * 60
+EXPERIMENT_TARGET_S = 60 * 60
 MASK_OVERHEAD_TARGET = 0.10
 
 
 def _data():
-    from pruning.imp import TINY_TRAIN
-    from pruning.tiny import TinyConfig, split_corpus, token_stream, train_tokenizer
+    from pruning.protocol import Protocol
+    from pruning.tiny import split_corpus, token_stream, train_tokenizer
     from pruning.training import windows
 
+    p = Protocol()
     split = split_corpus()
-    tok = train_tokenizer(split.train, TinyConfig().vocab_size)
-    train = windows(token_stream(tok, split.train), TINY_TRAIN.seq_len)
-    held = windows(token_stream(tok, split.heldout), TINY_TRAIN.seq_len)
-    return train, held
+    tok = train_tokenizer(split.train, p.tiny.vocab_size)
+    return windows(token_stream(tok, split.train), p.seq_len), windows(token_stream(tok, split.heldout), p.seq_len)
 
 
 def throughput(train_data: torch.Tensor, steps: int, repeats: int, sparsity: float = 0.8) -> dict:
     """Tokens/s of dense and masked training (all prunable linears at `sparsity`), best of `repeats`."""
-    from pruning.imp import TINY_TRAIN
-    from pruning.tiny import TinyConfig, build_model
-    from pruning.training import MaskSet, train
+    from pruning.protocol import Protocol
+    from pruning.tiny import build_model
+    from pruning.training import train
 
-    config = TINY_TRAIN.__class__(**{**TINY_TRAIN.to_dict(), "steps": steps})
-    model = build_model(TinyConfig(), seed=0)
+    p = Protocol()
+    config = p.train_config(lr=5e-3, steps=steps)
+    model = build_model(p.tiny, seed=0)
     g = torch.Generator().manual_seed(1)
-    masks = {n: torch.rand(p.shape, generator=g) >= sparsity
-             for n, p in model.named_parameters() if p.dim() == 2 and "layers" in n}
-    init = {n: p.detach().clone() for n, p in model.named_parameters()}
+    masks = {n: torch.rand(q.shape, generator=g) >= sparsity
+             for n, q in model.named_parameters() if q.dim() == 2 and "layers" in n}
+    init = {n: q.detach().clone() for n, q in model.named_parameters()}
     best = {"dense": 0.0, "masked": 0.0}
     for _ in range(repeats):
         for kind in ("dense", "masked"):
             with torch.no_grad():
-                for n, p in model.named_parameters():
-                    p.copy_(init[n])
+                for n, q in model.named_parameters():
+                    q.copy_(init[n])
             r = train(model, train_data, config, masks=masks if kind == "masked" else None, data_seed=0)
             best[kind] = max(best[kind], r.tokens_per_second)
     overhead = 1.0 - best["masked"] / best["dense"]
-    # the masking work itself, timed alone (immune to the drift of a shared machine): two fused multiplies
-    ops = MaskSet(model, masks)
-    for p in model.parameters():
-        p.grad = torch.zeros_like(p)
-    start = time.perf_counter()
-    for _ in range(50):
-        ops.mask_grads_()
-        ops.apply_()
-    mask_ms = (time.perf_counter() - start) / 50 * 1000
-    step_ms = config.batch_size * config.seq_len / best["dense"] * 1000
-    return {"mask_ops_ms_per_step": mask_ms, "dense_step_ms": step_ms, "steps": steps, "tokens_per_step": config.batch_size * config.seq_len, "sparsity": sparsity,
+    return {"steps": steps, "tokens_per_step": config.batch_size * config.seq_len, "sparsity": sparsity,
             "dense_tokens_per_s": best["dense"], "masked_tokens_per_s": best["masked"], "mask_overhead": overhead,
             "meets_target": overhead < MASK_OVERHEAD_TARGET}
 
 
-def dense_curve(train_data: torch.Tensor, held: torch.Tensor, steps: int, every: int) -> list[dict]:
-    """Train the default tiny model `steps` steps (one cosine schedule), held-out loss every `every` steps."""
-    from pruning.imp import TINY_TRAIN
-    from pruning.tiny import TinyConfig, build_model
-    from pruning.training import heldout_loss, train
-
-    config = TINY_TRAIN.__class__(**{**TINY_TRAIN.to_dict(), "steps": steps, "warmup_steps": None})
-    model = build_model(TinyConfig(), seed=0)
-    points, start = [], time.perf_counter()
-    held_windows = held
-
-    def report(done, total, what):
-        if done % every == 0 or done == total:
-            loss = heldout_loss(model, held_windows)[0]
-            points.append({"step": done, "seconds": time.perf_counter() - start, "heldout_loss": loss})
-            print(f"  step {done:>5}  {points[-1]['seconds']:>6.0f} s  held-out loss {loss:.3f}", flush=True)
-
-    train(model, train_data, config, data_seed=0, progress=report)
-    return points
+def trainings_of(protocol, t: int) -> dict:
+    """Optimizer steps the protocol's experiment takes at T = t (pilot included)."""
+    k = protocol.rewind_step or 0
+    per_seed = t  # dense
+    per_seed += t if protocol.sanity else 0
+    per_seed += protocol.rounds * len(protocol.arms) * (t - k)
+    if protocol.stability != "none":
+        per_seed += 2 * (t - k) + (2 * t if k else 0)
+    pilot = len(protocol.pilot_lrs) * protocol.pilot_steps if protocol.needs_pilot else 0
+    return {"steps": pilot + len(protocol.seeds) * per_seed, "pilot_steps": pilot, "per_seed_steps": per_seed}
 
 
-def experiment_estimate(step_s: float, eval_s: float) -> dict:
-    from pruning.imp import TINY_TRAIN
-
-    trainings = 2 * (1 + 5 * 3)
-    seconds = trainings * (TINY_TRAIN.steps * step_s + eval_s + 1.0)  # ~1 s per unit for saving and hashing
-    return {"trainings": trainings, "estimated_s": seconds, "meets_target": seconds < EXPERIMENT_TARGET_S}
-
-
-def experiment_wall() -> dict:
-    """The default tiny experiment, for real, in a throwaway state directory."""
+def experiment(state: Path, progress: bool) -> dict:
+    """The default tiny experiment through the `ticketlab imp` code path, recorded in `state`'s ledger."""
+    from analysis.experiments import (
+        experiment_verdict,
+        format_report,
+        imp_report,
+        record_experiment,
+        record_round,
+        summary_of,
+    )
+    from analysis.ledger import Ledger
+    from app.progress import progress_bar
     from pruning import settings
-    from pruning.imp import ImpExperiment, ImpSettings
+    from pruning.imp import ImpExperiment
+    from pruning.protocol import Protocol
+
+    settings.set_data_dir(settings.data_dir().resolve())  # the reference data stays where it was found
+    settings.set_state_dir(state)
+    protocol = Protocol()
+    exp = ImpExperiment(protocol)
+    ledger = Ledger()
+    params = {**protocol.to_dict(), "rewind_step": protocol.rewind_step, "folder": str(exp.dir),
+              "model_identity": exp.model_identity}
+    record_experiment(exp.id, params, "running", ledger=ledger)
+    start = time.perf_counter()
+    done = []
+
+    def on_round(r):
+        record_round(r, ledger, "python -m benchmarks.imp")
+        done.append(r)
+        print(f"  [{(time.perf_counter() - start) / 60:5.1f} min] seed {r.seed} round {r.round} {r.arm:<8} "
+              f"held-out {r.heldout_loss:.4f}  steps {r.record.get('start_step')}..{r.record.get('schedule_steps')}"
+              f"{'  (resumed)' if r.resumed else ''}", flush=True)
+
+    results = exp.run(on_round=on_round, progress=(lambda d: progress_bar(d)) if progress else None)
+    wall = time.perf_counter() - start
+    params["resolved"] = {"lr": exp.resolved.lr, "steps": exp.resolved.steps}
+    v = experiment_verdict(exp.id, ledger)
+    record_experiment(exp.id, params, "complete", summary_of(results, v), ledger)
+    report = format_report(imp_report(exp.id, ledger))
+    resumed = sum(r.resumed for r in results)
+    return {"experiment": exp.id, "folder": str(exp.dir), "state": str(state), "wall_s": wall,
+            "resumed_units": resumed, "units": len(results), "meets_target": wall < EXPERIMENT_TARGET_S,
+            "pilot": json.loads((exp.dir / "pilot.json").read_text()) if (exp.dir / "pilot.json").exists() else None,
+            "steps": trainings_of(exp.resolved, exp.resolved.steps), "verdict": v, "report": report}
+
+
+def pretrained_arms(spec: str, steps: int) -> dict:
+    """CPU seconds of each pretrained arm's retraining (one seed, one round, `steps` steps)."""
+    from pruning.imp import ImpExperiment
+    from pruning.protocol import default_protocol
 
     with tempfile.TemporaryDirectory() as d:
-        old = os.environ.get("TICKETLAB_STATE_DIR")
-        os.environ["TICKETLAB_STATE_DIR"] = d
-        settings._overrides.pop("state", None)
+        from pruning import settings
+
+        settings.set_data_dir(settings.data_dir().resolve())
+        settings.set_state_dir(d)
+        p = default_protocol(spec, steps=steps, eval_every=steps, rounds=1, seeds=(0, 1), val_windows=4,
+                             heldout_windows=8, sanity=False)
+        exp = ImpExperiment(p)
+        exp.resolved = p
+        exp.write_protocol()
+        start = time.perf_counter()
+        times: dict[str, float] = {}
+        last = [start]
+
+        def on_round(r):
+            now = time.perf_counter()
+            times[f"{r.arm} r{r.round}"] = now - last[0]
+            last[0] = now
+            if r.seed == 0 and r.round == 1 and r.arm == p.arms[-1]:
+                raise KeyboardInterrupt  # one seed is enough to time the arms
+
         try:
-            start = time.perf_counter()
-            res = ImpExperiment(ImpSettings()).run(5, [0, 1], ("reinit", "random"))
-            wall = time.perf_counter() - start
-        finally:
-            if old is None:
-                os.environ.pop("TICKETLAB_STATE_DIR", None)
-            else:
-                os.environ["TICKETLAB_STATE_DIR"] = old
-    table: dict[tuple, list[float]] = {}
-    for r in res:
-        table.setdefault((r.arm, r.round), []).append(r.heldout_loss)
-    return {"wall_s": wall, "meets_target": wall < EXPERIMENT_TARGET_S,
-            "heldout_loss": {f"{a} r{k}": sum(v) / len(v) for (a, k), v in sorted(table.items(), key=lambda x: x[0][1])}}
+            exp.run(on_round=on_round)
+        except KeyboardInterrupt:
+            pass
+        tokens = steps * p.batch_size * p.seq_len
+    return {"spec": spec, "steps": steps, "tokens_per_arm": tokens, "seconds_per_arm": times}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.imp", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--state", help="state directory for the experiment (default: a temporary one)")
     p.add_argument("--json", help="write the results to this file")
+    p.add_argument("--progress", action="store_true", help="progress bars per training")
+    p.add_argument("--pretrained", help="also time the pretrained arms of this model spec")
+    p.add_argument("--pretrained-steps", type=int, default=4)
     args = p.parse_args(argv)
     quick = args.quick or os.environ.get("TICKETLAB_BENCH_QUICK") == "1"
     print(f"torch threads {torch.get_num_threads()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, "
           f"load average {os.getloadavg()[0]:.1f} (timings are noisy when others use the cores)", flush=True)
-    train_data, held = _data()
     out: dict = {"quick": quick}
-    t = throughput(train_data, steps=20 if quick else 60, repeats=3 if quick else 5)
-    out["throughput"] = t
-    print(f"training tokens/s  dense {t['dense_tokens_per_s']:.0f}  masked ({t['sparsity']:.0%}) "
-          f"{t['masked_tokens_per_s']:.0f}  overhead {t['mask_overhead']:+.1%}  "
-          f"(target < {MASK_OVERHEAD_TARGET:.0%}: {'met' if t['meets_target'] else 'MISSED'}); the masking ops "
-          f"alone: {t['mask_ops_ms_per_step']:.2f} ms of a {t['dense_step_ms']:.0f} ms step", flush=True)
-    from pruning.tiny import TinyConfig, build_model
-    from pruning.training import heldout_loss
+    from pruning.protocol import Protocol
 
-    start = time.perf_counter()
-    heldout_loss(build_model(TinyConfig(), 0), held)
-    eval_s = time.perf_counter() - start
-    step_s = t["tokens_per_step"] / t["dense_tokens_per_s"]
-    est = experiment_estimate(step_s, eval_s)
-    out["experiment_estimate"] = est
-    print(f"default tiny experiment ({est['trainings']} trainings of 200 steps, held-out eval {eval_s:.1f} s): "
-          f"estimated {est['estimated_s'] / 60:.1f} min (target < 30 min: "
-          f"{'met' if est['meets_target'] else 'MISSED'})", flush=True)
-    if not quick:
-        print("dense tiny model, 800 steps of 8 x 128 tokens:", flush=True)
-        out["dense_curve"] = dense_curve(train_data, held, 800, 200)
-        print("default tiny experiment, measured:", flush=True)
-        out["experiment"] = experiment_wall()
-        e = out["experiment"]
-        print(f"  wall {e['wall_s'] / 60:.1f} min (target < 30 min: {'met' if e['meets_target'] else 'MISSED'})")
-        for k, v in e["heldout_loss"].items():
-            print(f"  {k:<12} {v:.3f}")
+    if quick:
+        train_data, _ = _data()
+        t = throughput(train_data, steps=20, repeats=2)
+        out["throughput"] = t
+        step_s = t["tokens_per_step"] / t["dense_tokens_per_s"]
+        steps = trainings_of(Protocol(), Protocol().pilot_steps)
+        out["estimate_s"] = steps["steps"] * step_s * 1.1  # ~10% for validation, held-out scoring and saving
+        print(f"training tokens/s dense {t['dense_tokens_per_s']:.0f}, masked {t['masked_tokens_per_s']:.0f} "
+              f"(overhead {t['mask_overhead']:+.1%}); default experiment at most {steps['steps']} steps: "
+              f"estimated {out['estimate_s'] / 60:.0f} min (target < {EXPERIMENT_TARGET_S // 60} min)", flush=True)
+    else:
+        state = Path(args.state) if args.state else Path(tempfile.mkdtemp(prefix="ticketlab-imp-bench-"))
+        state.mkdir(parents=True, exist_ok=True)
+        (state / "models").mkdir(exist_ok=True)
+        print(f"default tiny experiment in {state}:", flush=True)
+        e = experiment(state, args.progress)
+        out["experiment"] = e
+        print(e["report"])
+        print(f"wall {e['wall_s'] / 60:.1f} min for {e['units']} units ({e['resumed_units']} resumed); target < "
+              f"{EXPERIMENT_TARGET_S // 60} min: {'met' if e['meets_target'] else 'MISSED'}", flush=True)
+    if args.pretrained:
+        out["pretrained"] = pretrained_arms(args.pretrained, args.pretrained_steps)
+        print(json.dumps(out["pretrained"], indent=2))
     if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2))
+        Path(args.json).write_text(json.dumps(out, indent=2, default=str))
     return 0
 
 

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 
 from .errors import TicketLabError
-from .masks import parse_pattern
 from .registry import PruneOptions
 
 
@@ -46,17 +45,9 @@ def owl_sparsities(ratios: list[float], target: float, lam: float) -> list[float
 
 
 def check_owl(options: PruneOptions) -> bool:
-    """True when OWL allocation is asked for; refuse combinations that have no meaning."""
-    if options.options.get("allocation", "uniform") != "owl":
-        return False
-    if parse_pattern(options.options.get("pattern")):
-        raise TicketLabError("allocation=owl cannot be combined with an N:M pattern: the pattern fixes every "
-                             "layer's sparsity at 1 - N/M. Use --pattern none with OWL.")
-    if options.options.get("scope", "layer") == "global":
-        raise TicketLabError("allocation=owl chooses a sparsity per layer; it cannot be combined with scope=global.")
-    if options["owl_lambda"] < 0 or options["owl_m"] <= 0:
-        raise TicketLabError("OWL needs owl_lambda >= 0 and owl_m > 0.")
-    return True
+    """True when OWL allocation is asked for. Its bounds and the combinations it refuses (with an N:M
+    pattern, with scope=global) are rules of the options models (pruning/options.py)."""
+    return options.options.get("allocation", "uniform") == "owl"
 
 
 def owl_layer_sparsities(loaded, calib, options: PruneOptions, progress_total: int | None = None

@@ -51,10 +51,22 @@ def corpus_tokens(tokenizer, relative: str = DEFAULT_CORPUS) -> tuple[torch.Tens
     return torch.tensor(ids, dtype=torch.long), path
 
 
+def check_length(length: int, max_positions: int | None, what: str = "--calib-len") -> None:
+    """A calibration window longer than the model's positions cannot be run (or silently wraps)."""
+    if max_positions is not None and length > max_positions:
+        raise TicketLabError(f"{what} {length} is longer than the model's maximum positions ({max_positions}): "
+                             f"use {what} {max_positions} or less.")
+
+
 def from_corpus(tokenizer, n: int = 32, length: int = 512, seed: int = 0,
-                corpus: str = DEFAULT_CORPUS) -> CalibrationSet:
-    if n <= 0 or length <= 1:
-        raise TicketLabError(f"calibration needs N >= 1 windows of L >= 2 tokens (got N={n}, L={length}).")
+                corpus: str = DEFAULT_CORPUS, max_positions: int | None = None) -> CalibrationSet:
+    """`max_positions`: the model's context (its adapter's `max_positions`); longer windows are refused."""
+    if isinstance(n, bool) or isinstance(length, bool) or n <= 0 or length <= 1:
+        raise TicketLabError(f"calibration needs --calib-samples N >= 1 windows of --calib-len L >= 2 tokens "
+                             f"(got N={n}, L={length}).")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise TicketLabError(f"--seed must be a whole number >= 0 (got {seed!r}).")
+    check_length(length, max_positions)
     stream, path = corpus_tokens(tokenizer, corpus)
     if stream.numel() <= length:
         raise TicketLabError(f"corpus {path} has {stream.numel()} tokens, fewer than one window of {length}.")
@@ -66,7 +78,8 @@ def from_corpus(tokenizer, n: int = 32, length: int = 512, seed: int = 0,
     return CalibrationSet(tokens, record)
 
 
-def from_token_file(path: str | Path, vocab_size: int | None = None) -> CalibrationSet:
+def from_token_file(path: str | Path, vocab_size: int | None = None,
+                    max_positions: int | None = None) -> CalibrationSet:
     path = Path(path)
     if not path.exists():
         raise TicketLabError(f"calibration token file not found: {path}")
@@ -91,6 +104,7 @@ def from_token_file(path: str | Path, vocab_size: int | None = None) -> Calibrat
     if not isinstance(data, torch.Tensor) or data.dim() != 2 or data.dtype.is_floating_point or data.dtype == torch.bool:
         raise TicketLabError(f"{path} must hold one 2-D integer tensor [N windows, L tokens].")
     data = data.long()
+    check_length(int(data.shape[1]), max_positions, f"--calib-tokens {path.name} window length")
     if data.numel() == 0 or int(data.min()) < 0 or (vocab_size and int(data.max()) >= vocab_size):
         raise TicketLabError(f"{path} holds token ids outside the model's vocabulary [0, {vocab_size}).")
     record = {"source": "token_file", "file": path.name, "sha256": sha256_file(path),

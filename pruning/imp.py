@@ -1,25 +1,33 @@
-"""Iterative magnitude pruning with rewinding: the lottery-ticket experiment, resumable and deterministic.
+"""Iterative magnitude pruning with rewinding under a pre-registered protocol: resumable, deterministic.
 
-Per seed: round 0 trains the dense network; each later round prunes `rate` of the surviving weights
-(or heads) of the previous round's trained network by magnitude, resets the survivors to the rewind
-point and trains again. Rewind points: `init` (Frankle & Carbin 2019), `step:K` (Frankle et al. 2020),
-`pretrained` (Chen et al. 2020); `lr` keeps the trained weights and replays the learning-rate schedule
-(Renda et al. 2020); `finetune` keeps them and trains at the final learning rate. Controls at every
-round: `reinit` (the ticket's mask, the pruned tensors freshly initialised) and `random` (random masks
-with the ticket's per-tensor counts, same start weights as the ticket).
+Per seed: round 0 trains the dense network (steps 0..T, validation-selected, step-K weights kept);
+each later round prunes `rate` of the surviving weights (or heads) of the previous round's ticket by
+magnitude, and every arm of `pruning.arms` (the ticket, its controls) retrains from its rewind point.
+With weight rewinding (`init` = step:0, `step:K`, Frankle et al. 2020) every arm resumes at step K of
+the dense run's schedule: T - K steps with the dense run's learning rates from K, never a second
+warm-up. `pretrained` (Chen et al. 2020) restarts the fine-tuning schedule from the pretrained
+weights; `lr` (Renda et al. 2020) keeps the trained weights and replays the schedule; `finetune`
+keeps them at the final learning rate.
 
-Tickets. Every (arm, seed, round) is a `Ticket` (method "imp") whose dense model is where the seed's
-run starts: the seed's step-0 checkpoint `seed-<s>/init/` in the experiment folder for a model trained
-from scratch, the pretrained checkpoint itself otherwise. So `load_model(ticket.dense["spec"])` plus
-`applied(loaded, ticket)` is exactly the evaluated network: `Ticket.weights` holds every tensor that
-training changed, masks cover every prunable tensor (all True in round 0, which is the trained dense
-network). Parents: round r of the ticket arm -> round r-1; a control -> the ticket it controls.
+Data orders. The data seed names the seed, arm and round, so a retraining never replays the order of
+the run its mask came from (the ticket at round r was pruned from round r-1's run), and the two
+stability copies use two further orders. Every run is scored on the validation set every
+`eval_every` steps and left at its best step; that network's held-out loss is the result.
 
-Resume. The experiment folder `<state>/experiments/<id>` is named by a hash of every setting that
-changes results (not rounds, seeds or controls: re-running with more extends it). Each finished unit
-writes its ticket, then `seed-<s>/<arm>-<round>.json`, both atomically. A round depends only on saved
-state (rewind checkpoints, the previous ticket) and seeded randomness, so killing the job anywhere and
-re-running continues from the last finished unit and ends with the ids an uninterrupted run gives
+Extra units per seed: `empty` (the sanity check: every prunable linear removed, trained like the
+dense run), stability (two copies of the dense network from K and two from 0; with stability "all"
+also each round's ticket from K) and, under lr / finetune rewinding, the reinit control's own dense
+round 0.
+
+Tickets. Every unit is a `Ticket` (method "imp") whose dense model is the seed's step-0 checkpoint
+`seed-<s>/init/` (tiny) or the pretrained checkpoint: `load_model(ticket.dense["spec"])` plus
+`applied(loaded, ticket)` is exactly the evaluated network. Parents: the ticket at round r -> r-1; a
+control -> the ticket it controls.
+
+Resume. The folder `<state>/experiments/<id>` is named by the protocol's hash. Each finished unit
+writes its ticket, then `seed-<s>/<arm>-<round>.json`, both atomically; the pilot writes
+`pilot.json`. Everything depends only on saved state and seeded randomness, so a run killed anywhere
+(kill -9 included) and started again continues and ends with the ids an uninterrupted run gives
 (bit-exact on CPU with the same thread count; CUDA kernels are not guaranteed bit-exact).
 """
 
@@ -30,102 +38,32 @@ import json
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from . import imp_masks, settings
+from .arms import ARMS, ArmContext, Plan
+from .durable import atomic_write_bytes, atomic_write_json
 from .errors import TicketLabError
 from .models import LoadedModel, load_model
+from .protocol import Protocol
 from .ticket import Ticket
-from .tiny import (
-    CorpusSplit,
-    TinyConfig,
-    build_model,
-    save_checkpoint,
-    split_corpus,
-    token_stream,
-    tokenizer_dir,
-)
-from .training import TrainConfig, cpu_state, heldout_loss, load_state, train, windows
+from .tiny import CorpusSplit, build_model, save_checkpoint, split_corpus, token_stream, tokenizer_dir
+from .training import TrainConfig, TrainResult, cpu_state, heldout_loss, load_state, train, windows
 
-FORMAT = "ticketlab-imp/1"
-ARMS = ("ticket", "reinit", "random")
-CONTROLS = ("reinit", "random")
+FORMAT = "ticketlab-imp/2"
 ProgressFactory = Callable[[str], Callable[[int, int, str], None]]
-
-TINY_TRAIN = TrainConfig(steps=200, batch_size=8, seq_len=128, lr=5e-3)
-# SmolLM2-135M on this shared 2-core CPU (one thread): ~10-11 s per step of 4 x 128 tokens and ~0.6 s per
-# held-out window, so 48 steps plus 32 windows is about 10 minutes per arm and round.
-PRETRAINED_TRAIN = TrainConfig(steps=48, batch_size=4, seq_len=128, lr=1e-4, weight_decay=0.0)
 
 
 def derive_seed(*parts) -> int:
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:4], "little") & 0x7FFFFFFF
 
 
-@dataclass(frozen=True)
-class ImpSettings:
-    model: str = "tiny"  # "tiny" (trained from scratch) or any load_model spec
-    rate: float = 0.2
-    rewind: str = "init"  # init | step:K | pretrained | lr | finetune
-    scope: str = "global"  # global | layer
-    unit: str = "weights"  # weights | heads
-    prune_embeddings: bool = False
-    train: TrainConfig = TINY_TRAIN
-    eval_windows: int = 0  # 0: every held-out window
-    eval_batch: int = 16
-    recovery: str = "full"  # full | lora (adapters on the frozen sparse backbone, merged and re-masked)
-    lora_rank: int = 8
-    tiny: TinyConfig = field(default_factory=TinyConfig)
-    device: str = "cpu"
-    dtype: str = "float32"
-
-    @property
-    def is_tiny(self) -> bool:
-        return self.model == "tiny"
-
-    @property
-    def rewind_step(self) -> int | None:
-        return int(self.rewind.split(":", 1)[1]) if self.rewind.startswith("step:") else None
-
-    def validate(self) -> None:
-        if not 0.0 < self.rate < 1.0:
-            raise TicketLabError(f"rate {self.rate} is outside (0, 1): it is the fraction of the remaining "
-                                 f"weights each round removes (0.2 = 20%).")
-        r = self.rewind
-        if r.startswith("step:"):
-            try:
-                k = int(r.split(":", 1)[1])
-            except ValueError:
-                raise TicketLabError(f"rewind {r!r}: write step:K with an integer K (e.g. step:20).") from None
-            if not 0 <= k < self.train.steps:
-                raise TicketLabError(f"rewind step {k} is beyond the training length: each round trains "
-                                     f"{self.train.steps} steps, so K must be in [0, {self.train.steps}).")
-        elif r not in ("init", "pretrained", "lr", "finetune"):
-            raise TicketLabError(f"rewind {r!r}: choose init, step:K, pretrained, lr or finetune.")
-        if r == "pretrained" and self.is_tiny:
-            raise TicketLabError("rewind 'pretrained' needs a pretrained model, and the tiny model is trained from "
-                                 "scratch: use --rewind init or step:K (or --model <checkpoint>).")
-        if r == "init" and not self.is_tiny:
-            raise TicketLabError(f"{self.model} is pretrained: its starting point is the pretrained weights, so use "
-                                 f"--rewind pretrained (or step:K, lr, finetune).")
-        if self.scope not in ("global", "layer"):
-            raise TicketLabError(f"scope {self.scope!r}: choose global or layer.")
-        if self.unit not in ("weights", "heads"):
-            raise TicketLabError(f"unit {self.unit!r}: choose weights or heads.")
-        if self.unit == "heads" and self.prune_embeddings:
-            raise TicketLabError("head pruning removes attention heads; it cannot also prune the embeddings.")
-        if self.recovery not in ("full", "lora"):
-            raise TicketLabError(f"recovery {self.recovery!r}: choose full or lora.")
-        if self.recovery == "lora" and self.rewind_step is not None:
-            raise TicketLabError("LoRA recovery has no step:K checkpoint to rewind to; use pretrained, lr or finetune.")
-        if self.is_tiny and self.train.seq_len > self.tiny.max_positions:
-            raise TicketLabError(f"sequence length {self.train.seq_len} exceeds the tiny model's context "
-                                 f"{self.tiny.max_positions}.")
-        if self.eval_windows < 0 or self.eval_batch < 1:
-            raise TicketLabError("eval windows must be >= 0 (0 = all) and the eval batch >= 1.")
+def data_seed(seed: int, arm: str, rnd: int, *extra) -> int:
+    """The data order of one run: a different permutation for every (seed, arm, round[, copy])."""
+    return derive_seed("data", seed, arm, rnd, *extra)
 
 
 @dataclass
@@ -145,10 +83,19 @@ class RoundResult:
     rewind: str
     resumed: bool = False
     stability: dict | None = None
+    record: dict = field(default_factory=dict)  # steps, lrs, curve, best_step, data_seed, start_step ...
 
     @property
     def perplexity(self) -> float:
         return math.exp(min(self.heldout_loss, 700.0))
+
+    @property
+    def steps(self) -> list[int]:
+        return self.record.get("steps", [])
+
+    @property
+    def lrs(self) -> list[float]:
+        return self.record.get("lrs", [])
 
 
 @dataclass
@@ -156,91 +103,142 @@ class _Seed:
     seed: int
     dir: Path
     loaded: LoadedModel
-    dense_state: dict[str, torch.Tensor]
+    dense_state: dict[str, torch.Tensor]  # where the seed starts: its init (tiny) or the pretrained weights
     dense_info: dict
     step_k: dict[str, torch.Tensor] | None = None
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    lineage: dict[str, Ticket] = field(default_factory=dict)  # arm -> its last finished round
 
 
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file({n: t.contiguous() for n, t in tensors.items()}, str(tmp))
-    os.replace(tmp, path)
+    atomic_write_bytes(path, save({n: t.contiguous() for n, t in tensors.items()}))
 
 
 class ImpExperiment:
-    def __init__(self, config: ImpSettings, root: Path | None = None):
-        config.validate()
-        self.config = config
-        self.split: CorpusSplit = split_corpus()
+    """One experiment = one protocol. Everything that can be refused is refused here, before any training
+    and before anything is written."""
+
+    def __init__(self, protocol: Protocol, root: Path | None = None):
+        protocol.validate()
+        self.protocol = protocol
         self._pretrained: LoadedModel | None = None
         self._pretrained_state: dict[str, torch.Tensor] | None = None
-        if not config.is_tiny:
-            self._pretrained = load_model(config.model, device=config.device, dtype=config.dtype)
-            self._pretrained_state = cpu_state(self._pretrained.model)  # pristine: seeds train the model in place
-        self.record = self._settings_record()
-        digest = hashlib.sha256(json.dumps(self.record, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-        self.id = "imp-" + digest[:12]
+        identity = None
+        if not protocol.is_tiny:
+            self._pretrained = load_model(protocol.model, device=protocol.device, dtype=protocol.dtype)
+            self._pretrained_state = cpu_state(self._pretrained.model)
+            if not imp_masks.prunable_names(self._pretrained, protocol.prune_embeddings):
+                raise TicketLabError(f"protocol setting model: {protocol.model} has no prunable linear layers the "
+                                     f"adapter knows; choose a Llama-family or GPT-2 checkpoint.")
+            spec = self._pretrained.spec
+            identity = {"spec": Path(spec).name if os.path.isabs(spec) else spec,
+                        "weights_sha256": self._pretrained.weights_sha256}
+        self.split: CorpusSplit = split_corpus(protocol.corpora, protocol.split_every, protocol.validation_index,
+                                               protocol.heldout_index)
+        self.id = "imp-" + protocol.digest(identity)[:12]
         self.dir = Path(root or settings.state_dir() / "experiments") / self.id
-        tok_source = tokenizer_dir(self.dir, config.tiny, self.split) if config.is_tiny else None
+        self.model_identity = identity
+        self._stored_protocol_check()
+        tok_source = tokenizer_dir(self.dir, protocol.tiny, self.split) if protocol.is_tiny else None
         self._tokenizer_source = tok_source
         tokenizer = self._pretrained.tokenizer if self._pretrained else _load_tokenizer(tok_source)
-        seq = config.train.seq_len
+        seq = protocol.seq_len
         self.train_data = windows(token_stream(tokenizer, self.split.train), seq)
-        held = windows(token_stream(tokenizer, self.split.heldout), seq)
-        if config.eval_windows and config.eval_windows < held.shape[0]:
-            idx = torch.linspace(0, held.shape[0] - 1, config.eval_windows).round().long().unique()
-            held = held[idx]
-        self.heldout = held
+        self.validation = _subset(windows(token_stream(tokenizer, self.split.validation), seq), protocol.val_windows)
+        self.heldout = _subset(windows(token_stream(tokenizer, self.split.heldout), seq), protocol.heldout_windows)
         self.data_record = {**self.split.record, "seq_len": seq, "train_windows": int(self.train_data.shape[0]),
-                            "heldout_windows": int(held.shape[0])}
+                            "validation_windows": int(self.validation.shape[0]),
+                            "heldout_windows": int(self.heldout.shape[0])}
+        self.resolved: Protocol | None = None if protocol.needs_pilot else protocol
 
     # --- identity --------------------------------------------------------------------------------
-    def _settings_record(self) -> dict:
-        c = self.config
-        if c.is_tiny:
-            model = {"tiny": c.tiny.to_dict()}
-        else:  # the weights identify the model; a local directory's location must not change the id
-            spec = self._pretrained.spec
-            model = {"spec": Path(spec).name if os.path.isabs(spec) else spec,
-                     "weights_sha256": self._pretrained.weights_sha256}
-        return {"format": FORMAT, "model": model, "rate": c.rate, "rewind": c.rewind, "scope": c.scope,
-                "unit": c.unit, "prune_embeddings": c.prune_embeddings,
-                "prunable": "attention and MLP projection weights" + (" and the input embedding"
-                                                                        if c.prune_embeddings else ""),
-                "train": c.train.to_dict(),
-                "train_scope": "all" if c.is_tiny else "prunable", "eval_windows": c.eval_windows,
-                "recovery": c.recovery, "lora_rank": c.lora_rank if c.recovery == "lora" else None,
-                "data": self.split.record, "device": "cuda" if c.device.startswith("cuda") else c.device,
-                "dtype": c.dtype}
+    def _stored_protocol_check(self) -> None:
+        path = self.dir / "protocol.json"
+        if path.exists():
+            stored = json.loads(path.read_text())["protocol"]
+            if stored != self.protocol.to_dict():
+                raise TicketLabError(f"{path} holds a different protocol under the same id; the folder is damaged: "
+                                     f"move it away to start over.")
 
     @property
     def ticket_params(self) -> dict:
-        return {k: v for k, v in self.record.items() if k not in ("data", "format")}
+        return {"protocol": self.id, "rewind": self.protocol.rewind, "rate": self.protocol.rate,
+                "scope": self.protocol.scope, "unit": self.protocol.unit, "lr": self.resolved.lr,
+                "steps": self.resolved.steps}
 
-    def write_settings(self) -> None:
-        _write_json(self.dir / "settings.json", {"id": self.id, **self.record, "data": self.data_record})
+    @property
+    def train_config(self) -> TrainConfig:
+        return self.resolved.train_config()
+
+    def write_protocol(self) -> None:
+        body = {"id": self.id, "format": FORMAT, "protocol": self.protocol.to_dict(),
+                "model_identity": self.model_identity, "data": self.data_record,
+                "arms": {a: ARMS[a].description for a in self.protocol.arms}}
+        if self.resolved is not None:
+            body["resolved"] = {"lr": self.resolved.lr, "steps": self.resolved.steps}
+        atomic_write_json(self.dir / "protocol.json", body, indent=2, sort_keys=True)
+
+    # --- helpers ---------------------------------------------------------------------------------
+    def _val(self, model) -> float:
+        return heldout_loss(model, self.validation, self.protocol.eval_batch)[0]
+
+    def _names(self, s: _Seed) -> list[str]:
+        return imp_masks.prunable_names(s.loaded, self.protocol.prune_embeddings)
+
+    def _trainable(self, s: _Seed) -> list[str] | None:
+        return None if self.protocol.is_tiny else self._names(s)
+
+    def _fresh_init(self, seed: int) -> dict[str, torch.Tensor]:
+        return cpu_state(build_model(self.protocol.tiny, seed, eos_id=0))
+
+    # --- the pilot -------------------------------------------------------------------------------
+    def pilot(self, progress: ProgressFactory | None = None) -> dict:
+        """Dense runs at each pilot learning rate; the lowest validation loss picks lr and T (stored)."""
+        p = self.protocol
+        path = self.dir / "pilot.json"
+        if not p.needs_pilot:
+            return {}
+        if path.exists():
+            out = json.loads(path.read_text())
+        else:
+            s = self._seed(p.seeds[0])
+            k = p.rewind_step or 0
+            curves = {}
+            for lr in p.pilot_lrs:
+                load_state(s.loaded.model, s.dense_state)
+                bar = progress(f"pilot lr {lr:g}") if progress else None
+                try:
+                    res = train(s.loaded.model, self.train_data, p.train_config(lr=lr, steps=p.pilot_steps),
+                                data_seed=derive_seed("pilot", lr), trainable=self._trainable(s), evaluate=self._val,
+                                eval_every=p.eval_every, progress=bar)
+                finally:
+                    getattr(bar, "close", lambda: None)()
+                curves[repr(lr)] = {"lr": lr, "curve": res.curve, "seconds": res.seconds}
+            load_state(s.loaded.model, s.dense_state)
+            best = min(curves.values(), key=lambda c: min(v for _, v in c["curve"]))
+            step, _ = min(best["curve"], key=lambda sv: sv[1])
+            steps = step if step > k else min(st for st, _ in best["curve"] if st > k)
+            out = {"curves": list(curves.values()), "lr": best["lr"], "steps": steps, "seed": p.seeds[0],
+                   "rule": "lr with the lowest validation loss; T = the step of that minimum (> K)",
+                   "schedule_note": f"pilot runs use one cosine schedule over {p.pilot_steps} steps"}
+            atomic_write_json(path, out, indent=2, sort_keys=True)
+        self.resolved = p.resolved(out["lr"], out["steps"])
+        return out
 
     # --- per seed --------------------------------------------------------------------------------
     def _seed(self, seed: int) -> _Seed:
-        c = self.config
+        p = self.protocol
         d = self.dir / f"seed-{seed}"
-        if c.is_tiny:
+        if p.is_tiny:
             init_dir = d / "init"
             if not (init_dir / "config.json").exists():
-                model = build_model(c.tiny, derive_seed("init", seed), eos_id=0)
+                model = build_model(p.tiny, derive_seed("init", seed), eos_id=0)
                 save_checkpoint(model, self._tokenizer_source, init_dir)
-            loaded = load_model(str(init_dir), device=c.device, dtype=c.dtype)
+            loaded = load_model(str(init_dir), device=p.device, dtype=p.dtype)
         else:
             loaded = self._pretrained
+            load_state(loaded.model, self._pretrained_state)
         marker = d / "dense.json"
         if marker.exists():
             known = json.loads(marker.read_text())["weights_sha256"]
@@ -249,124 +247,81 @@ class ImpExperiment:
                                      f"({known[:12]} -> {loaded.weights_sha256[:12]}); delete {d} to start the "
                                      f"seed over.")
         else:
-            _write_json(marker, {"weights_sha256": loaded.weights_sha256, "spec": loaded.spec})
+            atomic_write_json(marker, {"weights_sha256": loaded.weights_sha256, "spec": loaded.spec})
         info = {"spec": loaded.spec, "weights_sha256": loaded.weights_sha256, "family": loaded.family,
                 "model_type": loaded.model.config.model_type}
-        state = cpu_state(loaded.model) if c.is_tiny else self._pretrained_state
+        state = cpu_state(loaded.model) if p.is_tiny else self._pretrained_state
         return _Seed(seed, d, loaded, state, info)
 
     def _step_k(self, s: _Seed) -> dict[str, torch.Tensor]:
         if s.step_k is None:
             from safetensors.torch import load_file
 
-            path = s.dir / f"step-{self.config.rewind_step}.safetensors"
+            path = s.dir / f"step-{self.protocol.rewind_step}.safetensors"
             if not path.exists():
                 raise TicketLabError(f"rewind checkpoint {path} is missing although round 0 is recorded as done; "
                                      f"delete {s.dir} to recompute that seed.")
             s.step_k = load_file(str(path))
         return s.step_k
 
-    # --- one unit: (arm, seed, round) ------------------------------------------------------------
-    def _trained_state(self, s: _Seed, ticket: Ticket) -> dict[str, torch.Tensor]:
+    def _rewind_state(self, s: _Seed) -> tuple[dict[str, torch.Tensor], int]:
+        k = self.protocol.rewind_step
+        if k is None:
+            return s.dense_state, 0
+        return (s.dense_state if k == 0 else self._step_k(s)), k
+
+    def _full(self, s: _Seed, ticket: Ticket) -> dict[str, torch.Tensor]:
         return {n: ticket.weights.get(n, t) for n, t in s.dense_state.items()}
 
-    def _names(self, s: _Seed) -> list[str]:
-        return imp_masks.prunable_names(s.loaded, self.config.prune_embeddings)
-
-    def _masks(self, s: _Seed, arm: str, rnd: int, prev: Ticket | None, base: Ticket | None):
-        c, adapter, names = self.config, s.loaded.adapter, self._names(s)
-        if rnd == 0:
-            return imp_masks.dense_masks(s.dense_state, names), None
-        if arm == "reinit":
-            return base.masks, base.structure
-        shapes = {n: s.dense_state[n].shape for n in names}
-        if arm == "random":
-            if c.unit == "heads":
-                removed = imp_masks.random_heads_like(adapter, _removed(base), derive_seed("random", s.seed, rnd))
-                return imp_masks.heads_to_masks(adapter, names, removed, shapes)
-            return imp_masks.random_like(base.masks, derive_seed("random", s.seed, rnd)), None
-        weights = self._trained_state(s, prev)
-        if c.unit == "heads":
-            removed = imp_masks.head_step(adapter, weights, _removed(prev), c.rate, c.scope)
-            return imp_masks.heads_to_masks(adapter, names, removed, shapes)
-        return imp_masks.magnitude_step(weights, prev.masks, c.rate, c.scope), None
-
-    def _start(self, s: _Seed, arm: str, rnd: int, prev: Ticket | None) -> dict[str, torch.Tensor]:
-        c = self.config
-        if rnd == 0 or c.rewind in ("init", "pretrained"):
-            start = s.dense_state
-        elif c.rewind_step is not None:
-            start = self._step_k(s)
-        else:  # lr, finetune: continue from the previous round's trained weights
-            start = self._trained_state(s, prev)
-        if arm == "reinit" and rnd > 0:
-            std = float(getattr(s.loaded.model.config, "initializer_range", 0.02))
-            g = torch.Generator().manual_seed(derive_seed("reinit", s.seed, rnd))
-            start = dict(start)
-            for n in self._names(s):
-                start[n] = torch.randn(start[n].shape, generator=g) * std
-        return start
-
-    def _train_config(self, rnd: int) -> TrainConfig:
-        return self.config.train.finetune() if (self.config.rewind == "finetune" and rnd > 0) else self.config.train
-
-    def _train(self, s: _Seed, arm: str, rnd: int, masks, start, progress) -> tuple[object, dict | None]:
-        c, model = self.config, s.loaded.model
-        load_state(model, start)
-        config = self._train_config(rnd)
-        data_seed = derive_seed("data", s.seed)
-        trainable = None if c.is_tiny else self._names(s)
-        if c.recovery == "lora":
-            from .lora import lora_train
-
-            modules = [ref.module_name for ref in s.loaded.adapter.linears()]
-            merged, result = lora_train(model, modules, masks, self.train_data, config, rank=c.lora_rank,
-                                        seed=derive_seed("lora", s.seed, rnd, arm), data_seed=data_seed,
-                                        progress=progress)
-            if merged is not model:
-                raise RuntimeError("peft returned a different model object after merging")
-            return result, None
-        want_k = c.rewind_step if (rnd == 0 and c.rewind_step is not None) else None
-        result = train(model, self.train_data, config, masks=masks, data_seed=data_seed, trainable=trainable,
-                       checkpoint_steps=[want_k] if want_k is not None else [], progress=progress)
-        return result, (result.checkpoints.get(want_k) if want_k is not None else None)
-
-    def _unit(self, s: _Seed, arm: str, rnd: int, prev: Ticket | None, base: Ticket | None,
-              progress: ProgressFactory | None) -> RoundResult:
-        c = self.config
+    # --- one unit --------------------------------------------------------------------------------
+    def _run_unit(self, s: _Seed, arm: str, rnd: int, plan: Plan, parent: str | None,
+                  progress: ProgressFactory | None, checkpoint_k: bool = False) -> RoundResult:
+        p, model = self.protocol, s.loaded.model
         record_path = s.dir / f"{arm}-{rnd}.json"
         if record_path.exists():
             rec = json.loads(record_path.read_text())
             path = settings.tickets_dir() / rec["ticket"]
             if (path / "ticket.json").exists():
-                if c.rewind_step is not None and rnd == 0:
+                if checkpoint_k:
                     self._step_k(s)  # a recorded round 0 promises its rewind checkpoint
-                ticket = Ticket.load(path)
-                return self._result(s, arm, rnd, ticket, rec, resumed=True)
-        masks, structure = self._masks(s, arm, rnd, prev, base)
-        start = self._start(s, arm, rnd, prev)
+                return self._result(s, arm, rnd, Ticket.load(path), rec, resumed=True)
+        load_state(model, plan.start)
+        dseed = data_seed(s.seed, arm, rnd)
         bar = progress(f"seed {s.seed} round {rnd} {arm}") if progress else None
+        k = p.rewind_step if checkpoint_k else None
         try:
-            result, step_k = self._train(s, arm, rnd, masks, start, bar)
-            loss, count = heldout_loss(s.loaded.model, self.heldout, c.eval_batch)
+            if p.recovery == "lora" and arm != "empty":
+                from .lora import lora_train
+
+                modules = [ref.module_name for ref in s.loaded.adapter.linears()]
+                merged, result = lora_train(model, modules, plan.masks, self.train_data, plan.config,
+                                            rank=p.lora_rank, seed=derive_seed("lora", s.seed, rnd, arm),
+                                            data_seed=dseed, progress=bar)
+                if merged is not model:
+                    raise RuntimeError("peft returned a different model object after merging")
+            else:
+                result = train(model, self.train_data, plan.config, masks=plan.masks, data_seed=dseed,
+                               trainable=self._trainable(s), checkpoint_steps=[k] if k else [],
+                               start_step=plan.start_step, evaluate=self._val, eval_every=p.eval_every, progress=bar)
+            loss, count = heldout_loss(model, self.heldout, p.eval_batch)
         finally:
             getattr(bar, "close", lambda: None)()
-        if step_k is not None:
-            _save_tensors(s.dir / f"step-{c.rewind_step}.safetensors", step_k)
-            s.step_k = step_k
-        trained = cpu_state(s.loaded.model)
+        if k:
+            _save_tensors(s.dir / f"step-{k}.safetensors", result.checkpoints[k])
+            s.step_k = result.checkpoints[k]
+        trained = cpu_state(model)
         changed = {n: t for n, t in trained.items() if not torch.equal(t, s.dense_state[n])}
-        parent = prev.id if (arm == "ticket" and prev is not None) else (base.id if base is not None else None)
-        ticket = Ticket(masks=masks, dense=s.dense_info, method="imp", params=self.ticket_params,
-                        target_sparsity=round(1.0 - (1.0 - c.rate) ** rnd, 12), seed=s.seed,
-                        calibration=self.data_record, parent=parent,
-                        lineage={"experiment": self.id, "arm": arm, "seed": s.seed, "round": rnd, "rewind": c.rewind},
-                        structure=structure, weights=changed, name=f"imp {self.id} {arm} seed {s.seed} round {rnd}")
+        ticket = Ticket(masks=plan.masks, dense=s.dense_info, method="imp", params=self.ticket_params,
+                        target_sparsity=round(1.0 - (1.0 - p.rate) ** rnd, 12) if arm != "empty" else 1.0,
+                        seed=s.seed, calibration=self.data_record, parent=parent,
+                        lineage={"experiment": self.id, "arm": arm, "seed": s.seed, "round": rnd, "rewind": p.rewind},
+                        structure=plan.structure, weights=changed,
+                        name=f"imp {self.id} {arm} seed {s.seed} round {rnd}")
         ticket.save()
         rec = {"ticket": ticket.id, "heldout_loss": loss, "heldout_tokens": count, "train_loss": result.final_loss,
                "train_seconds": result.seconds, "tokens_per_second": result.tokens_per_second,
-               "sparsity": ticket.achieved_sparsity}
-        _write_json(record_path, rec)
+               "sparsity": ticket.achieved_sparsity, **_train_record(result, plan, dseed)}
+        atomic_write_json(record_path, rec)
         return self._result(s, arm, rnd, ticket, rec, resumed=False)
 
     def _result(self, s: _Seed, arm: str, rnd: int, ticket: Ticket, rec: dict, resumed: bool) -> RoundResult:
@@ -376,42 +331,72 @@ class ImpExperiment:
                                  f"{lin}; the experiment folder is damaged: delete {s.dir} to recompute the seed.")
         return RoundResult(self.id, arm, s.seed, rnd, ticket, s.loaded, ticket.achieved_sparsity, rec["heldout_loss"],
                            rec["heldout_tokens"], rec.get("train_loss"), rec.get("train_seconds", 0.0),
-                           rec.get("tokens_per_second", 0.0), self.config.rewind, resumed)
+                           rec.get("tokens_per_second", 0.0), self.protocol.rewind, resumed, record=rec)
 
-    def _stability(self, s: _Seed, rnd: int, ticket: Ticket, prev: Ticket | None,
+    def _context(self, s: _Seed, rnd: int, masks: dict[str, torch.Tensor], structure: dict | None,
+                 arm: str) -> ArmContext:
+        start, k = self._rewind_state(s)
+        # an arm continues its own lineage; round 0 of every lineage but reinit's is the shared dense network
+        own = s.lineage.get(arm) or (s.lineage.get("ticket") if arm != "reinit" and rnd == 1 else None)
+        return ArmContext(
+            protocol=self.protocol, seed=s.seed, round=rnd, config=self.train_config, names=self._names(s),
+            init_state=s.dense_state, rewind_state=start, rewind_step=k, ticket_masks=masks,
+            ticket_structure=structure,
+            own_prev_state=self._full(s, own) if own else None, own_prev_masks=own.masks if own else None,
+            adapter=s.loaded.adapter, derive_seed=derive_seed, fresh_init=self._fresh_init,
+            oneshot=lambda method, sparsity: self._oneshot(s, method, sparsity))
+
+    def _oneshot(self, s: _Seed, method: str, sparsity: float) -> tuple[dict[str, torch.Tensor], dict | None]:
+        from .calibration import CalibrationSet
+        from .prune import make_ticket
+
+        load_state(s.loaded.model, s.dense_state)
+        calib = CalibrationSet(self.train_data[:32].clone(), {"source": "imp train split", "windows": 32})
+        t = make_ticket(s.loaded, method, sparsity, calib=calib, seed=s.seed)
+        return t.masks, t.structure
+
+    def _ticket_masks(self, s: _Seed, prev: Ticket) -> tuple[dict[str, torch.Tensor], dict | None]:
+        p, adapter, names = self.protocol, s.loaded.adapter, self._names(s)
+        weights = self._full(s, prev)
+        if p.unit == "heads":
+            shapes = {n: s.dense_state[n].shape for n in names}
+            removed = imp_masks.head_step(adapter, weights, _removed(prev), p.rate, p.scope)
+            return imp_masks.heads_to_masks(adapter, names, removed, shapes)
+        return imp_masks.magnitude_step(weights, prev.masks, p.rate, p.scope), None
+
+    def _dense_plan(self, s: _Seed, start: dict[str, torch.Tensor] | None = None, masks=None) -> Plan:
+        return Plan(masks if masks is not None else imp_masks.dense_masks(s.dense_state, self._names(s)),
+                    start if start is not None else s.dense_state, 0, self.train_config)
+
+    # --- stability -------------------------------------------------------------------------------
+    def _stability(self, s: _Seed, rnd: int, ticket: Ticket, from_step: int,
                    progress: ProgressFactory | None) -> dict:
         from .stability import stability
 
-        path = s.dir / f"stability-ticket-{rnd}.json"
+        path = s.dir / f"stability-{rnd}-k{from_step}.json"
         if path.exists():
             return json.loads(path.read_text())
-        if self.config.recovery == "lora":
-            raise TicketLabError("the stability test trains full copies; it is not available with --recovery lora.")
-        start = self._start(s, "ticket", rnd, prev)
-        bar = progress(f"seed {s.seed} round {rnd} stability") if progress else None
+        start = s.dense_state if from_step == 0 else self._step_k(s)
+        bar = progress(f"seed {s.seed} round {rnd} stability from step {from_step}") if progress else None
         try:
-            out = stability(s.loaded.model, start, ticket.masks, self.train_data, self.heldout, self._train_config(rnd),
-                            (derive_seed("stability", s.seed, rnd, 0), derive_seed("stability", s.seed, rnd, 1)),
-                            trainable=None if self.config.is_tiny else self._names(s),
-                            eval_batch=self.config.eval_batch, progress=bar)
+            out = stability(s.loaded.model, start, ticket.masks, self.train_data, self.validation, self.train_config,
+                            (data_seed(s.seed, "stability", rnd, from_step, 0),
+                             data_seed(s.seed, "stability", rnd, from_step, 1)),
+                            trainable=self._trainable(s), points=self.protocol.stability_points,
+                            eval_batch=self.protocol.eval_batch, start_step=from_step, progress=bar)
         finally:
             getattr(bar, "close", lambda: None)()
-        out["rewind"] = self.config.rewind
-        _write_json(path, out)
+        out.update(rewind_step=from_step, round=rnd, seed=s.seed, evaluated_on="validation")
+        atomic_write_json(path, out)
         return out
 
     # --- the experiment --------------------------------------------------------------------------
-    def run(self, rounds: int, seeds: list[int], controls: tuple[str, ...] = CONTROLS, *, stability: bool = False,
-            on_round: Callable[[RoundResult], None] | None = None,
+    def run(self, *, on_round: Callable[[RoundResult], None] | None = None,
             progress: ProgressFactory | None = None) -> list[RoundResult]:
-        if rounds < 1:
-            raise TicketLabError(f"rounds must be >= 1 (got {rounds}).")
-        if not seeds or len(set(seeds)) != len(seeds):
-            raise TicketLabError(f"give one or more distinct seeds (got {seeds}).")
-        bad = [a for a in controls if a not in CONTROLS]
-        if bad:
-            raise TicketLabError(f"unknown control {bad[0]!r}: choose from {', '.join(CONTROLS)}.")
-        self.write_settings()
+        p = self.protocol
+        self.write_protocol()
+        self.pilot(progress)
+        self.write_protocol()
         out: list[RoundResult] = []
 
         def emit(r: RoundResult) -> None:
@@ -419,34 +404,64 @@ class ImpExperiment:
             if on_round:
                 on_round(r)
 
-        for seed in seeds:
+        k = p.rewind_step
+        weight_rewind = k is not None
+        for seed in p.seeds:
             s = self._seed(seed)
-            prev: Ticket | None = None
-            for rnd in range(rounds + 1):
-                res = self._unit(s, "ticket", rnd, prev, None, progress)
-                if stability:
-                    res.stability = self._stability(s, rnd, res.ticket, prev, progress)
-                emit(res)
-                if rnd > 0:
-                    for arm in (a for a in CONTROLS if a in controls):
-                        emit(self._unit(s, arm, rnd, prev, res.ticket, progress))
-                prev = res.ticket
+            dense = self._run_unit(s, "ticket", 0, self._dense_plan(s), None, progress, checkpoint_k=bool(k))
+            s.lineage["ticket"] = dense.ticket
+            if p.stability != "none":
+                dense.stability = {str(kk): self._stability(s, 0, dense.ticket, kk, progress)
+                                   for kk in sorted({k or 0, 0})}
+            emit(dense)
+            if p.sanity:
+                empty = {n: torch.zeros(s.dense_state[n].shape, dtype=torch.bool) for n in self._names(s)}
+                emit(self._run_unit(s, "empty", 0, self._dense_plan(s, masks=empty), dense.ticket.id, progress))
+            if not weight_rewind:
+                for arm in (a for a in p.arms if ARMS[a].own_round0):
+                    fresh = self._fresh_init(derive_seed("reinit-init", seed))
+                    r0 = self._run_unit(s, arm, 0, self._dense_plan(s, start=fresh), None, progress)
+                    s.lineage[arm] = r0.ticket
+                    emit(r0)
+            prev = dense.ticket
+            for rnd in range(1, p.rounds + 1):
+                masks, structure = self._ticket_masks(s, prev)
+                units = []
+                for arm in ("ticket", *[a for a in p.arms if a != "ticket"]):
+                    plan = ARMS[arm].fn(self._context(s, rnd, masks, structure, arm))
+                    parent = prev.id if arm == "ticket" else units[0].ticket.id if units else None
+                    res = self._run_unit(s, arm, rnd, plan, parent if arm != "dense_matched" else None, progress)
+                    if arm == "ticket" and p.stability == "all" and weight_rewind:
+                        res.stability = {str(k): self._stability(s, rnd, res.ticket, k, progress)}
+                    units.append(res)
+                    emit(res)
+                for res in units:
+                    s.lineage[res.arm] = res.ticket
+                prev = units[0].ticket
             load_state(s.loaded.model, s.dense_state)  # hand back the dense model as loaded
         return out
 
 
+def _train_record(result: TrainResult, plan: Plan, dseed: int) -> dict:
+    return {"start_step": plan.start_step, "schedule_steps": plan.config.steps, "optimizer_steps": len(result.steps),
+            "steps": result.steps, "lrs": result.lrs, "curve": result.curve, "best_step": result.best_step,
+            "best_validation_loss": result.best_loss, "data_seed": dseed, "train_losses": result.losses}
+
+
+def _subset(data: torch.Tensor, n: int) -> torch.Tensor:
+    if n and n < data.shape[0]:
+        idx = torch.linspace(0, data.shape[0] - 1, n).round().long().unique()
+        return data[idx]
+    return data
+
+
 def _removed(ticket: Ticket) -> dict[int, list[int]]:
-    heads = (ticket.structure or {}).get("removed_heads", {})
-    return {int(k): list(v) for k, v in heads.items()}
+    from .structure import removed
+
+    return {int(k): list(v) for k, v in removed(ticket.structure, "query_heads").items()}
 
 
 def _load_tokenizer(path: Path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(path)
-
-
-def default_train(model: str, **overrides) -> TrainConfig:
-    """The default training budget for a model kind, with any given fields replaced."""
-    base = TINY_TRAIN if model == "tiny" else PRETRAINED_TRAIN
-    return replace(base, **{k: v for k, v in overrides.items() if v is not None})

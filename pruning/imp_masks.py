@@ -65,6 +65,19 @@ def random_like(masks: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Te
     return {n: out[n] for n in masks}
 
 
+def random_within(own: dict[str, torch.Tensor], like: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
+    """Random masks inside `own` (only its survivors can go) keeping as many weights per tensor as `like`:
+    the random control's next round in its own lineage (lr / finetune rewinding)."""
+    g = torch.Generator().manual_seed(int(seed))
+    out = {}
+    for n in sorted(like):
+        m = own[n]
+        keep = int(like[n].sum())
+        scores = torch.where(m, torch.rand(m.shape, generator=g), torch.full(m.shape, -1.0))
+        out[n] = prune_lowest(scores, _fraction(m.numel() - keep, m.numel()))
+    return {n: out[n] for n in like}
+
+
 # --- attention heads -------------------------------------------------------------------------------
 def _head_slices_2d(adapter: ArchitectureAdapter, slices):
     return [s for s in slices if adapter.parameter(s.param).dim() == 2]
@@ -88,25 +101,22 @@ def heads_to_masks(adapter: ArchitectureAdapter, names: list[str], removed: dict
                    shapes: dict[str, torch.Size]) -> tuple[dict[str, torch.Tensor], dict]:
     """Masks and ticket structure for a set of removed query heads; a KV head whose query heads are all
     removed goes with them (GQA: it has no reader left)."""
+    from . import structure as structure_schema
+
     masks = {n: torch.ones(shapes[n], dtype=torch.bool) for n in names}
-    kv_removed: dict[int, list[int]] = {}
-    for layer, heads in removed.items():
-        slices = [s for h in heads for s in adapter.query_head_slices(layer, h)]
-        for g in range(adapter.num_kv_heads):
-            members = range(g * adapter.group_size, (g + 1) * adapter.group_size)
-            if all(h in heads for h in members):
-                kv_removed.setdefault(layer, []).append(g)
-                slices += adapter.kv_group_slices(layer, g)
+    structure = structure_schema.heads(
+        adapter, removed, unit="query",
+        rule="query heads by L2 norm of their q rows and o columns; a KV head goes when all of its "
+             "query heads have; at least one head kept per layer")
+    for layer in removed:
+        closed = structure_schema.closed_heads(adapter, structure["removed"], layer)
+        slices = adapter.head_removal_slices(layer, closed)  # the GQA rule: adapter.close_heads
         for s in _head_slices_2d(adapter, slices):
             if s.param in masks:
                 if s.axis == 0:
                     masks[s.param][s.start:s.stop] = False
                 else:
                     masks[s.param][:, s.start:s.stop] = False
-    structure = {"unit": "heads", "removed_heads": {str(k): sorted(v) for k, v in sorted(removed.items()) if v},
-                 "removed_kv_heads": {str(k): sorted(v) for k, v in sorted(kv_removed.items())},
-                 "rule": "query heads by L2 norm of their q rows and o columns; a KV head goes when all of its "
-                         "query heads have; at least one head kept per layer"}
     return masks, structure
 
 

@@ -2,7 +2,7 @@
 neurons and whole decoder layers. Higher = more important; structured methods remove the lowest.
 
 A unit is the set of slices the adapter gives for it (`query_head_slices`, `kv_group_slices`,
-`neuron_slices`, `layer_parameters`), in each parameter's own layout, so the same code serves Llama
+`kv_head_slices`, `neuron_slices`, `layer_parameters`), in each parameter's own layout, so the same code serves Llama
 (GQA) and GPT-2 (fused q|k|v columns, Conv1D `[in, out]` weights).
 
 - `magnitude`: L2 norm of all the unit's weights and biases.
@@ -10,10 +10,13 @@ A unit is the set of slices the adapter gives for it (`query_head_slices`, `kv_g
   its slices own in the next projection (a head's columns of o_proj, a neuron's column of down_proj).
   A decoder layer's score is the mean over tokens of ||h_out - h_in|| / ||h_in||: how much the layer
   changes the residual stream it is given.
-- `taylor` (first order, Michel et al. 2019; LLM-Pruner's group form): |sum over the calibration set of
-  dL/dW * W| over the unit's slices, the estimated change of the LM loss when the unit is zeroed. The
-  gradient is of the mean token loss over the whole calibration set (accumulated batch by batch, then
-  the absolute value is taken), computed through the weights because transformers 5 has no head_mask.
+- `taylor` (Michel et al. 2019): the mean over calibration examples (sequences) of |dL(x)/d gate|, where
+  a gate multiplies the unit's output (a head's slice of o_proj's input, a neuron's column of
+  down_proj's input; a layer's two residual contributions). The gate derivative is computed through the
+  weights, because transformers 5 has no head_mask: for y = W z, dL/d(gate on z_J) = sum over the
+  columns J of W * dL/dW, exactly. The absolute value is taken PER EXAMPLE, before averaging: a sum of
+  signed gradients over the whole set (and over q, k, v and o together) largely cancels on a trained
+  model, which is why the earlier |sum| form ranked units close to randomly.
 """
 
 from __future__ import annotations
@@ -86,12 +89,7 @@ class UnitSlices:
         if kind == "kv_group":
             return [a.kv_group_slices(layer, g) for g in range(a.num_kv_heads)]
         if kind == "kv_own":
-            q = self("query", layer)
-            out = []
-            for g, group in enumerate(self("kv_group", layer)):
-                mine = {s for h in range(g * a.group_size, (g + 1) * a.group_size) for s in q[h]}
-                out.append([s for s in group if s not in mine])
-            return out
+            return [a.kv_head_slices(layer, g) for g in range(a.num_kv_heads)]
         if kind == "neuron":
             n = a.intermediate_size
             first = a.neuron_slices(layer, 0)
@@ -218,34 +216,57 @@ def _layer_activation_scores(loaded, calib: CalibrationSet, progress, max_batch_
     return (totals / counts.clamp_min(1))[:, None]
 
 
+def _gate_slices(adapter: ArchitectureAdapter, kind: str, units: list[list[list[Slice]]],
+                 cache: UnitSlices) -> list[list[list[Slice]]]:
+    """Each unit's output side: the slices along the input-feature axis of the projection its output feeds."""
+    inputs = _input_side(adapter)
+
+    def side(unit: list[Slice]) -> list[Slice]:
+        return [s for s in unit if s.param in inputs and s.axis == inputs[s.param][1]]
+
+    if kind != "layer":
+        out = [[side(u) for u in layer] for layer in units]
+        if not any(u for layer in out for u in layer):
+            raise TicketLabError(f"taylor importance: no {kind} unit owns input features of a projection.")
+        return out
+    layers = []
+    for layer in range(adapter.num_layers):  # the attention and MLP output projections, whole
+        params = {s.param for kind_ in ("query", "neuron") for u in cache(kind_, layer) for s in side(u)}
+        layers.append([[Slice(p, inputs[p][1], 0, adapter.parameter(p).shape[inputs[p][1]]) for p in sorted(params)]])
+    return layers
+
+
 def taylor_scores(loaded, kind: str, calib: CalibrationSet, progress=None, cache: UnitSlices | None = None,
                   max_batch_tokens: int = MAX_BATCH_TOKENS) -> torch.Tensor:
+    """Michel et al. 2019: mean over calibration sequences of |dL(x)/d gate_unit| (see the module doc)."""
     adapter, model = loaded.adapter, loaded.model
-    units = all_unit_slices(adapter, kind, cache)
-    needed = {s.param for layer in units for unit in layer for s in unit}
+    cache = cache or UnitSlices(adapter)
+    gates = _gate_slices(adapter, kind, all_unit_slices(adapter, kind, cache), cache)
+    needed = {s.param for layer in gates for unit in layer for s in unit}
     params = dict(model.named_parameters())
     flags = {n: p.requires_grad for n, p in params.items()}
-    batches = list(_batches(calib, loaded.device, max_batch_tokens))
-    predicted = calib.n * (calib.length - 1)  # the LM loss is a mean over shifted tokens
+    total = None
     try:
         for n, p in params.items():
             p.requires_grad_(n in needed)
             p.grad = None
+        weights = {n: params[n].detach().double() for n in needed}
         with torch.enable_grad():
-            for i, tokens in enumerate(batches):
-                out = model(input_ids=tokens, labels=tokens, use_cache=False)
-                (out.loss * (tokens.shape[0] * (tokens.shape[1] - 1) / predicted)).backward()
-                del out
+            for i in range(calib.n):
+                tokens = calib.tokens[i:i + 1].to(loaded.device)
+                model(input_ids=tokens, labels=tokens, use_cache=False).loss.backward()
+
+                def grad_times_weight(name: str) -> torch.Tensor:
+                    g = params[name].grad
+                    return torch.zeros_like(weights[name]) if g is None else g.double() * weights[name]
+
+                per_example = _slice_sums(gates, grad_times_weight).abs()
+                total = per_example if total is None else total + per_example
+                for n in needed:
+                    params[n].grad = None
                 if progress:
-                    progress(i + 1, len(batches), "gradients")
-
-        def grad_times_weight(name: str) -> torch.Tensor:
-            p = params[name]
-            if p.grad is None:
-                return torch.zeros_like(p, dtype=torch.float64)
-            return p.grad.double() * p.detach().double()
-
-        return _slice_sums(units, grad_times_weight).abs()
+                    progress(i + 1, calib.n, "gradients")
+        return total / max(1, calib.n)
     finally:
         for n, p in params.items():
             p.grad = None

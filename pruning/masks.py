@@ -80,8 +80,3 @@ def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     mask.scatter_(2, idx, False)
     return mask.reshape(out, inp)
 
-
-def sparsity_of(masks: dict[str, torch.Tensor]) -> float:
-    total = sum(m.numel() for m in masks.values())
-    kept = sum(int(m.sum()) for m in masks.values())
-    return 1.0 - kept / total if total else 0.0

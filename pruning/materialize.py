@@ -22,9 +22,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +30,7 @@ import torch
 from torch import nn
 
 from .adapters import ArchitectureAdapter, Slice
+from .durable import atomic_dir
 from .errors import TicketLabError
 from .importance import UnitSlices
 from .ticket import Ticket, check_compatible
@@ -198,38 +196,13 @@ def sliced_state_dict(loaded, ticket: Ticket, plan: Plan, units: UnitSlices | No
     return out
 
 
-# --- configs and modules, per family ---------------------------------------------------------------------
-def _uniform(adapter: ArchitectureAdapter, shapes: list[dict]) -> bool:
-    if any(s != shapes[0] for s in shapes):
-        return False
-    heads = shapes[0]["num_attention_heads"]
-    if adapter.family == "gpt2":  # GPT-2 derives the head width as n_embd / n_head
-        return heads == adapter.num_heads
-    # transformers' Llama config validation insists on hidden_size % num_attention_heads == 0,
-    # even with head_dim given explicitly.
-    return adapter.hidden_size % heads == 0
-
-
+# --- config: the family's keys come from its adapter ------------------------------------------------------
 def new_config(loaded, plan: Plan, ticket: Ticket):
-    adapter, family = loaded.adapter, loaded.family
+    adapter = loaded.adapter
     cfg = copy.deepcopy(loaded.model.config)
     shapes = [lp.shape() for lp in plan.layers]
-    uniform = _uniform(adapter, shapes)
-    n = len(plan.layers)
-    if family == "gpt2":
-        if plan.removed_layers and getattr(cfg, "scale_attn_by_inverse_layer_idx", False):
-            raise TicketLabError("this GPT-2 scales attention by its layer index; dropping layers would change "
-                                 "the scaling of the later ones, so materialize refuses layer removal for it.")
-        cfg.n_layer = n
-        cfg.n_inner = shapes[0]["intermediate_size"] if uniform else adapter.intermediate_size
-    else:
-        cfg.num_hidden_layers = n
-        cfg.head_dim = adapter.head_dim  # explicit: hidden_size / heads no longer gives it
-        base = shapes[0] if uniform else {"num_attention_heads": adapter.num_heads,
-                                          "num_key_value_heads": adapter.num_kv_heads,
-                                          "intermediate_size": adapter.intermediate_size}
-        for k, v in base.items():
-            setattr(cfg, k, v)
+    uniform = all(s == shapes[0] for s in shapes) and adapter.stock_shape(shapes[0])
+    adapter.write_config(cfg, len(plan.layers), shapes[0] if uniform else None, bool(plan.removed_layers))
     if isinstance(getattr(cfg, "layer_types", None), list):
         cfg.layer_types = [cfg.layer_types[lp.source] for lp in plan.layers]
     for key in (SHAPES_KEY, "ticketlab_loader"):
@@ -242,41 +215,6 @@ def new_config(loaded, plan: Plan, ticket: Ticket):
                                   "dense_sha256": ticket.dense["weights_sha256"],
                                   "dense_layers": [lp.source for lp in plan.layers]}
     return cfg, uniform
-
-
-def _linear_like(old: nn.Module, n_in: int, n_out: int) -> nn.Module:
-    w = old.weight
-    if type(old).__name__ == "Conv1D":  # GPT-2: weight [in, out]
-        new = type(old)(n_out, n_in)
-        return new.to(dtype=w.dtype, device=w.device)
-    return nn.Linear(n_in, n_out, bias=old.bias is not None, dtype=w.dtype, device=w.device)
-
-
-def _reshape_llama(layer: nn.Module, shape: dict, head_dim: int) -> None:
-    attn, mlp = layer.self_attn, layer.mlp
-    h, kv, m = shape["num_attention_heads"], shape["num_key_value_heads"], shape["intermediate_size"]
-    d = attn.q_proj.in_features
-    attn.q_proj = _linear_like(attn.q_proj, d, h * head_dim)
-    attn.k_proj = _linear_like(attn.k_proj, d, kv * head_dim)
-    attn.v_proj = _linear_like(attn.v_proj, d, kv * head_dim)
-    attn.o_proj = _linear_like(attn.o_proj, h * head_dim, d)
-    # LlamaAttention reads head counts from its tensors' shapes; only the GQA repeat factor is stored.
-    attn.num_key_value_groups = h // kv
-    mlp.gate_proj = _linear_like(mlp.gate_proj, d, m)
-    mlp.up_proj = _linear_like(mlp.up_proj, d, m)
-    mlp.down_proj = _linear_like(mlp.down_proj, m, d)
-    mlp.intermediate_size = m
-
-
-def _reshape_gpt2(block: nn.Module, shape: dict) -> None:
-    attn, mlp = block.attn, block.mlp
-    h, m = shape["num_attention_heads"], shape["intermediate_size"]
-    d, width = attn.embed_dim, shape["num_attention_heads"] * attn.head_dim
-    attn.c_attn = _linear_like(attn.c_attn, d, 3 * width)
-    attn.c_proj = _linear_like(attn.c_proj, width, d)
-    attn.num_heads, attn.split_size = h, width  # GPT2Attention splits q|k|v by split_size
-    mlp.c_fc = _linear_like(mlp.c_fc, d, m)
-    mlp.c_proj = _linear_like(mlp.c_proj, m, d)
 
 
 def build_model(config, dtype: torch.dtype = torch.float32) -> nn.Module:
@@ -293,10 +231,7 @@ def build_model(config, dtype: torch.dtype = torch.float32) -> nn.Module:
         if len(shapes) != len(layers):
             raise TicketLabError(f"{SHAPES_KEY} lists {len(shapes)} layers, the config {len(layers)}: damaged config.")
         for layer, shape in zip(layers, shapes, strict=True):
-            if adapter.family == "gpt2":
-                _reshape_gpt2(layer, shape)
-            else:
-                _reshape_llama(layer, shape, adapter.head_dim)
+            adapter.reshape_layer(layer, shape)
     return model.eval()
 
 
@@ -331,21 +266,42 @@ def load_materialized(path: str | Path, dtype: torch.dtype | str = torch.float32
     return model.to(device=device, dtype=dtype).eval()
 
 
-def _readable(directory: Path) -> None:
-    """mkdtemp (and the safetensors writer) make owner-only files; a model is meant to be shared."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(directory, 0o777 & ~umask)
-    for f in directory.iterdir():
-        os.chmod(f, 0o666 & ~umask)
-
-
 # --- the whole job ------------------------------------------------------------------------------------------
+SUMMARY = "ticketlab_materialized.json"
+
+
+def is_materialized(path: Path) -> bool:
+    """Whether `path` is a folder this module wrote: its summary names a ticket and its config says so."""
+    try:
+        summary = json.loads((path / SUMMARY).read_text())
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(summary, dict) and "ticket" in summary and "ticketlab_materialized" in config
+
+
+def check_destination(out: str | Path, overwrite: bool) -> None:
+    """--out must be new, or (with --overwrite) a materialized model: overwriting never deletes anything
+    else, such as a folder of someone's files given as --out by mistake."""
+    out = Path(out)
+    if not (out.exists() or out.is_symlink()):
+        return
+    if not overwrite:
+        raise TicketLabError(f"{out} exists; choose another --out or pass --overwrite (which replaces only a "
+                             f"materialized model).")
+    if out.is_symlink() or not out.is_dir():
+        raise TicketLabError(f"{out} is {'a link' if out.is_symlink() else 'a file'}, not a materialized model; "
+                             f"--overwrite replaces only a folder `ticketlab materialize` wrote. Choose another --out.")
+    if any(out.iterdir()) and not is_materialized(out):
+        raise TicketLabError(f"{out} is not a materialized model (no {SUMMARY} beside a config.json that names "
+                             f"its ticket); --overwrite replaces only a folder `ticketlab materialize` wrote, so "
+                             f"nothing was touched. Choose another --out, or move the folder away yourself.")
+
+
 def materialize(loaded, ticket: Ticket, out_dir: str | Path, overwrite: bool = False) -> dict:
     """Write the physically smaller model of a structured ticket to `out_dir` (atomically)."""
     out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise TicketLabError(f"{out} exists; choose another --out or pass --overwrite.")
+    check_destination(out, overwrite)
     units = UnitSlices(loaded.adapter)
     plan = plan_for(loaded.adapter, ticket, units)
     config, uniform = new_config(loaded, plan, ticket)
@@ -356,26 +312,20 @@ def materialize(loaded, ticket: Ticket, out_dir: str | Path, overwrite: bool = F
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:  # a bug here, not bad input: say what did not fit
         raise RuntimeError(f"materialized weights do not fit the built model: {e}") from e
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    summary = {"path": str(out.resolve()), "ticket": ticket.id, "stock_loadable": uniform,
+               "loader": "transformers.AutoModelForCausalLM.from_pretrained" if uniform else LOADER,
+               "num_layers": len(plan.layers), "removed_layers": plan.removed_layers,
+               "layer_shapes": [lp.shape() for lp in plan.layers],
+               "parameters_dense": sum(p.numel() for p in loaded.model.parameters()),
+               "parameters": sum(p.numel() for p in model.parameters()), "notes": plan.notes}
+    # The guard again right before the swap: the folder may have changed while the model was built.
+    check_destination(out, overwrite)
     try:
-        model.save_pretrained(tmp)
-        loaded.tokenizer.save_pretrained(tmp)
-        summary = {"path": str(out.resolve()), "ticket": ticket.id, "stock_loadable": uniform,
-                   "loader": "transformers.AutoModelForCausalLM.from_pretrained" if uniform else LOADER,
-                   "num_layers": len(plan.layers), "removed_layers": plan.removed_layers,
-                   "layer_shapes": [lp.shape() for lp in plan.layers],
-                   "parameters_dense": sum(p.numel() for p in loaded.model.parameters()),
-                   "parameters": sum(p.numel() for p in model.parameters()), "notes": plan.notes}
-        (tmp / "ticketlab_materialized.json").write_text(json.dumps(summary, indent=2))
-        _readable(tmp)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}-old-", dir=out.parent))
-            os.rename(out, old / "x")
-            os.rename(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_dir(out, replace=overwrite) as tmp:
+            model.save_pretrained(tmp)
+            loaded.tokenizer.save_pretrained(tmp)
+            (tmp / SUMMARY).write_text(json.dumps(summary, indent=2))
+    except FileExistsError:
+        raise TicketLabError(f"{out} appeared while the model was being written; nothing was replaced. "
+                             f"Choose another --out or pass --overwrite.") from None
     return summary

@@ -15,16 +15,13 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from . import settings
+from . import durable, settings
 from .adapters import ArchitectureAdapter, adapter_for
 from .errors import TicketLabError
 
@@ -86,31 +83,43 @@ def embedded_checkpoint(name: str = DEFAULT_MODEL) -> Path:
         del config.quantization_config
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(gguf_model.state_dict())
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    durable.remove_stale_temps(target.parent)
+    # a folder without config.json is a leftover of an older, non-atomic writer: replace it
     try:
-        plain.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "ticketlab_source.json").write_text(json.dumps({"embedded": name, "gguf": info["gguf"]}))
-        try:
-            os.rename(tmp, target)
-        except OSError:  # another process finished first: its copy is identical
-            pass
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with durable.atomic_dir(target, replace=target.exists()) as tmp:
+            plain.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            (tmp / "ticketlab_source.json").write_text(json.dumps({"embedded": name, "gguf": info["gguf"]}))
+    except FileExistsError:  # another process finished first: its copy is identical
+        pass
     return target
 
 
+def _file_identity(f: Path) -> list[int]:
+    """What says a file's bytes are unchanged without reading them. Size and mtime alone are not
+    enough: a rewrite can keep both (and `touch -d`/os.utime can set mtime back). The inode change
+    time (ctime) moves on every write and on every mtime reset and cannot be set by a user, and the
+    inode and device catch a file replaced by another."""
+    st = f.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+
+
 def checkpoint_sha256(directory: Path) -> str:
-    """sha256 over the checkpoint's tensors as stored (sorted names, dtype, shape, bytes), cached by file stat."""
+    """sha256 over the checkpoint's tensors as stored (sorted names, dtype, shape, bytes), cached by file
+    identity (size, mtime, ctime, inode, device)."""
     files = sorted(directory.glob("*.safetensors"))
     if not files:
         raise TicketLabError(f"no .safetensors weights in {directory}: save the checkpoint with safe_serialization.")
-    key = json.dumps([[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files])
+    key = json.dumps([str(f.resolve()) for f in files])
+    identity = [_file_identity(f) for f in files]
     cache_file = settings.models_dir() / "weight_hashes.json"
-    cache = json.loads(cache_file.read_text()) if cache_file.exists() else {}
-    if key in cache:
-        return cache[key]
+    try:
+        cache = json.loads(cache_file.read_text()) if cache_file.exists() else {}
+    except (OSError, ValueError):
+        cache = {}  # a cache only: rebuilt
+    hit = cache.get(key)
+    if isinstance(hit, dict) and hit.get("identity") == identity:
+        return hit["sha256"]
     from safetensors import safe_open
 
     handles = {}
@@ -130,11 +139,10 @@ def checkpoint_sha256(directory: Path) -> str:
     except Exception as e:  # a truncated or corrupt file
         raise TicketLabError(f"checkpoint in {directory} is corrupt or unreadable ({e}); re-create or re-download it.") from e
     value = digest.hexdigest()
-    cache[key] = value
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(cache))
-    os.replace(tmp, cache_file)
+    if [_file_identity(f) for f in files] == identity:  # not rewritten while we read it
+        cache = {k: v for k, v in cache.items() if isinstance(v, dict)}  # drop the old (path, size, mtime) keys
+        cache[key] = {"identity": identity, "sha256": value}
+        durable.atomic_write_json(cache_file, cache, sort_keys=True)
     return value
 
 

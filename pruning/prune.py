@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from .calibration import CalibrationSet
+from .calibration import CalibrationSet, check_length
 from .errors import TicketLabError
 from .masks import parse_pattern
 from .models import LoadedModel
@@ -13,19 +14,8 @@ from .ticket import Ticket
 
 
 def check_sparsity(sparsity: float) -> None:
-    if not 0.0 <= sparsity < 1.0:
+    if not (isinstance(sparsity, int | float) and math.isfinite(sparsity) and 0.0 <= sparsity < 1.0):
         raise TicketLabError(f"sparsity {sparsity} is outside [0, 1): it is the fraction of weights removed.")
-
-
-def check_pattern(loaded: LoadedModel, pattern: str | None) -> None:
-    nm = parse_pattern(pattern)
-    if not nm:
-        return
-    for ref in loaded.adapter.linears():
-        width = loaded.adapter.weight_view(ref).shape[1]
-        if width % nm[1]:
-            raise TicketLabError(f"pattern {pattern} does not divide the input width {width} of {ref.name}; "
-                                 f"choose M dividing every layer's input width.")
 
 
 def calibration_needed(spec: PruneMethod, options: dict[str, Any]) -> bool:
@@ -41,20 +31,23 @@ def make_ticket(loaded: LoadedModel, method: str, sparsity: float, *, options: d
                 calib: CalibrationSet | None = None, seed: int = 0, name: str | None = None,
                 parent: str | None = None, lineage: dict | None = None, progress=None) -> Ticket:
     spec = get_method(method)
-    opts = spec.validate(options or {})
-    pattern = opts.get("pattern")
-    if parse_pattern(pattern):
-        check_pattern(loaded, pattern)
-        n, m = parse_pattern(pattern)
-        sparsity = 1.0 - n / m  # the pattern fixes the sparsity
+    params = spec.parse(options or {})
+    params.check_model(loaded.adapter)
+    opts = params.model_dump()
+    nm = parse_pattern(opts.get("pattern"))
+    if nm:
+        sparsity = 1.0 - nm[0] / nm[1]  # the pattern fixes the sparsity
     check_sparsity(sparsity)
     calibrated = calibration_needed(spec, opts)
     if calibrated and calib is None:
         why = " with these options" if callable(spec.needs_calibration) or not spec.needs_calibration else ""
         raise TicketLabError(f"method {method!r}{why} needs calibration data "
                              f"(--calib-samples/--calib-len or --calib-tokens).")
+    if calibrated:  # windows longer than the model's positions fail deep inside attention, or wrap silently
+        check_length(calib.length, loaded.adapter.max_positions, "calibration window length")
     result = spec.fn(loaded, calib if calibrated else None,
-                     PruneOptions(sparsity=sparsity, seed=seed, device=loaded.device, options=opts, progress=progress))
+                     PruneOptions(sparsity=sparsity, seed=seed, device=loaded.device, options=opts, progress=progress,
+                                  params=params))
     dense = {"spec": loaded.spec, "weights_sha256": loaded.weights_sha256, "family": loaded.family,
              "model_type": loaded.model.config.model_type}
     return Ticket(masks=result.masks, dense=dense, method=method, params=opts, target_sparsity=sparsity, seed=seed,

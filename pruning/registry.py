@@ -1,9 +1,12 @@
-"""The one registry of pruning methods. The CLI and the dashboard list methods and build their forms
-from it, so a method registered here shows up everywhere.
+"""The one registry of pruning methods. The CLI, `ticketlab methods` and the dashboard list methods
+and build their forms from it, so a method registered here shows up everywhere.
 
 Every method has one signature:
 
     fn(loaded: LoadedModel, calib: CalibrationSet | None, options: PruneOptions) -> PruneResult
+
+and one options model (a `pruning.options.MethodOptions` subclass): `options.params` is the validated,
+typed instance (`options.params.owl_lambda`), `options["owl_lambda"]` the same value by name.
 """
 
 from __future__ import annotations
@@ -15,17 +18,8 @@ from typing import Any
 import torch
 
 from .errors import TicketLabError
+from .options import MethodOptions, NoOptions, OptionInfo, describe, parse
 
-
-@dataclass(frozen=True)
-class Param:
-    """A method option beyond the sparsity. `choices` makes it a select box in the dashboard."""
-
-    name: str
-    type: type
-    default: Any
-    help: str
-    choices: tuple | None = None
 
 
 @dataclass
@@ -33,8 +27,9 @@ class PruneOptions:
     sparsity: float
     seed: int = 0
     device: str = "cpu"
-    options: dict[str, Any] = field(default_factory=dict)  # validated against the method's Params
+    options: dict[str, Any] = field(default_factory=dict)  # `params` as a plain dict (what the ticket records)
     progress: Callable[[int, int, str], None] | None = None  # (done, total, what) -> None
+    params: MethodOptions | None = None  # the validated, typed options
 
     def __getitem__(self, key: str) -> Any:
         return self.options[key]
@@ -48,7 +43,7 @@ class PruneOptions:
 class PruneResult:
     masks: dict[str, torch.Tensor]  # parameter name -> bool mask (True = kept), parameter's own shape
     weights: dict[str, torch.Tensor] = field(default_factory=dict)  # surviving weights the method changed
-    structure: dict | None = None  # structured methods: what was removed, and the GQA rule applied
+    structure: dict | None = None  # structured methods: pruning.structure's one schema
     notes: list[str] = field(default_factory=list)
 
 
@@ -57,39 +52,34 @@ class PruneMethod:
     name: str
     fn: Callable[..., PruneResult]
     description: str
-    needs_calibration: bool = False
+    needs_calibration: bool | Callable[[dict], bool] = False
     structured: bool = False
     changes_weights: bool = False
-    params: tuple[Param, ...] = ()
+    options: type[MethodOptions] = NoOptions
+
+    @property
+    def params(self) -> tuple[OptionInfo, ...]:
+        """Each option's name, type, default, help, choices and bounds (for forms and listings)."""
+        return describe(self.options)
+
+    def parse(self, raw: dict[str, Any]) -> MethodOptions:
+        """Typed options from user input; unknown options, wrong types, NaN, out-of-range and inconsistent
+        values are one `TicketLabError` naming the option."""
+        return parse(self.options, raw, self.name)
 
     def validate(self, raw: dict[str, Any]) -> dict[str, Any]:
-        """Fill defaults, coerce types, check choices; unknown options are an error, not ignored."""
-        known = {p.name: p for p in self.params}
-        unknown = set(raw) - set(known)
-        if unknown:
-            raise TicketLabError(f"method {self.name!r} takes no option(s) {', '.join(sorted(unknown))}; "
-                                 f"it takes: {', '.join(known) or 'none'}.")
-        out = {}
-        for p in self.params:
-            value = raw.get(p.name, p.default)
-            if value is not None and not isinstance(value, p.type):
-                try:
-                    value = p.type(value)
-                except (TypeError, ValueError):
-                    raise TicketLabError(f"option {p.name}={value!r} is not a {p.type.__name__}.") from None
-            if p.choices and value not in p.choices:
-                raise TicketLabError(f"option {p.name}={value!r}: choose one of {', '.join(map(str, p.choices))}.")
-            out[p.name] = value
-        return out
+        """`parse`, as the plain dict a ticket records (defaults filled in)."""
+        return self.parse(raw).model_dump()
 
 
 METHODS: dict[str, PruneMethod] = {}
 
 
-def register(name: str, description: str, *, needs_calibration: bool = False, structured: bool = False,
-             changes_weights: bool = False, params: tuple[Param, ...] = ()) -> Callable:
+def register(name: str, description: str, *, needs_calibration: bool | Callable[[dict], bool] = False,
+             structured: bool = False, changes_weights: bool = False,
+             options: type[MethodOptions] = NoOptions) -> Callable:
     def wrap(fn: Callable[..., PruneResult]) -> Callable[..., PruneResult]:
-        METHODS[name] = PruneMethod(name, fn, description, needs_calibration, structured, changes_weights, params)
+        METHODS[name] = PruneMethod(name, fn, description, needs_calibration, structured, changes_weights, options)
         return fn
 
     return wrap
@@ -107,14 +97,3 @@ def all_methods() -> dict[str, PruneMethod]:
     from . import methods  # noqa: F401
 
     return dict(sorted(METHODS.items()))
-
-
-# Shared option definitions, so the same option means the same thing in every method.
-SCOPE = Param("scope", str, "layer", "compare weights within each tensor (layer) or across all of them (global)",
-              ("layer", "global"))
-PATTERN = Param("pattern", str, "none", "N:M semi-structured pattern along the input dimension (e.g. 2:4, 4:8)",
-                ("none", "2:4", "4:8", "1:4", "2:8"))
-ALLOCATION = Param("allocation", str, "uniform", "per-layer sparsity: uniform, or outlier-weighted (OWL)",
-                   ("uniform", "owl"))
-OWL_LAMBDA = Param("owl_lambda", float, 0.08, "OWL: largest deviation of a layer's sparsity from the target")
-OWL_M = Param("owl_m", float, 5.0, "OWL: a weight is an outlier when its score exceeds M x the layer mean")

@@ -35,9 +35,10 @@ def barrier(losses: list[float]) -> float:
 
 def stability(model: nn.Module, start: dict[str, torch.Tensor], masks: dict[str, torch.Tensor] | None,
               data: torch.Tensor, heldout: torch.Tensor, config: TrainConfig, data_seeds: tuple[int, int], *,
-              trainable: list[str] | None = None, points: int = 11, eval_batch: int = 16,
+              trainable: list[str] | None = None, points: int = 11, eval_batch: int = 16, start_step: int = 0,
               progress: Callable[[int, int, str], None] | None = None) -> dict:
-    """Two copies from `start` (a full state dict) with the two data orders; the loss along the line."""
+    """Two copies from `start` (a full state dict, the network at schedule step `start_step`) with the two
+    data orders, each resuming the schedule at `start_step` (the rewind point K); the loss along the line."""
     ends = []
     for i, seed in enumerate(data_seeds):
         load_state(model, start)
@@ -46,7 +47,10 @@ def stability(model: nn.Module, start: dict[str, torch.Tensor], masks: dict[str,
             if progress:
                 progress(i * total + done, 2 * total, f"copy {i + 1}: {what}")
 
-        train(model, data, config, masks=masks, data_seed=seed, trainable=trainable, progress=report)
+        r = train(model, data, config, masks=masks, data_seed=seed, trainable=trainable, start_step=start_step,
+                  progress=report)
         ends.append(cpu_state(model))
+        steps = r.steps
     alphas, losses = interpolation_losses(model, ends[0], ends[1], heldout, points, eval_batch)
-    return {"alphas": alphas, "losses": losses, "barrier": barrier(losses), "data_seeds": list(data_seeds)}
+    return {"alphas": alphas, "losses": losses, "barrier": barrier(losses), "data_seeds": list(data_seeds),
+            "start_step": start_step, "optimizer_steps": len(steps)}

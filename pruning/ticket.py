@@ -17,9 +17,6 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,12 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import settings
+from . import durable, settings
 from .errors import TicketLabError
+from .refs import MIN_PREFIX, resolve_ref
+
+__all__ = ["FORMAT", "MIN_PREFIX", "Ticket", "applied", "check_compatible", "find_ticket", "resolve_ref"]
 
 FORMAT = "ticketlab-ticket/1"
-ID_FIELDS = ("format", "dense_sha256", "method", "params", "target_sparsity", "seed", "calibration",
-             "parent", "lineage", "structure")
 
 
 def pack_mask(mask: torch.Tensor) -> torch.Tensor:
@@ -81,6 +79,10 @@ class Ticket:
     created_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
     versions: dict = field(default_factory=library_versions)
     path: Path | None = None
+    # (key, sha256) of the last hash: hashing every mask costs seconds on a real model and `id` is read
+    # often. The key is cheap: the metadata JSON plus each tensor's identity and in-place version counter,
+    # so a changed field or an edited mask is hashed again rather than served stale.
+    _hash_cache: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     # --- identity ----------------------------------------------------------------------------------
     def _id_payload(self) -> dict:
@@ -91,13 +93,19 @@ class Ticket:
 
     @property
     def content_sha256(self) -> str:
-        h = hashlib.sha256(json.dumps(self._id_payload(), sort_keys=True, separators=(",", ":")).encode())
+        payload = json.dumps(self._id_payload(), sort_keys=True, separators=(",", ":"))
+        key = (payload, tuple((n, id(t), t._version) for n, t in sorted(self.masks.items())),
+               tuple((n, id(t), t._version) for n, t in sorted(self.weights.items())))
+        if self._hash_cache is not None and self._hash_cache[0] == key:
+            return self._hash_cache[1]
+        h = hashlib.sha256(payload.encode())
         for name in sorted(self.masks):
             _tensor_digest(h, "mask:" + name, pack_mask(self.masks[name]))
             h.update(json.dumps(list(self.masks[name].shape)).encode())
         for name in sorted(self.weights):
             _tensor_digest(h, "weight:" + name, self.weights[name])
-        return h.hexdigest()
+        self._hash_cache = (key, h.hexdigest())
+        return self._hash_cache[1]
 
     @property
     def id(self) -> str:
@@ -127,31 +135,39 @@ class Ticket:
                 "created_at": self.created_at, "versions": self.versions}
 
     def save(self, root: Path | None = None) -> Path:
-        """Write atomically (temporary directory, then rename). An existing ticket with the same id is
-        the same content, so saving again is a no-op: runs resume."""
-        from safetensors.torch import save_file
+        """Write durably and atomically; idempotent and repairing, so runs resume and crashes heal.
 
+        The id is the content, so a complete ticket already stored under it (it loads and its hash
+        checks) is kept as is. A damaged or partial one (e.g. truncated by a crash) is replaced. Two
+        processes saving the same ticket at once both succeed and leave one complete copy."""
         root = Path(root or settings.tickets_dir())
-        root.mkdir(parents=True, exist_ok=True)
-        target = root / self.id
-        if (target / "ticket.json").exists():
-            self.path = target
-            return target
-        tmp = Path(tempfile.mkdtemp(prefix=f".{self.id}-", dir=root))
-        try:
-            save_file({n: pack_mask(m) for n, m in self.masks.items()}, str(tmp / "masks.safetensors"))
-            if self.weights:
-                save_file({n: t.detach().cpu().contiguous() for n, t in self.weights.items()},
-                          str(tmp / "weights.safetensors"))
-            (tmp / "ticket.json").write_text(json.dumps(self.to_json(), indent=2, sort_keys=True))
-            if target.exists():  # a half-written leftover without ticket.json
-                shutil.rmtree(target)
-            _relax_permissions(tmp)
-            os.rename(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        tid = self.id
+        target = root / tid
+        durable.remove_stale_temps(root)
+        for _ in range(3):  # a concurrent writer may swap in its copy while we look
+            if _complete(target, tid):
+                break
+            try:
+                with durable.atomic_dir(target, replace=target.exists() or target.is_symlink()) as tmp:
+                    self._write(tmp)
+                break
+            except FileExistsError:  # another process renamed its copy in first: check it on the next turn
+                continue
+        else:
+            raise TicketLabError(f"ticket {tid} could not be stored in {root}: another process keeps replacing it.")
         self.path = target
         return target
+
+    def _write(self, folder: Path) -> None:
+        from safetensors.torch import save_file
+
+        save_file({n: pack_mask(m) for n, m in self.masks.items()}, str(folder / "masks.safetensors"))
+        if self.weights:
+            save_file({n: t.detach().cpu().contiguous() for n, t in self.weights.items()},
+                      str(folder / "weights.safetensors"))
+        durable.crash_point("ticket.save.partial")
+        # ticket.json last: a folder without it is visibly not a ticket
+        (folder / "ticket.json").write_text(json.dumps(self.to_json(), indent=2, sort_keys=True))
 
     @classmethod
     def load(cls, path: str | Path) -> Ticket:
@@ -194,31 +210,35 @@ class Ticket:
         if t.content_sha256 != meta.get("content_sha256") or t.id != meta.get("id"):
             raise TicketLabError(f"ticket {path} does not match its id {meta.get('id')}: its masks, weights or "
                                  f"metadata were changed after it was made. Re-create it; do not edit tickets by hand.")
+        from .structure import normalize
+
+        # Older tickets name removed units in one of two earlier schemas: readers get the one schema, while
+        # the id (and what a re-save writes) stays the stored structure's (`_stored_structure`).
+        normalized = normalize(t.structure)
+        if normalized != t.structure:
+            t._stored_structure = t.structure
+            t.structure = normalized
         return t
 
 
-def _relax_permissions(directory: Path) -> None:
-    """mkdtemp and the safetensors writer create owner-only files; give them the usual umask instead,
-    so a ticket made by one user can be read by a reviewer or deployer."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(directory, 0o777 & ~umask)
-    for f in directory.iterdir():
-        os.chmod(f, 0o666 & ~umask)
+def _complete(path: Path, tid: str) -> bool:
+    """Whether a stored ticket is whole: it loads, its hash checks and it is the id asked for."""
+    if not (path / "ticket.json").is_file():
+        return False
+    try:
+        return Ticket.load(path).id == tid
+    except (TicketLabError, KeyError, TypeError, ValueError):
+        return False
 
 
 def find_ticket(ref: str, root: Path | None = None) -> Path:
-    """A ticket directory from a path, a full id or a unique id prefix."""
-    p = Path(ref)
+    """A ticket directory from a path, a full id or a unique id prefix (see `resolve_ref`)."""
+    p = Path(ref).expanduser()
     if (p / "ticket.json").exists():
         return p
     root = Path(root or settings.tickets_dir())
-    matches = sorted(d for d in root.glob(f"{ref}*") if (d / "ticket.json").exists()) if root.exists() else []
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
-        raise TicketLabError(f"no ticket {ref!r} in {root}: give a ticket id (see `ticketlab tickets`) or a ticket directory.")
-    raise TicketLabError(f"ticket prefix {ref!r} is ambiguous: {', '.join(m.name for m in matches[:5])}")
+    ids = [d.name for d in root.iterdir() if (d / "ticket.json").is_file()] if root.is_dir() else []
+    return root / resolve_ref(ref, ids, "ticket", str(root))
 
 
 def check_compatible(ticket: Ticket, model: torch.nn.Module, weights_sha256: str) -> None:
@@ -271,13 +291,3 @@ def applied(loaded, ticket: Ticket | None) -> Iterator[None]:
             for name, w in saved_whole.items():
                 params[name].data.copy_(w)
         model._ticketlab_applied = None
-
-
-def apply_permanently(model: torch.nn.Module, ticket: Ticket) -> None:
-    """Bake a ticket into a model (for export and materialisation); there is no way back."""
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, w in ticket.weights.items():
-            params[name].data.copy_(w.to(params[name].dtype))
-        for name, mask in ticket.masks.items():
-            params[name].data[~mask.to(params[name].device)] = 0

@@ -10,10 +10,13 @@ Why this size (measured on this machine, one thread, while others worked; see be
   logic is exercised), SwiGLU width 384, tied embeddings, context 128. About 0.8M prunable linear
   weights. It trains at roughly 4-6k tokens/s on one core, so a few minutes cover the ~280k train
   tokens a couple of times and reach a held-out loss far below the unigram baseline.
-- Data: `corpora/wikitext-2/valid.txt` split by article (the 60 top-level `= Title =` headings):
-  every 10th article (index % 10 == 9) is held out, the rest trains. `test.txt` is never touched:
-  it stays reserved for the perplexity evaluation. The split record (file sha256, rule, counts) is
-  stored in the experiment and in every ticket.
+- Data: WikiText-2's two files we carry (`valid.txt`, then `test.txt`: 122 top-level `= Title =`
+  articles) split by ARTICLE, never by line, so no article straddles two sets: article i (counted
+  over both files in that order) goes to validation when i % 10 == 8, to held-out when i % 10 == 9,
+  to train otherwise (80/10/10). Validation chooses T and early-stops every run; held-out is only
+  reported. The tiny model is ours, so using test.txt here does not touch any pretrained model's
+  perplexity evaluation. The split record (file sha256s, rule, counts) is stored in the experiment
+  and in every ticket.
 
 The tokenizer is deterministic (BPE training on a fixed text, checked across processes) and is saved
 with every checkpoint as a `PreTrainedTokenizerFast`, so `pruning.models.load_model(dir)` loads it.
@@ -34,8 +37,10 @@ from . import settings
 from .calibration import sha256_file
 from .errors import TicketLabError
 
-CORPUS = "corpora/wikitext-2/valid.txt"
-HELDOUT_EVERY = 10
+CORPORA = ("corpora/wikitext-2/valid.txt", "corpora/wikitext-2/test.txt")
+EVERY = 10
+VALIDATION_INDEX = 8
+HELDOUT_INDEX = 9
 _HEADING = re.compile(r"^ = [^=].* = $")
 EOS = "<|endoftext|>"
 
@@ -57,26 +62,47 @@ class TinyConfig:
 @dataclass
 class CorpusSplit:
     train: list[str]
+    validation: list[str]
     heldout: list[str]
     record: dict
 
 
-def split_corpus(relative: str = CORPUS, every: int = HELDOUT_EVERY) -> CorpusSplit:
-    """Articles of a WikiText file -> (train, held-out); article i is held out when i % every == every - 1."""
-    path = settings.data_file(relative)
+def _articles(path: Path) -> list[str]:
     lines = path.read_text(encoding="utf-8").split("\n")
     starts = [i for i, line in enumerate(lines) if _HEADING.match(line)]
-    if len(starts) < every:
-        raise TicketLabError(f"{path} has {len(starts)} articles (lines like ' = Title = '); the train/held-out "
-                             f"split needs at least {every}.")
     bounds = starts + [len(lines)]
-    articles = ["\n".join(lines[bounds[i]:bounds[i + 1]]) for i in range(len(starts))]
-    train = [a for i, a in enumerate(articles) if i % every != every - 1]
-    heldout = [a for i, a in enumerate(articles) if i % every == every - 1]
-    record = {"corpus": relative, "corpus_sha256": sha256_file(path), "unit": "article",
-              "rule": f"article index % {every} == {every - 1} held out", "articles": len(articles),
-              "train_articles": len(train), "heldout_articles": len(heldout)}
-    return CorpusSplit(train, heldout, record)
+    return ["\n".join(lines[bounds[i]:bounds[i + 1]]) for i in range(len(starts))]
+
+
+def split_corpus(corpora: tuple[str, ...] = CORPORA, every: int = EVERY, validation_index: int = VALIDATION_INDEX,
+                 heldout_index: int = HELDOUT_INDEX) -> CorpusSplit:
+    """Articles of WikiText files -> train / validation / held-out by article index modulo `every`."""
+    if every < 3 or len({validation_index, heldout_index}) < 2 or not all(0 <= i < every for i in
+                                                                            (validation_index, heldout_index)):
+        raise TicketLabError(f"split: every={every} with validation index {validation_index} and held-out index "
+                             f"{heldout_index} leaves an empty set; use every >= 3 and two different indices "
+                             f"in [0, every).")
+    articles: list[str] = []
+    hashes = {}
+    for relative in corpora:
+        path = settings.data_file(relative)
+        articles += _articles(path)
+        hashes[relative] = sha256_file(path)
+    parts: dict[str, list[str]] = {"train": [], "validation": [], "heldout": []}
+    for i, a in enumerate(articles):
+        k = i % every
+        parts["validation" if k == validation_index else "heldout" if k == heldout_index else "train"].append(a)
+    empty = [name for name, texts in parts.items() if not texts]
+    if empty:
+        raise TicketLabError(f"split: the {empty[0]} set is empty ({len(articles)} articles in "
+                             f"{', '.join(corpora)}, lines like ' = Title = '); give a corpus with at least "
+                             f"{every} articles or a smaller split modulus.")
+    record = {"corpora": list(corpora), "corpus_sha256": hashes, "unit": "article",
+              "rule": f"article index % {every}: == {validation_index} validation, == {heldout_index} held-out, "
+                      f"else train (indices over the files in order)",
+              "articles": len(articles), "train_articles": len(parts["train"]),
+              "validation_articles": len(parts["validation"]), "heldout_articles": len(parts["heldout"])}
+    return CorpusSplit(parts["train"], parts["validation"], parts["heldout"], record)
 
 
 def token_stream(tokenizer, texts: list[str]) -> torch.Tensor:

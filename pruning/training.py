@@ -11,6 +11,14 @@ sparse sub-network sparse.
   moment estimates can never revive a weight, but re-masking makes that a guarantee rather than an
   argument). Both are one `torch._foreach_mul_` over all masked tensors, so masking adds two fused
   kernel launches per step, not a Python loop over parameters.
+- Resuming at a step (`start_step=K`): steps K..T-1 run with the learning rate and the batch position
+  the full run has at those steps (open_lth's `start_step`), so a network rewound to step K gets the
+  same number of optimizer steps and the same learning-rate sequence as the dense run from K. The
+  result records every step index and learning rate so callers and tests can compare runs.
+- Early stopping: with `evaluate`, the validation loss is measured every `eval_every` steps and the
+  model is left at the best one (`best_step`); the curve is returned.
+- Precision: trainable weights must be float32 (bf16 weights would round small updates away); on CUDA
+  `amp="bf16"` runs the forward/backward under bf16 autocast over the fp32 master weights.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ class TrainConfig:
     beta2: float = 0.95
     clip: float = 1.0
     schedule: str = "cosine"  # "cosine" | "constant"
+    amp: str = "none"  # "none" | "bf16": autocast over fp32 master weights
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -50,6 +59,8 @@ class TrainConfig:
                                  f"{self.seq_len}).")
         if self.schedule not in ("cosine", "constant"):
             raise TicketLabError(f"schedule {self.schedule!r}: use cosine or constant.")
+        if self.amp not in ("none", "bf16"):
+            raise TicketLabError(f"amp {self.amp!r}: use none or bf16 (autocast over fp32 master weights).")
 
     @property
     def warmup(self) -> int:
@@ -81,6 +92,11 @@ class TrainResult:
     checkpoints: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)  # step -> CPU state dict
     tokens: int = 0
     seconds: float = 0.0
+    steps: list[int] = field(default_factory=list)  # the schedule index of every optimizer step taken
+    lrs: list[float] = field(default_factory=list)  # the learning rate of every optimizer step taken
+    curve: list[tuple[int, float]] = field(default_factory=list)  # (steps done, validation loss)
+    best_step: int | None = None  # steps done at the lowest validation loss (the model is left there)
+    best_loss: float | None = None
 
     @property
     def final_loss(self) -> float:
@@ -166,20 +182,41 @@ def _loss(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model(input_ids=x, labels=x, use_cache=False).loss
 
 
+def eval_steps(config: TrainConfig, start_step: int, every: int) -> list[int]:
+    """Steps done at which the validation loss is measured: multiples of `every` after `start_step`, and the end.
+    The grid is absolute, so every arm resumed at K is scored at the same steps as the dense run."""
+    if every <= 0:
+        return [config.steps]
+    return sorted({s for s in range(every, config.steps + 1, every) if s > start_step} | {config.steps})
+
+
+def check_trainable_dtype(params: dict[str, torch.Tensor]) -> None:
+    low = [n for n, p in params.items() if p.dtype in (torch.bfloat16, torch.float16)]
+    if low:
+        raise TicketLabError(f"{low[0]} is {params[low[0]].dtype}: training half-precision weights directly rounds "
+                             f"small updates away. Load the model in float32 (--dtype float32); on CUDA use "
+                             f"--amp bf16 for bf16 autocast over fp32 master weights.")
+
+
 def train(model: nn.Module, data: torch.Tensor, config: TrainConfig, *, masks: dict[str, torch.Tensor] | None = None,
           data_seed: int = 0, trainable: Iterable[str] | None = None, checkpoint_steps: Iterable[int] = (),
+          start_step: int = 0, evaluate: Callable[[nn.Module], float] | None = None, eval_every: int = 0,
           progress: Progress | None = None) -> TrainResult:
-    """Train `model` in place on `data` ([N, seq_len] windows) for `config.steps` steps.
+    """Train `model` in place on `data` ([N, seq_len] windows): schedule steps `start_step`..`config.steps`-1.
 
     `masks` (name -> bool, True = kept) are applied before the first step and kept exactly zero.
     `trainable`: parameter names to train (default: all that require grad); the others are frozen for
     the call and their `requires_grad` is restored afterwards. `checkpoint_steps`: take a CPU copy of
-    the parameters after that many optimizer steps (0 = before the first); returned in the result.
+    the parameters after that many optimizer steps of the schedule (`start_step` = before the first).
+    `evaluate(model) -> loss` at `eval_steps(...)`: the model ends at the best of them (early stopping).
+    The optimizer starts fresh at `start_step` (its moments are not part of a rewind point).
     """
     if data.dim() != 2 or data.shape[1] < 2:
         raise TicketLabError("training data must be [N windows, L tokens] with L >= 2.")
+    if not 0 <= start_step < config.steps:
+        raise TicketLabError(f"start step {start_step} is outside the training run of {config.steps} steps.")
     wanted = sorted(set(checkpoint_steps))
-    if wanted and (wanted[0] < 0 or wanted[-1] > config.steps):
+    if wanted and (wanted[0] < start_step or wanted[-1] > config.steps):
         raise TicketLabError(f"checkpoint step {wanted[-1]} is outside the training run of {config.steps} steps.")
     device = next(model.parameters()).device
     named = dict(model.named_parameters())
@@ -187,6 +224,9 @@ def train(model: nn.Module, data: torch.Tensor, config: TrainConfig, *, masks: d
     unknown = [n for n in train_names if n not in named]
     if unknown:
         raise TicketLabError(f"asked to train {unknown[0]}, which the model does not have.")
+    check_trainable_dtype({n: named[n] for n in train_names})
+    if config.amp == "bf16" and device.type != "cuda":
+        raise TicketLabError("bf16 autocast training is for CUDA; on CPU train in float32 (--amp none).")
     was_training = model.training
     old_flags = {n: p.requires_grad for n, p in named.items()}
     for n, p in named.items():
@@ -201,16 +241,23 @@ def train(model: nn.Module, data: torch.Tensor, config: TrainConfig, *, masks: d
                             lr=config.lr_at(0), betas=(config.beta1, config.beta2), foreach=True)
     order = batch_order(data.shape[0], config.batch_size, config.steps, data_seed)
     result = TrainResult(losses=[])
-    if 0 in wanted:
-        result.checkpoints[0] = cpu_state(model)
+    if start_step in wanted:
+        result.checkpoints[start_step] = cpu_state(model)
+    scored = set(eval_steps(config, start_step, eval_every)) if evaluate is not None else set()
+    best_state: dict[str, torch.Tensor] | None = None
     model.train()
     start = time.perf_counter()
     try:
-        for step in range(config.steps):
+        for step in range(start_step, config.steps):
             x = data[order[step]].to(device, non_blocking=True)
+            lr = config.lr_at(step)
             for group in opt.param_groups:
-                group["lr"] = config.lr_at(step)
-            loss = _loss(model, x)
+                group["lr"] = lr
+            if config.amp == "bf16":
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+                    loss = _loss(model, x)
+            else:
+                loss = _loss(model, x)
             loss.backward()
             mask_set.mask_grads_()
             torch.nn.utils.clip_grad_norm_(params, config.clip, foreach=True)
@@ -221,11 +268,22 @@ def train(model: nn.Module, data: torch.Tensor, config: TrainConfig, *, masks: d
             if not math.isfinite(value):
                 raise TicketLabError(f"training diverged at step {step} (loss {value}); lower the learning rate.")
             result.losses.append(value)
+            result.steps.append(step)
+            result.lrs.append(lr)
             result.tokens += x.numel()
             if step + 1 in wanted:
                 result.checkpoints[step + 1] = cpu_state(model)
+            if step + 1 in scored:
+                val = float(evaluate(model))
+                model.train()
+                result.curve.append((step + 1, val))
+                if result.best_loss is None or val < result.best_loss:
+                    result.best_loss, result.best_step = val, step + 1
+                    best_state = cpu_state(model) if step + 1 < config.steps else None
             if progress:
-                progress(step + 1, config.steps, f"loss {value:.3f}")
+                progress(step + 1 - start_step, config.steps - start_step, f"loss {value:.3f}")
+        if best_state is not None and result.best_step != config.steps:
+            load_state(model, best_state)
     finally:
         result.seconds = time.perf_counter() - start
         for n, p in named.items():

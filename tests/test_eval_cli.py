@@ -91,3 +91,33 @@ def test_attribution_and_latency_suites_in_one_run(state, ticket_id, capsys):
         assert heads == [(2 * 4,)]
         metrics = dict(con.execute("SELECT metric, direction FROM metrics WHERE run_id = ?", [out["run_id"]]).fetchall())
         assert metrics["decode_tokens_per_s"] == "higher" and metrics["time_to_first_token_s"] == "lower"
+
+
+# --- issue 12: values and paths refused or handled at the edge ----------------------------------------
+@pytest.mark.parametrize("option,value", [("--limit", "0"), ("--limit", "nan"), ("--limit", "-3"),
+                                          ("--batch-size", "0"), ("--batch-size", "inf"), ("--seq-len", "1"),
+                                          ("--bbq-per-category", "-1"), ("--limit", "1e9999")])
+def test_eval_options_out_of_range_are_refused_with_the_option_named(state, option, value, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["eval", "dense", "--suite", "ppl", option, value])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}" in err and value in err, err
+
+
+def test_ledger_export_takes_the_path_as_a_value_not_sql(state, ticket_id, capsys, tmp_path):
+    out = tmp_path / "it's (quoted); DROP TABLE runs; --"
+    assert main(["ledger", "export", "--out", str(out)]) == 0
+    assert duckdb.sql("SELECT count(*) FROM read_parquet(?)", params=[str(out / "tickets.parquet")]).fetchall() == [(1,)]
+    with duckdb.connect(str(state / "ledger.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM runs").fetchone()[0] == 1
+    # a re-export replaces the previous one whole; a folder with anything else in it is refused, untouched
+    assert main(["ledger", "export", "--out", str(out)]) == 0
+    precious = tmp_path / "home"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    capsys.readouterr()
+    assert main(["ledger", "export", "--out", str(precious)]) == 2
+    assert "holds other files (notes.txt)" in capsys.readouterr().err
+    assert [p.name for p in precious.iterdir()] == ["notes.txt"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary leftovers

@@ -4,9 +4,9 @@ import json
 
 import pytest
 import torch
-from govern_helpers import make_recorded_ticket, setup_lab
+from govern_helpers import approved_ticket, make_recorded_ticket, setup_lab
 
-from analysis.governance import decisions
+from analysis.governance import state as gstate
 from analysis.governance.export import export_bundle
 from analysis.governance.verify import verify_bundle
 from app.cli import main
@@ -15,15 +15,14 @@ from pruning.ticket import applied
 
 
 @pytest.mark.parametrize("family", ["tiny_llama", "tiny_gpt2"])
-def test_stock_from_pretrained_gives_the_labs_logits(family, request, state):
+def test_stock_from_pretrained_gives_the_labs_logits(family, request, state, monkeypatch):
     from transformers import AutoModelForCausalLM
 
     loaded = request.getfixturevalue(family)
-    ledger, passing, _ = setup_lab(state, loaded)
-    t = make_recorded_ticket(loaded, ledger, sparsity=0.5)
-    decisions.decide(ledger, t.id, "approve", "bob", "fine", policy=passing)
+    lab = setup_lab(state, loaded, monkeypatch)
+    t = approved_ticket(lab, loaded, sparsity=0.5)
     out = state / f"bundle-{family}"
-    manifest = export_bundle(ledger, t.id, out, loaded=loaded)
+    manifest = export_bundle(lab.ledger, t.id, out, signer=lab["alice"], loaded=loaded)
     stock = AutoModelForCausalLM.from_pretrained(out)
     ids = torch.tensor([[1, 50, 300, 7000, 42, 9, 12000, 3]])
     with torch.no_grad(), applied(loaded, t):
@@ -35,19 +34,22 @@ def test_stock_from_pretrained_gives_the_labs_logits(family, request, state):
     assert 0 < sp["achieved_all_parameters"] < 0.5  # embeddings are not counted, and say so
     assert any("embed" in name or "wte" in name for name in sp["excluded"])
     assert manifest["dense_model"]["weights_sha256"] == loaded.weights_sha256
-    assert verify_bundle(out)["ok"]
+    trust = gstate.load(lab.ledger).registry.trust()
+    result = verify_bundle(out, trust=trust, loaded=loaded)
+    assert result["ok"] and result["signed_by"] == "alice" and "surviving weights are the dense model's" in result["checked"]
 
 
-def test_manifest_and_model_card_say_what_a_deployer_gets(tiny_llama, state):
+def test_manifest_and_model_card_say_what_a_deployer_gets(tiny_llama, state, monkeypatch):
     from huggingface_hub import ModelCard
 
-    ledger, passing, _ = setup_lab(state, tiny_llama)
-    t = make_recorded_ticket(tiny_llama, ledger)
-    decisions.decide(ledger, t.id, "approve", "bob", "fine", policy=passing)
-    m = export_bundle(ledger, t.id, state / "b", "masked-weights", loaded=tiny_llama)
+    lab = setup_lab(state, tiny_llama, monkeypatch)
+    t = approved_ticket(lab, tiny_llama)
+    m = export_bundle(lab.ledger, t.id, state / "b", "masked-weights", signer=lab["alice"], loaded=tiny_llama)
     assert set(m["files"]) >= {"README.md", "model.safetensors", "config.json", "ticket/masks.safetensors",
                                "ticket/ticket.json"}
-    assert m["ticket"]["id"] == t.id and m["ticket"]["created_by"] == "carol"
+    assert m["ticket"]["id"] == t.id and m["ticket"]["created_by"] == "carol" and m["exported_by"] == "alice"
+    assert m["signature"]["signer"] == "alice" and (state / "b" / "model.sig").is_file()
+    assert m["ledger_head"]["seq"] == gstate.load(lab.ledger).head[0]
     ppl = next(x for x in m["metrics"] if x["subject"] == "ticket" and x["metric"] == "perplexity")
     assert ppl["value"] == 22.0 and ppl["full"] and ppl["limit"] is None
     crows = next(x for x in m["metrics"] if x["subject"] == "dense" and x["task"] == "crows_pairs_english")
@@ -62,9 +64,10 @@ def test_manifest_and_model_card_say_what_a_deployer_gets(tiny_llama, state):
     assert results[("wikitext", "perplexity")] == 22.0
 
 
-def test_masks_bundle_and_tampered_ticket_file(tiny_llama, state, capsys):
-    ledger, passing, _ = setup_lab(state, tiny_llama)
-    t = make_recorded_ticket(tiny_llama, ledger)
+def test_masks_bundle_and_tampered_ticket_file(tiny_llama, state, monkeypatch, capsys):
+    lab = setup_lab(state, tiny_llama, monkeypatch)
+    ledger = lab.ledger
+    t = make_recorded_ticket(tiny_llama, ledger, signer=lab["carol"])
     out = state / "masks"
     with pytest.raises(TicketLabError, match="not approved .*--unreviewed"):
         export_bundle(ledger, t.id, out, "masks", loaded=tiny_llama)
@@ -73,6 +76,8 @@ def test_masks_bundle_and_tampered_ticket_file(tiny_llama, state, capsys):
     assert m["review"]["status"] == "unreviewed" and m["review"]["unreviewed"]
     assert "Unreviewed export" in (out / "README.md").read_text()
     assert not (out / "model.safetensors").exists() and m["deployer"]["loader"]["stock_transformers"] is False
+    unsigned = verify_bundle(out)  # files check out, but nobody vouches for it: not "ok"
+    assert not unsigned["ok"] and "not signed" in unsigned["unchecked"][0]
     meta = json.loads((out / "ticket" / "ticket.json").read_text())
     meta["target_sparsity"] = 0.1
     (out / "ticket" / "ticket.json").write_text(json.dumps(meta))
@@ -84,33 +89,39 @@ def test_masks_bundle_and_tampered_ticket_file(tiny_llama, state, capsys):
         verify_bundle(out)
 
 
-def test_export_target_rules_never_lose_anything(tiny_llama, state):
-    ledger, passing, _ = setup_lab(state, tiny_llama)
-    t = make_recorded_ticket(tiny_llama, ledger)
-    decisions.decide(ledger, t.id, "approve", "bob", "fine", policy=passing)
+def test_export_target_rules_never_lose_anything(tiny_llama, state, monkeypatch):
+    lab = setup_lab(state, tiny_llama, monkeypatch)
+    ledger, alice = lab.ledger, lab["alice"]
+    t = approved_ticket(lab, tiny_llama)
     out = state / "exists"
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
     with pytest.raises(TicketLabError, match="already exists; .*--overwrite"):
-        export_bundle(ledger, t.id, out, "masks", loaded=tiny_llama)
+        export_bundle(ledger, t.id, out, "masks", signer=alice, loaded=tiny_llama)
     with pytest.raises(TicketLabError, match="not a Ticket Lab bundle"):
-        export_bundle(ledger, t.id, out, "masks", overwrite=True, loaded=tiny_llama)
+        export_bundle(ledger, t.id, out, "masks", signer=alice, overwrite=True, loaded=tiny_llama)
     assert (out / "precious.txt").read_text() == "keep me"
     with pytest.raises(TicketLabError, match="unstructured ticket"):
-        export_bundle(ledger, t.id, state / "mat", "materialized", loaded=tiny_llama)
+        export_bundle(ledger, t.id, state / "mat", "materialized", signer=alice, loaded=tiny_llama)
+    with pytest.raises(TicketLabError, match="bob did not approve .* alice did"):
+        export_bundle(ledger, t.id, state / "bob", "masks", signer=lab["bob"], loaded=tiny_llama)
+    with pytest.raises(TicketLabError, match="signed by its approving reviewer \\(alice\\)"):
+        export_bundle(ledger, t.id, state / "anon", "masks", loaded=tiny_llama)
     good = state / "good"
-    export_bundle(ledger, t.id, good, "masks", loaded=tiny_llama)
-    export_bundle(ledger, t.id, good, "masked-weights", overwrite=True, loaded=tiny_llama)  # replaces a bundle
+    export_bundle(ledger, t.id, good, "masks", signer=alice, loaded=tiny_llama)
+    export_bundle(ledger, t.id, good, "masked-weights", signer=alice, overwrite=True, loaded=tiny_llama)
     assert verify_bundle(good)["format"] == "masked-weights"
     assert not [p for p in state.iterdir() if p.name.startswith((".good", ".exists", ".mat"))]  # no temp dirs left
 
 
-def test_scorecard_is_one_self_contained_page(tiny_llama, state):
-    ledger, passing, _ = setup_lab(state, tiny_llama)
-    t = make_recorded_ticket(tiny_llama, ledger)
-    decisions.decide(ledger, t.id, "approve", "bob", "looks <fine>", policy=passing)
+def test_scorecard_is_one_self_contained_page(tiny_llama, state, monkeypatch):
+    from analysis.governance import decisions
+
+    lab = setup_lab(state, tiny_llama, monkeypatch)
+    t = make_recorded_ticket(tiny_llama, lab.ledger, signer=lab["carol"])
+    decisions.decide(lab.ledger, t.id, "approve", lab["bob"], "looks <fine>")
     out = state / "card.html"
-    assert main(["report", t.id, "--baseline", "dense", "--policy", str(passing), "--out", str(out)]) == 0
+    assert main(["report", t.id, "--baseline", "dense", "--out", str(out)]) == 0
     page = out.read_text()
     from plotly.offline import get_plotlyjs
 
@@ -120,13 +131,13 @@ def test_scorecard_is_one_self_contained_page(tiny_llama, state):
     assert "Deployment history" in page and "intact" in page
 
 
-def test_materialized_bundle_of_a_structured_ticket(tiny_llama, state):
+def test_materialized_bundle_of_a_structured_ticket(tiny_llama, state, monkeypatch):
     from transformers import AutoModelForCausalLM
 
     from pruning.calibration import from_corpus
     from pruning.prune import make_ticket
 
-    ledger, passing, _ = setup_lab(state, tiny_llama)
+    ledger = setup_lab(state, tiny_llama, monkeypatch).ledger
     calib = from_corpus(tiny_llama.tokenizer, 2, 16, 0)
     t = make_ticket(tiny_llama, "neurons", 0.5, calib=calib)
     t.save()
@@ -140,13 +151,22 @@ def test_materialized_bundle_of_a_structured_ticket(tiny_llama, state):
     assert (state / "mat" / "model.safetensors").stat().st_size < m["deployer"]["dense_checkpoint_bytes"]
     stock = AutoModelForCausalLM.from_pretrained(state / "mat")
     assert stock.config.intermediate_size == 64
-    assert verify_bundle(state / "mat")["format"] == "materialized"
+    result = verify_bundle(state / "mat")
+    assert result["format"] == "materialized" and "tensor hashes recorded at export" in result["checked"]
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(state / "mat" / "model.safetensors")
+    name = next(iter(weights))
+    weights[name] = weights[name] + 1
+    save_file(weights, state / "mat" / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(TicketLabError, match="model.safetensors: sha256"):
+        verify_bundle(state / "mat")
 
 
-def test_measured_speed_is_reported_against_dense(tiny_llama, state):
+def test_measured_speed_is_reported_against_dense(tiny_llama, state, monkeypatch):
     from analysis.ledger import MetricRow
 
-    ledger, _, _ = setup_lab(state, tiny_llama)
+    ledger = setup_lab(state, tiny_llama, monkeypatch).ledger
     t = make_recorded_ticket(tiny_llama, ledger)
     for subject, rate in (("dense", 100.0), (t.id, 125.0)):
         with ledger.run("eval", "latency", subject=subject, dense_sha256=tiny_llama.weights_sha256) as run:

@@ -1,27 +1,33 @@
-"""IMP end to end on a micro model: rounds, rewinding, controls, resume after a crash, ledger and CLI."""
+"""IMP end to end on a micro model: unbiased rewinding, data orders, controls, stability from K, resume
+after a crash and after kill -9, ledger, report and CLI."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
 from pruning.errors import TicketLabError
-from pruning.imp import ImpExperiment, ImpSettings
+from pruning.imp import ImpExperiment, data_seed, derive_seed
+from pruning.imp_masks import random_like
 from pruning.models import load_model
+from pruning.protocol import Protocol
 from pruning.ticket import Ticket, applied
 from pruning.tiny import TinyConfig
-from pruning.training import MaskSet, TrainConfig, heldout_loss, load_state, train
+from pruning.training import batch_order, heldout_loss
 
 REPO = Path(__file__).resolve().parents[1]
 MICRO = TinyConfig(vocab_size=400, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2,
                    intermediate_size=64, max_positions=32)
-TRAIN = TrainConfig(steps=4, batch_size=2, seq_len=32, lr=5e-3)
+BASE = dict(tiny=MICRO, seq_len=32, batch_size=2, lr=5e-3, steps=8, warmup_steps=3, eval_every=2, rewind="step:3",
+            rounds=1, seeds=(0, 1), val_windows=4, heldout_windows=4, stability="none", sanity=False)
 
 
 @pytest.fixture(autouse=True)
@@ -35,85 +41,138 @@ def one_thread():
 
 @pytest.fixture
 def state(state, data_dir, tmp_path, monkeypatch):
-    """The shared `state` fixture, with a corpus of WikiText-2 valid's first 20 articles (the real text,
-    a third of it) so that tokenizer training and tokenisation take a fraction of a second."""
+    """The shared `state` fixture with a small corpus: the first 30 articles of WikiText-2 valid as
+    "valid.txt" and the next 10 as "test.txt" (real text), so tokenizer training takes a fraction of a second."""
     text = (data_dir / "corpora/wikitext-2/valid.txt").read_text(encoding="utf-8").split("\n")
     heads = [i for i, line in enumerate(text) if line.startswith(" = ") and not line.startswith(" = = ")]
     small = tmp_path / "reference"
     (small / "corpora/wikitext-2").mkdir(parents=True)
-    (small / "corpora/wikitext-2/valid.txt").write_text("\n".join(text[: heads[20]]), encoding="utf-8")
+    (small / "corpora/wikitext-2/valid.txt").write_text("\n".join(text[: heads[30]]), encoding="utf-8")
+    (small / "corpora/wikitext-2/test.txt").write_text("\n".join(text[heads[30]: heads[40]]), encoding="utf-8")
     monkeypatch.setenv("TICKETLAB_DATA_DIR", str(small))
     return state
 
 
-def micro(**kw) -> ImpSettings:
-    return ImpSettings(**{"train": TRAIN, "tiny": MICRO, "eval_windows": 4, **kw})
+def micro(**kw) -> Protocol:
+    return Protocol(**{**BASE, **kw})
 
 
 def ids(results):
     return [(r.arm, r.seed, r.round, r.ticket.id) for r in results]
 
 
-def test_rounds_prune_the_remaining_weights_with_a_ticket_chain(state):
-    exp = ImpExperiment(micro(rate=0.3, scope="layer"))
-    res = exp.run(2, [0], ("reinit", "random"))
-    tickets = [r for r in res if r.arm == "ticket"]
-    assert [r.round for r in tickets] == [0, 1, 2]
-    assert [r.arm for r in res] == ["ticket", "ticket", "reinit", "random", "ticket", "reinit", "random"]
-    for r in tickets[1:]:  # per tensor: floor(30% of the survivors) go each round
-        for name, mask in r.ticket.masks.items():
-            prev = tickets[r.round - 1].ticket.masks[name]
-            assert not (mask & ~prev).any()  # masks only shrink
-            assert int(prev.sum()) - int(mask.sum()) == int(int(prev.sum()) * 0.3)
-    assert tickets[0].sparsity == 0 and tickets[1].ticket.parent == tickets[0].ticket.id
-    assert tickets[2].ticket.parent == tickets[1].ticket.id
-    lin = tickets[2].ticket.lineage
-    assert lin == {"experiment": exp.id, "arm": "ticket", "seed": 0, "round": 2, "rewind": "init"}
-    names = {ref.name for ref in tickets[0].dense.adapter.linears()}
-    assert set(tickets[2].ticket.masks) == names  # embeddings and norms are not pruned by default
-    assert tickets[2].ticket.calibration["rule"].startswith("article index")
+def by(results, arm, seed=0, rnd=1):
+    return next(r for r in results if (r.arm, r.seed, r.round) == (arm, seed, rnd))
+
+
+def test_every_arm_takes_the_dense_runs_steps_and_learning_rates_from_k(state):
+    """Finding 1: a network rewound to step K trains steps K..T-1 with the dense run's learning rates,
+    not K + T steps with a second warm-up."""
+    res = ImpExperiment(micro(rounds=2)).run()
+    dense = by(res, "ticket", 0, 0)
+    assert dense.steps == list(range(8)) and dense.record["optimizer_steps"] == 8
+    for r in res:
+        if r.round == 0:
+            continue
+        assert r.record["start_step"] == 3 and r.steps == list(range(3, 8)), (r.arm, r.round)
+        assert r.lrs == dense.lrs[3:], (r.arm, r.round)  # the same learning rate at every step
+        assert r.record["optimizer_steps"] == 8 - 3
+    assert dense.lrs[0] < dense.lrs[2] and dense.lrs[3] >= dense.lrs[4]  # warm-up only once, in the dense run
+
+
+def test_retraining_order_differs_from_the_mask_finding_order(state):
+    """Finding 2: the data seed names the arm and round; a ticket never replays the batches of the run its
+    mask came from, and the controls and stability copies each get their own order."""
+    exp = ImpExperiment(micro(rounds=2, stability="all", arms=("ticket", "random", "reinit")))
+    res = exp.run()
+    seeds = {(r.arm, r.round): r.record["data_seed"] for r in res if r.seed == 0}
+    assert len(set(seeds.values())) == len(seeds)
+    n = exp.train_data.shape[0]
+    orders = {k: batch_order(n, 2, 8, s)[3:] for k, s in seeds.items()}
+    assert not torch.equal(orders[("ticket", 1)], batch_order(n, 2, 8, seeds[("ticket", 0)])[3:])
+    assert not torch.equal(orders[("ticket", 2)], orders[("ticket", 1)])
+    stab = by(res, "ticket", 0, 1).stability["3"]["data_seeds"]
+    assert len(set(stab) | set(seeds.values())) == len(seeds) + 2
+    assert seeds[("ticket", 1)] == data_seed(0, "ticket", 1)
+
+
+def test_random_control_has_the_tickets_per_layer_counts_and_nothing_else(state):
+    res = ImpExperiment(micro(arms=("ticket", "random", "reinit"))).run()
+    t, rand, reinit = by(res, "ticket").ticket, by(res, "random").ticket, by(res, "reinit").ticket
+    for name, mask in t.masks.items():
+        assert int(rand.masks[name].sum()) == int(mask.sum())
+        assert torch.equal(reinit.masks[name], mask)
+    assert any(not torch.equal(rand.masks[n], t.masks[n]) for n in t.masks)
+    # independent of where the ticket's survivors are: another mask with the same counts gives the same control
+    shuffled = {n: m.flatten()[torch.randperm(m.numel(), generator=torch.Generator().manual_seed(5))].view(m.shape)
+                for n, m in t.masks.items()}
+    seed = derive_seed("random", 0, 1)
+    assert all(torch.equal(random_like(shuffled, seed)[n], rand.masks[n]) for n in t.masks)
+    assert rand.parent == reinit.parent == t.id
+
+
+def test_reinit_is_a_fresh_network_and_random_starts_at_k(state):
+    exp = ImpExperiment(micro(arms=("ticket", "random", "reinit")))
+    res = exp.run()
+    s = exp._seed(0)
+    k = exp._step_k(s)
+    for arm, same in (("random", True), ("reinit", False)):
+        ticket = by(res, arm).ticket
+        emb = "model.embed_tokens.weight"
+        ctx = exp._context(s, 1, ticket.masks, None, arm)
+        from pruning.arms import ARMS
+
+        plan = ARMS[arm].fn(ctx)
+        assert torch.equal(plan.start[emb], k[emb]) == same  # reinit redraws every tensor, embeddings included
+
+
+def test_stability_at_round_0_starts_from_k(state):
+    """Finding 4: the dense network's stability is measured from K (and, for the comparison, from 0)."""
+    exp = ImpExperiment(micro(stability="dense"))
+    res = exp.run()
+    st = by(res, "ticket", 0, 0).stability
+    assert set(st) == {"0", "3"}
+    assert st["3"]["start_step"] == 3 and st["3"]["optimizer_steps"] == 5
+    assert st["0"]["start_step"] == 0 and st["0"]["optimizer_steps"] == 8
+    assert st["3"]["barrier"] != st["0"]["barrier"]
 
 
 def test_ticket_reproduces_its_evaluated_model(state):
     exp = ImpExperiment(micro())
-    res = exp.run(1, [0], ())
-    r = res[-1]
+    r = by(exp.run(), "ticket")
     loaded = load_model(r.ticket.dense["spec"])  # the seed's step-0 checkpoint in the experiment folder
     with applied(loaded, Ticket.load(r.ticket.path)):
         assert heldout_loss(loaded.model, exp.heldout, 16)[0] == r.heldout_loss
 
 
-def test_step_rewind_restores_exactly_the_saved_values(state):
-    exp = ImpExperiment(micro(rewind="step:2"))
-    res = exp.run(1, [0], ())
+def test_runs_are_early_stopped_on_validation(state):
+    res = ImpExperiment(micro()).run()
+    r = by(res, "ticket", 0, 0)
+    steps = [s for s, _ in r.record["curve"]]
+    assert steps == [2, 4, 6, 8]
+    best = min(r.record["curve"], key=lambda sv: sv[1])
+    assert r.record["best_step"] == best[0]
+
+
+def test_lr_rewinding_keeps_every_control_in_its_own_lineage(state):
+    """Finding 3: under lr rewinding the random control continues its own previous round (nested masks),
+    reinit trains its own dense round 0, and a compute-matched dense run is reported."""
+    exp = ImpExperiment(micro(rewind="lr", rounds=2, arms=("ticket", "random", "reinit", "dense_matched")))
+    res = exp.run()
+    assert by(res, "reinit", 0, 0).sparsity == 0  # its own dense network, from its own initialisation
+    assert by(res, "reinit", 0, 0).ticket.id != by(res, "ticket", 0, 0).ticket.id
+    r1, r2 = by(res, "random", 0, 1).ticket, by(res, "random", 0, 2).ticket
+    t2 = by(res, "ticket", 0, 2).ticket
+    for n in r2.masks:
+        assert not (r2.masks[n] & ~r1.masks[n]).any()  # nested in its own previous mask
+        assert int(r2.masks[n].sum()) == int(t2.masks[n].sum())
     s = exp._seed(0)
-    saved = exp._step_k(s)
-    # the checkpoint is step 2 of the dense run: replaying two steps from the init gives the same bits
-    load_state(s.loaded.model, s.dense_state)
-    replay = train(s.loaded.model, exp.train_data, TRAIN, data_seed=__import__("pruning.imp").imp.derive_seed("data", 0),
-                   checkpoint_steps=[2])
-    assert all(torch.equal(replay.checkpoints[2][n], saved[n]) for n in saved)
-    ticket = res[-1].ticket
-    start = exp._start(s, "ticket", 1, res[0].ticket)
-    load_state(s.loaded.model, start)
-    MaskSet(s.loaded.model, ticket.masks).apply_()
-    for name, mask in ticket.masks.items():
-        w = s.loaded.model.get_parameter(name).detach()
-        assert torch.equal(w[mask], saved[name][mask]) and torch.all(w[~mask] == 0)
-
-
-def test_controls_differ_from_the_ticket_at_equal_sparsity(state):
-    res = ImpExperiment(micro()).run(1, [0])
-    by_arm = {r.arm: r.ticket for r in res if r.round == 1}
-    t, reinit, rand = by_arm["ticket"], by_arm["reinit"], by_arm["random"]
-    for name in t.masks:
-        assert torch.equal(reinit.masks[name], t.masks[name])  # same mask ...
-        assert int(rand.masks[name].sum()) == int(t.masks[name].sum())  # ... same per-tensor counts
-    assert any(not torch.equal(rand.masks[n], t.masks[n]) for n in t.masks)  # a different mask
-    n = next(iter(t.masks))
-    assert not torch.equal(reinit.weights[n], t.weights[n])  # a different initialisation
-    assert reinit.parent == rand.parent == t.id
-    assert abs(reinit.achieved_sparsity - t.achieved_sparsity) < 1e-12 and rand.achieved_sparsity == t.achieved_sparsity
+    s.lineage = {"ticket": by(res, "ticket", 0, 1).ticket, "random": r1}
+    ctx = exp._context(s, 2, t2.masks, None, "random")
+    name = next(iter(r1.masks))
+    assert torch.equal(ctx.own_prev_state[name], r1.weights[name])  # not the ticket's trained weights
+    dm = [r for r in res if r.arm == "dense_matched" and r.seed == 0]
+    assert [r.sparsity for r in dm] == [0, 0] and all(r.steps == list(range(8)) for r in dm)
 
 
 def test_resume_after_a_crash_gives_the_same_ticket_ids(state, tmp_path, monkeypatch):
@@ -124,34 +183,32 @@ def test_resume_after_a_crash_gives_the_same_ticket_ids(state, tmp_path, monkeyp
         if r.round == 1 and r.arm == "reinit":
             raise Boom
 
-    settings = micro()
+    p = micro(arms=("ticket", "reinit"), seeds=(0, 1))
     with pytest.raises(Boom):
-        ImpExperiment(settings).run(2, [0], ("reinit",), on_round=crash)
-    resumed = ImpExperiment(settings).run(2, [0], ("reinit",))
-    assert [r.resumed for r in resumed] == [True, True, True, False, False]
-    # an uninterrupted run in a fresh state directory ends with the same ids
+        ImpExperiment(p).run(on_round=crash)
+    resumed = ImpExperiment(p).run()
+    assert [r.resumed for r in resumed] == [True, True, True, False, False, False]  # the crash came after its save
     other = tmp_path / "other"
-    other.mkdir()
-    (other / "models").mkdir()
+    (other / "models").mkdir(parents=True)
     monkeypatch.setenv("TICKETLAB_STATE_DIR", str(other))
-    fresh = ImpExperiment(settings).run(2, [0], ("reinit",))
+    fresh = ImpExperiment(p).run()
     assert ids(fresh) == ids(resumed)
 
 
 def test_kill_minus_9_then_rerun_gives_the_same_ids(state):
     script = (
         "import torch\n"
-        "from pruning.imp import ImpExperiment, ImpSettings\n"
-        "from pruning.tiny import TinyConfig\nfrom pruning.training import TrainConfig\n"
+        "from pruning.imp import ImpExperiment\nfrom pruning.protocol import Protocol\n"
+        "from pruning.tiny import TinyConfig\n"
         f"torch.set_num_threads({torch.get_num_threads()})\n"
-        f"s = ImpSettings(train=TrainConfig(steps=4, batch_size=2, seq_len=32, lr=5e-3), tiny=TinyConfig("
-        f"vocab_size=400, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=64, "
-        f"max_positions=32), eval_windows=4)\n"
-        "ImpExperiment(s).run(3, [0], ('random',))\n")
-    exp = ImpExperiment(micro())
+        f"base = {({k: v for k, v in BASE.items() if k != 'tiny'})!r}\n"
+        f"tiny = {MICRO!r}\n"
+        "ImpExperiment(Protocol(tiny=tiny, **{**base, 'rounds': 3, 'pilot_steps': 8})).run()\n")
+    p = micro(rounds=3, pilot_steps=8)
+    exp = ImpExperiment(p)
     marker = exp.dir / "seed-0" / "ticket-1.json"
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, env=os.environ.copy(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
         while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -159,123 +216,153 @@ def test_kill_minus_9_then_rerun_gives_the_same_ids(state):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    assert marker.exists()
-    after = ImpExperiment(micro()).run(3, [0], ("random",))
+    assert marker.exists(), proc.stderr.read().decode()[-2000:]
+    after = ImpExperiment(p).run()
     assert any(r.resumed for r in after) and not all(r.resumed for r in after)
-    # reference: same experiment, state wiped
-    import shutil
-
     shutil.rmtree(exp.dir)
     shutil.rmtree(state / "tickets")
-    reference = ImpExperiment(micro()).run(3, [0], ("random",))
+    reference = ImpExperiment(p).run()
     assert not any(r.resumed for r in reference) and ids(reference) == ids(after)
 
 
-def test_lr_and_finetune_rewinding_continue_from_the_trained_weights(state):
-    for rewind in ("lr", "finetune"):
-        exp = ImpExperiment(micro(rewind=rewind))
-        res = exp.run(1, [0], ())
-        s = exp._seed(0)
-        start = exp._start(s, "ticket", 1, res[0].ticket)
-        n = next(iter(res[0].ticket.masks))
-        assert torch.equal(start[n], res[0].ticket.weights[n])
-    assert exp._train_config(1).schedule == "constant" and exp._train_config(0).schedule == "cosine"
+def test_pilot_chooses_lr_and_t_at_the_validation_minimum_and_is_stored(state):
+    p = micro(lr=None, steps=None, pilot_lrs=(1e-3, 1e-2), pilot_steps=8, seeds=(0, 1))
+    exp = ImpExperiment(p)
+    exp.run()
+    pilot = json.loads((exp.dir / "pilot.json").read_text())
+    best = min(pilot["curves"], key=lambda c: min(v for _, v in c["curve"]))
+    step = min(best["curve"], key=lambda sv: sv[1])[0]
+    assert pilot["lr"] == best["lr"] and pilot["steps"] == max(step, 4)  # T > K = 3 on the grid of 2
+    assert exp.resolved.lr == pilot["lr"] and exp.resolved.steps == pilot["steps"]
+    stored = json.loads((exp.dir / "protocol.json").read_text())
+    assert stored["protocol"] == p.to_dict() and stored["resolved"] == {"lr": pilot["lr"], "steps": pilot["steps"]}
 
 
-def test_head_pruning_removes_whole_heads(state):
-    exp = ImpExperiment(micro(unit="heads", rate=0.5))
-    res = exp.run(1, [0], ("random",))
-    t = next(r.ticket for r in res if r.arm == "ticket" and r.round == 1)
-    rand = next(r.ticket for r in res if r.arm == "random")
-    removed = t.structure["removed_heads"]
-    assert sum(len(v) for v in removed.values()) == 4  # half of 2 x 4 heads
-    adapter = res[0].dense.adapter
-    for layer, heads in removed.items():
-        assert len(heads) < adapter.num_heads
-        for h in heads:
-            q = t.masks[f"model.layers.{layer}.self_attn.q_proj.weight"]
-            assert not q[h * adapter.head_dim:(h + 1) * adapter.head_dim].any()
-    assert {k: len(v) for k, v in rand.structure["removed_heads"].items()} == {k: len(v) for k, v in removed.items()}
+def test_a_changed_protocol_is_a_different_experiment(state):
+    a, b = ImpExperiment(micro()), ImpExperiment(micro(delta=0.05))
+    assert a.id != b.id and a.dir != b.dir
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"rate": 0.0}, "outside \\(0, 1\\)"),
-    ({"rate": 1.0}, "outside \\(0, 1\\)"),
-    ({"rewind": "step:4"}, "beyond the training length"),
-    ({"rewind": "step:x"}, "integer K"),
-    ({"rewind": "pretrained"}, "needs a pretrained model"),
-    ({"rewind": "later"}, "choose init"),
+@pytest.mark.parametrize("kwargs, setting", [
+    ({"rewind": "step:8"}, "rewind"),
+    ({"rate": 1.0}, "rate"),
+    ({"rate": 0.0}, "rate"),
+    ({"seeds": (0,)}, "seeds"),
+    ({"split_every": 10, "validation_index": 9, "heldout_index": 9}, "split"),
+    ({"tiny": replace(MICRO, num_layers=0)}, "tiny.num_layers"),
 ])
-def test_bad_settings_are_refused(kwargs, match):
-    with pytest.raises(TicketLabError, match=match):
-        micro(**kwargs).validate()
+def test_bad_protocols_are_refused_before_training_and_nothing_is_overwritten(state, kwargs, setting):
+    good = ImpExperiment(micro())
+    good.run()
+    before = {p: p.read_bytes() for p in good.dir.rglob("*") if p.is_file()}
+    tickets = sorted(p.name for p in (state / "tickets").iterdir())
+    with pytest.raises(TicketLabError, match=f"protocol setting {setting}"):
+        ImpExperiment(micro(**kwargs))
+    assert {p: p.read_bytes() for p in good.dir.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in (state / "tickets").iterdir()) == tickets
+    assert sorted(p.name for p in (state / "experiments").iterdir()) == [good.id]
+
+
+def test_a_split_that_leaves_an_empty_set_is_refused(state, monkeypatch, tmp_path):
+    tiny = tmp_path / "tiny-corpus"
+    (tiny / "corpora/wikitext-2").mkdir(parents=True)
+    for f in ("valid.txt", "test.txt"):
+        (tiny / "corpora/wikitext-2" / f).write_text(" = Only = \n\n text .\n", encoding="utf-8")
+    monkeypatch.setenv("TICKETLAB_DATA_DIR", str(tiny))
+    with pytest.raises(TicketLabError, match="split: the validation set is empty"):
+        ImpExperiment(micro())
+    assert not (state / "experiments").exists()
 
 
 def test_missing_rewind_checkpoint_is_a_clear_error(state):
-    exp = ImpExperiment(micro(rewind="step:1"))
-    exp.run(1, [0], ())
-    (exp.dir / "seed-0" / "step-1.safetensors").unlink()
+    exp = ImpExperiment(micro(rounds=1))
+    exp.run()
+    (exp.dir / "seed-0" / "step-3.safetensors").unlink()
     with pytest.raises(TicketLabError, match="rewind checkpoint .* is missing"):
-        ImpExperiment(micro(rewind="step:1")).run(2, [0], ())
+        ImpExperiment(micro(rounds=1)).run()
+
+
+def test_head_pruning_removes_whole_heads(state):
+    res = ImpExperiment(micro(unit="heads", rate=0.5, arms=("ticket", "random"))).run()
+    from pruning.structure import removed as removed_of
+
+    t, rand = by(res, "ticket").ticket, by(res, "random").ticket
+    removed = removed_of(t.structure, "query_heads")
+    assert sum(len(v) for v in removed.values()) == 4  # half of 2 x 4 heads
+    assert {k: len(v) for k, v in removed_of(rand.structure, "query_heads").items()} == \
+        {k: len(v) for k, v in removed.items()}
 
 
 @pytest.mark.parametrize("recovery", ["full", "lora"])
-def test_pretrained_model_rewinds_to_its_weights_and_keeps_the_mask(state, tiny_llama_dir, recovery):
-    cfg = ImpSettings(model=str(tiny_llama_dir), rewind="pretrained", train=TrainConfig(steps=2, batch_size=2,
-                      seq_len=32, lr=1e-3), eval_windows=2, eval_batch=2, recovery=recovery, lora_rank=2)
-    exp = ImpExperiment(cfg)
-    res = exp.run(1, [0], ())
-    t = res[-1].ticket
+def test_pretrained_model_rewinds_to_its_weights_with_its_controls(state, tiny_llama_dir, recovery):
+    arms = ("ticket", "random", "magnitude", "wanda", "dense_matched") if recovery == "full" else ("ticket",)
+    p = Protocol(model=str(tiny_llama_dir), rewind="pretrained", lr=1e-3, steps=2, batch_size=2, seq_len=32,
+                 warmup_steps=1, eval_every=2, val_windows=2, heldout_windows=2, eval_batch=2, seeds=(0, 1),
+                 arms=arms, recovery=recovery, lora_rank=2, stability="none", sanity=False, rounds=1)
+    exp = ImpExperiment(p)
+    res = exp.run()
     dense = load_model(str(tiny_llama_dir))
+    t = by(res, "ticket").ticket
     assert t.dense["weights_sha256"] == dense.weights_sha256
-    assert set(t.weights) == set(t.masks)  # only the prunable linears are trained; embeddings stay pretrained
+    assert set(t.weights) <= set(t.masks)  # only the prunable linears train; embeddings stay pretrained
     for name, mask in t.masks.items():
-        assert torch.all(t.weights[name][~mask] == 0), name
-    start = exp._start(exp._seed(0), "ticket", 1, res[0].ticket)
-    assert all(torch.equal(start[n], p.detach()) for n, p in dense.model.named_parameters())
-    with pytest.raises(TicketLabError, match="use --rewind pretrained"):
-        ImpSettings(model=str(tiny_llama_dir), rewind="init").validate()
+        assert torch.all(t.weights.get(name, dense.model.get_parameter(name).detach())[~mask] == 0), name
+    for arm in arms[1:]:
+        r = by(res, arm)
+        assert r.steps == by(res, "ticket").steps  # the same retraining
+        if arm != "dense_matched":
+            assert r.sparsity == pytest.approx(by(res, "ticket").sparsity, abs=0.01), arm
+    with pytest.raises(TicketLabError, match="protocol setting rewind"):
+        Protocol(model=str(tiny_llama_dir), rewind="init").validate()
 
 
-def test_ledger_recording_report_and_figure(state):
+def test_bf16_weights_are_refused(state, tiny_llama_dir):
+    with pytest.raises(TicketLabError, match="protocol setting dtype"):
+        Protocol(model=str(tiny_llama_dir), rewind="pretrained", dtype="bfloat16").validate()
+
+
+def test_ledger_report_verdict_and_figures(state):
     from analysis.experiments import (
+        experiment_verdict,
+        format_report,
         imp_figure,
         imp_report,
+        learning_curves,
         record_experiment,
         record_round,
-        stability_by_rewind,
     )
     from analysis.ledger import Ledger
 
     ledger = Ledger()
-    exp = ImpExperiment(micro())
-    record_experiment(exp.id, exp.record, "running", ledger=ledger)
-    res = exp.run(1, [0, 1], ("random",), stability=True, on_round=lambda r: record_round(r, ledger))
+    p = micro(stability="dense", sanity=True, arms=("ticket", "random"))
+    exp = ImpExperiment(p)
+    record_experiment(exp.id, {**p.to_dict(), "rewind_step": 3, "folder": str(exp.dir)}, "running", ledger=ledger)
+    res = exp.run(on_round=lambda r: record_round(r, ledger))
     assert not any(record_round(r, ledger) for r in res)  # replaying is a no-op
-    n = ledger.query("SELECT count(*) n FROM metrics WHERE task = 'heldout'")[0]["n"]
-    assert n == 2 * len(res)
-    row = ledger.get_ticket(res[1].ticket.id)
-    assert row["method"] == "imp" and row["experiment"] == exp.id and row["parent"] == res[0].ticket.id
     table = imp_report(exp.id[:8], ledger)
     assert list(table["round"]) == [0, 1] and list(table["n_seeds"]) == [2, 2]
-    assert table.loc[1, "sparsity"] == pytest.approx(res[1].sparsity)
-    assert table["barrier_mean"].notna().all()
-    by_rewind = stability_by_rewind([exp.id], ledger)
-    assert list(by_rewind["rewind"]) == ["init", "init"] and list(by_rewind["n"]) == [2, 2]
+    v = experiment_verdict(exp.id, ledger)
+    assert v["n_seeds"] == 2 and v["sanity"] is not None and set(v["barrier"]["by_rewind_step"]) == {"0", "3"}
+    text = format_report(table)
+    assert "delta = 0.02 nats" in text and "VERDICT" in text and "95%" in text
+    curves = learning_curves(exp.id, ledger)
+    assert set(curves["step"]) == {2, 4, 6, 8} and (curves["n"] == 2).all()
     out = state / "fig.html"
     imp_figure(table, out)
     assert out.exists() and "weights remaining" in out.read_text()
 
 
-def test_cli_json(state, capsys):
+def test_cli_json_and_report(state, capsys):
     from app.cli import main
 
-    argv = ["imp", "--rounds", "1", "--train-steps", "2", "--batch-size", "2", "--seq-len", "16",
-            "--eval-windows", "2", "--seeds", "0", "--controls", "random", "--json", "--quiet"]
+    argv = ["imp", "--rounds", "1", "--train-steps", "4", "--lr", "5e-3", "--warmup-steps", "1", "--batch-size", "2",
+            "--seq-len", "16", "--eval-every", "2", "--rewind", "step:1", "--val-windows", "2", "--heldout-windows", "2",
+            "--seeds", "0,1", "--arms", "ticket,random", "--stability", "none", "--no-sanity", "--json", "--quiet"]
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["experiment"].startswith("imp-")
-    assert [(r["arm"], r["round"]) for r in out["rounds"]] == [("ticket", 0), ("ticket", 1), ("random", 1)]
+    assert out["experiment"].startswith("imp-") and "delta = 0.02 nats" in out["verdict"]["sentence"]
+    assert [(r["arm"], r["round"]) for r in out["rounds"]] == [("ticket", 0), ("ticket", 1), ("random", 1)] * 2
     assert main(["imp-report", out["experiment"], "--out", str(state / "r.html")]) == 0
-    assert "random" in capsys.readouterr().out and (state / "r.html").exists()
+    assert "VERDICT" in capsys.readouterr().out and (state / "r.html").exists()
     assert main(argv[:-2] + ["--rate", "1.5"]) == 2
+    assert main(argv[:-2] + ["--seeds", "0"]) == 2

@@ -11,6 +11,7 @@ from pruning.calibration import CalibrationSet
 from pruning.errors import TicketLabError
 from pruning.materialize import LOADER, SHAPES_KEY, load_materialized, materialize
 from pruning.prune import make_ticket
+from pruning.structure import removed
 from pruning.ticket import applied
 
 HD = 16
@@ -97,7 +98,7 @@ def test_kv_group_removal_shapes(tiny_llama, tmp_path, calib):
     attn = "model.layers.0.self_attn"
     assert w[f"{attn}.q_proj.weight"].shape == (2 * HD, 64) and w[f"{attn}.k_proj.weight"].shape == (HD, 64)
     assert w[f"{attn}.o_proj.weight"].shape == (64, 2 * HD)  # the removed group's o_proj columns are gone
-    kept = [g for g in range(2) if g not in ticket.structure["kv_removed"][0]][0]
+    kept = [g for g in range(2) if g not in removed(ticket.structure, "kv_heads")[0]][0]
     dense_k = tiny_llama.model.get_parameter(f"{attn}.k_proj.weight")
     torch.testing.assert_close(w[f"{attn}.k_proj.weight"], dense_k[kept * HD:(kept + 1) * HD])
 
@@ -105,8 +106,8 @@ def test_kv_group_removal_shapes(tiny_llama, tmp_path, calib):
 def test_layers_drop_and_renumber(tiny_gpt2, tmp_path, calib):
     ticket = make_ticket(tiny_gpt2, "layers", 0.5, calib=calib)
     summary = materialize(tiny_gpt2, ticket, tmp_path / "m")
-    kept = [i for i in range(2) if i not in ticket.structure["removed"]]
-    assert summary["num_layers"] == 1 and summary["removed_layers"] == ticket.structure["removed"]
+    kept = [i for i in range(2) if i not in removed(ticket.structure, "layers")]
+    assert summary["num_layers"] == 1 and summary["removed_layers"] == removed(ticket.structure, "layers")
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
     assert cfg["n_layer"] == 1 and cfg["ticketlab_materialized"]["dense_layers"] == kept
 
@@ -145,3 +146,49 @@ def test_cli_materialize(tiny_llama, state, tmp_path, calib, capsys):
     assert "--overwrite" in capsys.readouterr().err
     assert main(["materialize", str(ticket.path), "--out", str(out), "--overwrite"]) == 0
     assert main(["materialize", "nosuchticket", "--out", str(tmp_path / "x")]) == 2
+
+
+def _tree(root):
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_overwrite_replaces_only_a_materialized_model(tiny_llama, tmp_path, calib):
+    """--overwrite used to delete whatever folder --out named; now anything but a materialized model stays."""
+    ticket = make_ticket(tiny_llama, "neurons", 0.5, calib=calib)
+    work = tmp_path / "out" / "my-project"
+    (work / "src").mkdir(parents=True)
+    (work / "src" / "notes.txt").write_text("three weeks of work")
+    (work / "config.json").write_text('{"model_type": "llama"}')  # looks like a model, was not made by us
+    before = _tree(work)
+    with pytest.raises(TicketLabError, match="not a materialized model.*nothing was touched"):
+        materialize(tiny_llama, ticket, work, overwrite=True)
+    assert _tree(work) == before
+    a_file = tmp_path / "out" / "file.bin"
+    a_file.write_bytes(b"keep")
+    with pytest.raises(TicketLabError, match="a file, not a materialized model"):
+        materialize(tiny_llama, ticket, a_file, overwrite=True)
+    assert a_file.read_bytes() == b"keep"
+    link = tmp_path / "out" / "link"
+    link.symlink_to(work)
+    with pytest.raises(TicketLabError, match="a link"):
+        materialize(tiny_llama, ticket, link, overwrite=True)
+    assert link.is_symlink() and _tree(work) == before
+    # an empty folder holds nothing to lose; a materialized model is replaced
+    empty = tmp_path / "out" / "empty"
+    empty.mkdir()
+    materialize(tiny_llama, ticket, empty, overwrite=True)
+    materialize(tiny_llama, ticket, empty, overwrite=True)
+    assert json.loads((empty / "ticketlab_materialized.json").read_text())["ticket"] == ticket.id
+
+
+def test_cli_overwrite_refuses_a_foreign_folder_before_loading(state, tmp_path, tiny_llama, calib, capsys):
+    from app.cli import main
+
+    ticket = make_ticket(tiny_llama, "heads", 0.5, calib=calib)
+    ticket.save()
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "data.csv").write_text("a,b\n1,2\n")
+    assert main(["materialize", ticket.id, "--out", str(work), "--overwrite", "--model", "/nonexistent"]) == 2
+    assert "not a materialized model" in capsys.readouterr().err  # refused before the (missing) model is loaded
+    assert _tree(work) == {"data.csv": b"a,b\n1,2\n"}

@@ -93,3 +93,19 @@ def test_missing_or_empty_data_file(tiny_llama, tmp_path, monkeypatch):
     f.write_bytes(b"\xff\xfe\xfa not utf-8")
     with pytest.raises(TicketLabError, match="not UTF-8"):
         P.perplexity(tiny_llama, seq_len=64, limit=1)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_gpt2"])
+def test_adapter_body_head_split_is_exact_and_positions_come_from_it(fixture, request):
+    lm = request.getfixturevalue(fixture)
+    split = lm.adapter.body_and_head()
+    assert split is not None and split[1] is lm.model.get_output_embeddings()
+    batch = torch.randint(0, 1000, (2, 24), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        chunked = P._window_nll(lm.model, batch, split)
+        plain = P._window_nll(lm.model, batch, None)
+    torch.testing.assert_close(chunked, plain, rtol=1e-5, atol=1e-4)
+    # Llama says max_position_embeddings, GPT-2 n_positions: the adapter answers for both
+    assert lm.adapter.max_positions == 256
+    with pytest.raises(TicketLabError, match="256 positions"):
+        P.perplexity(lm, seq_len=257, limit=1)

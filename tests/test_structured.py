@@ -18,6 +18,7 @@ from pruning.importance import (
 )
 from pruning.methods.structured import select_lowest
 from pruning.prune import make_ticket
+from pruning.structure import per_layer_lists, removed
 from pruning.ticket import Ticket
 
 HD, D = 16, 64  # tiny Llama: head_dim, hidden
@@ -80,8 +81,8 @@ def test_magnitude_hand_computed_and_ties(tiny_llama, calib):
     _scale(lm, lm.adapter.kv_group_slices(1, 1), 0.01)
     t = make_ticket(lm, "heads", 0.5, calib=calib)
     # layer 0 is a tie: the lower index goes; layer 1: group 1 is the weakest
-    assert t.structure["kv_removed"] == [[0], [1]]
-    assert t.structure["removed"] == [[0, 1], [2, 3]]
+    assert per_layer_lists(t.structure, "kv_heads", 2) == [[0], [1]]
+    assert per_layer_lists(t.structure, "query_heads", 2) == [[0, 1], [2, 3]]
 
 
 def test_neuron_magnitude_hand_computed(tiny_llama, calib):
@@ -95,7 +96,7 @@ def test_neuron_magnitude_hand_computed(tiny_llama, calib):
     scores = magnitude_scores(lm.adapter, "neuron")
     torch.testing.assert_close(scores[0], a.double() * math.sqrt(3 * D))
     t = make_ticket(lm, "neurons", 0.25, calib=calib)
-    assert t.structure["removed"][0] == sorted(j for j in range(128) if a[j] < 32)
+    assert removed(t.structure, "neurons")[0] == sorted(j for j in range(128) if a[j] < 32)
     assert t.masks[f"{p}.down_proj.weight"][:, a < 32].any().item() is False
     assert t.structure["unit_sparsity"] == 0.25 and "neurons" in t.structure["sparsity_means"]
 
@@ -108,11 +109,13 @@ def test_gqa_rule_query_units(tiny_llama, calib):
     k0 = f"{lm.adapter.layer_prefix(0)}.self_attn.k_proj.weight"
     o0 = f"{lm.adapter.layer_prefix(0)}.self_attn.o_proj.weight"
     one = make_ticket(lm, "heads", 0.25, options={"unit": "query"}, calib=calib)
-    assert one.structure["removed"] == [[0], [0]] and one.structure["kv_removed"] == [[], []]
+    assert per_layer_lists(one.structure, "query_heads", 2) == [[0], [0]]
+    assert per_layer_lists(one.structure, "kv_heads", 2) == [[], []]
     assert one.masks[k0].all()  # the KV head still serves query head 1
     assert not one.masks[o0][:, :HD].any() and one.masks[o0][:, HD:].all()
     both = make_ticket(lm, "heads", 0.5, options={"unit": "query"}, calib=calib)
-    assert both.structure["removed"] == [[0, 1], [0, 1]] and both.structure["kv_removed"] == [[0], [0]]
+    assert per_layer_lists(both.structure, "query_heads", 2) == [[0, 1], [0, 1]]
+    assert per_layer_lists(both.structure, "kv_heads", 2) == [[0], [0]]
     assert not both.masks[k0][:HD].any() and both.masks[k0][HD:].all()
     assert "query heads" in both.structure["gqa_rule"]
 
@@ -121,7 +124,7 @@ def test_kv_group_unit_takes_all_its_query_heads(tiny_llama, calib):
     lm = tiny_llama
     _scale(lm, lm.adapter.kv_group_slices(0, 1), 0.01)
     t = make_ticket(lm, "heads", 0.5, options={"unit": "kv_group"}, calib=calib)
-    assert t.structure["kv_removed"][0] == [1] and t.structure["removed"][0] == [2, 3]
+    assert removed(t.structure, "kv_heads")[0] == [1] and removed(t.structure, "query_heads")[0] == [2, 3]
     q = t.masks[f"{lm.adapter.layer_prefix(0)}.self_attn.q_proj.weight"]
     assert not q[2 * HD:].any() and q[:2 * HD].all()
 
@@ -132,10 +135,11 @@ def test_never_removes_everything(tiny_llama, tiny_gpt2, calib):
                              ("neurons", {}), ("neurons", {"per_layer": "global"})]:
             t = make_ticket(lm, method, 0.99, options=opts, calib=calib)
             per_layer = t.structure["units_per_layer"]
-            removed = t.structure.get("removed_units", t.structure["removed"])
-            assert all(len(r) < per_layer for r in removed) and sum(map(len, removed)) >= per_layer - 1
+            unit = {"kv_group": "kv_heads", "query": "query_heads", "neuron": "neurons"}[t.structure["unit"]]
+            gone = per_layer_lists(t.structure, unit, lm.adapter.num_layers)
+            assert all(len(r) < per_layer for r in gone) and sum(map(len, gone)) >= per_layer - 1
         t = make_ticket(lm, "layers", 0.99, calib=calib)
-        assert len(t.structure["removed"]) == lm.adapter.num_layers - 1
+        assert len(removed(t.structure, "layers")) == lm.adapter.num_layers - 1
 
 
 def test_select_lowest_uniform_and_global_hand_computed():
@@ -199,13 +203,13 @@ def test_ticket_records_structure_and_round_trips(tiny_llama, tiny_gpt2, calib, 
     again = make_ticket(tiny_llama, "heads", 0.5, options={"importance": "taylor", "per_layer": "global"}, calib=calib)
     assert again.id == t.id
     g = make_ticket(tiny_gpt2, "heads", 0.25, calib=calib)
-    h = g.structure["removed"][0][0]
+    h = removed(g.structure, "query_heads")[0][0]
     bias = g.masks[f"{tiny_gpt2.adapter.layer_prefix(0)}.attn.c_attn.bias"]
     for part in range(3):  # the head's q, k and v biases go with it
         assert not bias[part * D + h * HD: part * D + (h + 1) * HD].any()
     assert int((~bias).sum()) == 3 * HD
     lt = make_ticket(tiny_gpt2, "layers", 0.5, options={"importance": "activation"}, calib=calib)
-    assert Ticket.load(lt.save()).structure["removed"] == lt.structure["removed"]
+    assert removed(Ticket.load(lt.save()).structure, "layers") == removed(lt.structure, "layers")
 
 
 def test_bad_options(tiny_llama, calib):

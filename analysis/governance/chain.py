@@ -1,10 +1,11 @@
-"""Append-only hash chains over ledger tables (decisions, deployments).
+"""The governance log: one append-only chain of signed records in the ledger (`governance_log`).
 
-Each row stores `prev_hash` (the previous row's `row_hash`, or GENESIS for the first) and its own
-`row_hash`: sha256 over the canonical JSON of its hashed columns, prev_hash included. Editing a row
-breaks its own hash; editing it and recomputing the hash breaks the next row's link; deleting a row
-leaves a gap in `seq`. Only the newest row can be removed without a trace: deployments record the
-hash of the decision they rely on, which anchors approvals that led to a promotion.
+Every governance record (ledger initialisation, people and roles, key revocation, policy, ticket
+creation, decision, promotion, rollback) is one row. Its `row_hash` is sha256 over the canonical JSON
+of its content, which includes the previous row's hash; its `signature` is the actor's P-256 ECDSA
+signature over the same bytes. Rewriting rows therefore needs the actors' private keys, and deleting
+the newest rows is caught by the witness log (`witness.py`) and by the heads carried in bundles.
+Whether the actor was allowed to sign a record is checked against the registry by `people.replay`.
 """
 
 from __future__ import annotations
@@ -14,59 +15,80 @@ import hashlib
 import json
 from typing import Any
 
+from .keys import Signer
+
 GENESIS = "0" * 64
+TABLE = "governance_log"
+FIELDS = ("seq", "kind", "actor", "key_id", "subject", "body", "signed_at", "prev_hash")
 
 
-def _canon(value: Any) -> Any:
-    if isinstance(value, dt.datetime):
-        return value.isoformat(timespec="microseconds")
-    return value
+def canonical(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
 
 
-def row_hash(row: dict, fields: tuple[str, ...], json_fields: tuple[str, ...] = ()) -> str:
-    content = {}
-    for f in fields:
-        v = row.get(f)
-        if f in json_fields and isinstance(v, str):
-            v = json.loads(v)  # hash the JSON value, not DuckDB's spelling of it
-        content[f] = _canon(v)
-    blob = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
+def _at(value: Any) -> str:
+    return value.isoformat(timespec="microseconds") if isinstance(value, dt.datetime) else str(value)
 
 
-def append(con, table: str, row: dict, fields: tuple[str, ...], json_fields: tuple[str, ...] = ()) -> dict:
-    """Insert `row` at the end of the chain inside the caller's transaction; returns the stored row."""
-    last = con.execute(f"SELECT seq, row_hash FROM {table} ORDER BY seq DESC LIMIT 1").fetchone()
-    row = dict(row)
-    row["seq"] = (last[0] + 1) if last else 1
-    row["prev_hash"] = last[1] if last else GENESIS
-    for f in json_fields:
-        if not isinstance(row.get(f), str):
-            row[f] = json.dumps(row[f], sort_keys=True, default=str)
-    row["row_hash"] = row_hash(row, fields, json_fields)
+def signed_bytes(row: dict) -> bytes:
+    """What the row hash and the signature cover. `body` is stored as canonical JSON text and hashed as such."""
+    content = {f: row.get(f) for f in FIELDS}
+    content["signed_at"] = _at(content["signed_at"])
+    return canonical(content)
+
+
+def row_hash(row: dict) -> str:
+    return hashlib.sha256(signed_bytes(row)).hexdigest()
+
+
+def body_of(row: dict) -> dict:
+    return json.loads(row["body"]) if isinstance(row["body"], str) else row["body"]
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def head(con) -> tuple[int, str]:
+    last = con.execute(f"SELECT seq, row_hash FROM {TABLE} ORDER BY seq DESC LIMIT 1").fetchone()
+    return (int(last[0]), last[1]) if last else (0, GENESIS)
+
+
+def append(con, signer: Signer, kind: str, body: dict, subject: str | None = None) -> dict:
+    """Sign and insert one record at the end of the chain, inside the caller's transaction."""
+    seq, prev = head(con)
+    row = {"seq": seq + 1, "kind": kind, "actor": signer.name, "key_id": signer.key_id, "subject": subject,
+           "body": canonical(body).decode(), "signed_at": now(), "prev_hash": prev}
+    data = signed_bytes(row)
+    row["row_hash"] = hashlib.sha256(data).hexdigest()
+    row["signature"] = signer.sign(data)
     cols = list(row)
-    con.execute(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+    con.execute(f"INSERT INTO {TABLE} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
                 [row[c] for c in cols])
     return row
 
 
-def first_break(rows: list[dict], fields: tuple[str, ...], json_fields: tuple[str, ...] = ()) -> tuple[dict | None, str]:
-    """The first row (in seq order) where the chain is broken and why; (None, '') when intact."""
-    prev_hash, expected_seq = GENESIS, 1
-    for row in rows:
-        if row["seq"] != expected_seq:
-            return row, (f"row #{expected_seq} is missing (the chain jumps from #{expected_seq - 1} to "
-                         f"#{row['seq']}): a row was deleted")
-        if row["prev_hash"] != prev_hash:
-            return row, (f"row #{row['seq']} does not follow row #{row['seq'] - 1} (its prev_hash "
-                         f"{row['prev_hash'][:12]} is not #{row['seq'] - 1}'s hash {prev_hash[:12]}): "
-                         f"the row before it was changed or replaced")
+def rows(ledger) -> list[dict]:
+    return ledger.query(f"SELECT * FROM {TABLE} ORDER BY seq")
+
+
+def link_problem(rows_: list[dict]) -> tuple[dict | None, str]:
+    """The first row where the chain of hashes breaks and why; (None, '') when every link holds."""
+    prev, expected = GENESIS, 1
+    for row in rows_:
+        if row["seq"] != expected:
+            return row, (f"record #{expected} is missing (the log jumps from #{expected - 1} to #{row['seq']}): "
+                         f"a record was deleted")
+        if row["prev_hash"] != prev:
+            return row, (f"record #{row['seq']} does not follow record #{row['seq'] - 1} (its prev_hash "
+                         f"{row['prev_hash'][:12]} is not #{row['seq'] - 1}'s hash {prev[:12]}): the record before "
+                         f"it was changed or replaced")
         try:
-            actual = row_hash(row, fields, json_fields)
+            actual = row_hash(row)
         except (ValueError, TypeError) as e:
-            return row, f"row #{row['seq']} cannot be read back ({e})"
+            return row, f"record #{row['seq']} cannot be read back ({e})"
         if actual != row["row_hash"]:
-            return row, (f"row #{row['seq']} was changed after it was written (its content hashes to "
+            return row, (f"record #{row['seq']} was changed after it was written (its content hashes to "
                          f"{actual[:12]}, the stored row_hash is {row['row_hash'][:12]})")
-        prev_hash, expected_seq = row["row_hash"], expected_seq + 1
+        prev, expected = row["row_hash"], expected + 1
     return None, ""

@@ -1,76 +1,74 @@
 """The deployment pointer: per dense model, which ticket (or the dense model itself) is deployed.
 
-Every move is an appended, hash-chained row; nothing is ever deleted. The current state is a replay
-of the moves: a promotion pushes a ticket, a rollback returns to an earlier deployment (by default
-the one before the current), so rolling back twice walks further back rather than flip-flopping.
+Every move is a signed record by a person holding the deployer role; nothing is ever deleted. The
+current state is a replay of the moves (`state.stack`): a promotion pushes a ticket, a rollback
+returns to an earlier deployment (by default the one before the current), so rolling back twice walks
+further back rather than flip-flopping. A promotion rests on a signed approval made under the policy
+pinned now, and records that policy's hash.
 """
 
 from __future__ import annotations
 
 from pruning.errors import TicketLabError
 
-from ..ledger import Ledger, _now
-from . import chain
-from .decisions import DEPLOY_FIELDS, approval_of, latest_decision, require_intact
+from . import records, state
+from .audit import require_intact
+from .keys import Signer
 from .reader import snapshot
-
-DENSE = "dense"
-
-
-def moves(ledger: Ledger, dense_sha256: str | None = None) -> list[dict]:
-    if dense_sha256:
-        return ledger.query("SELECT * FROM deployments WHERE dense_sha256 = ? ORDER BY seq", [dense_sha256])
-    return ledger.query("SELECT * FROM deployments ORDER BY seq")
+from .state import DENSE, history, moves, stack  # noqa: F401  (re-exported for callers of the old API)
 
 
-def stack(ledger: Ledger, dense_sha256: str) -> list[str]:
-    s = [DENSE]
-    for m in moves(ledger, dense_sha256):
-        if m["action"] == "rollback" and m["target"] in s:
-            del s[s.index(m["target"]) + 1:]
-        else:
-            s.append(m["target"])
-    return s
+def current(ledger, dense_sha256: str) -> str:
+    return state.deployment_pointer(ledger, dense_sha256)
 
 
-def current(ledger: Ledger, dense_sha256: str) -> str:
-    return stack(ledger, dense_sha256)[-1]
-
-
-def _append(ledger: Ledger, row: dict) -> dict:
-    with ledger.transaction() as con:
-        return chain.append(con, "deployments", row, DEPLOY_FIELDS)
-
-
-def _need(by: str, reason: str) -> None:
-    if not (by or "").strip():
-        raise TicketLabError("say who is moving the deployment (--by NAME).")
+def _need(by: Signer, reason: str) -> None:
+    if not isinstance(by, Signer):
+        raise TicketLabError("a deployment move is signed: pass the deployer's unlocked key, not a name.")
     if not (reason or "").strip():
         raise TicketLabError("a deployment move needs --reason: say why, for whoever audits it later.")
 
 
-def promote(ledger: Ledger, ticket_ref: str, by: str, reason: str) -> dict:
+def _ready(ledger, by: Signer, kind: str) -> state.GovState:
+    st = state.load(ledger)
+    if st.ledger_id is None:
+        raise records.not_initialised(ledger)
+    require_intact(ledger, "move the deployment")  # a tampered trail explains itself before any other refusal
+    records.require_actor(st, by, kind)
+    return st
+
+
+def promote(ledger, ticket_ref: str, by: Signer, reason: str) -> dict:
     _need(by, reason)
     with snapshot(ledger) as db:
-        ticket = db.get_ticket(ticket_ref)
-        require_intact(db, f"promote {ticket['id']}")
-        approval = approval_of(db, ticket["id"])
-        last = latest_decision(db, ticket["id"])
-        dense = ticket["dense_sha256"]
-        now = current(db, dense)
+        body = _promotion(db, ticket_ref, by, reason)
+    records.write(ledger, by, "promote", body, body["dense_sha256"], doing=f"promote {body['target']}")
+    return moves(ledger, body["dense_sha256"])[-1]
+
+
+def _promotion(ledger, ticket_ref: str, by: Signer, reason: str) -> dict:
+    st = _ready(ledger, by, "promote")
+    ticket = ledger.get_ticket(ticket_ref)
+    tid, dense = ticket["id"], ticket["dense_sha256"]
+    approval, last = state.approval_of(st, tid), state.latest_decision(st, tid)
     if approval is None:
-        state = f"its latest decision is {last['decision']} (#{last['seq']})" if last else "it has no decision"
-        raise TicketLabError(f"only approved tickets can be promoted: {ticket['id']} is not approved ({state}). "
-                             f"See `ticketlab review` and `ticketlab decide`.")
-    if now == ticket["id"]:
-        raise TicketLabError(f"{ticket['id']} is already deployed for dense model {dense[:12]}.")
-    return _append(ledger, {"dense_sha256": dense, "action": "promote", "target": ticket["id"], "previous": now,
-                            "by_user": by.strip(), "reason": reason.strip(), "decision_hash": approval["row_hash"],
-                            "moved_at": _now()})
+        why = f"its latest decision is {last['decision']} (#{last['seq']})" if last else "it has no decision"
+        raise TicketLabError(f"only approved tickets can be promoted: {tid} is not approved ({why}). See "
+                             f"`ticketlab review` and `ticketlab decide`.")
+    pol = state.current_policy(st)
+    if approval["policy_sha256"] != pol.sha256:
+        raise TicketLabError(f"{tid} was approved under policy {approval['policy_sha256'][:12]} (v{approval['policy_version']}), "
+                             f"but the pinned policy is now {pol.name} {pol.sha256[:12]} (v{state.pinned_version(st)}): "
+                             f"a reviewer must decide again under it before it can be promoted.")
+    now = state.deployment_pointer(st, dense)
+    if now == tid:
+        raise TicketLabError(f"{tid} is already deployed for dense model {dense[:12]}.")
+    return {"dense_sha256": dense, "target": tid, "previous": now, "reason": reason.strip(),
+            "decision_hash": approval["row_hash"], "policy_sha256": pol.sha256}
 
 
-def _dense_for(ledger: Ledger, model: str | None) -> str:
-    have = sorted({m["dense_sha256"] for m in moves(ledger)})
+def _dense_for(st: state.GovState, ledger, model: str | None) -> str:
+    have = sorted({m["dense_sha256"] for m in moves(st)})
     if model:
         hits = [d for d in have if d.startswith(model)]
         if not hits:
@@ -88,24 +86,25 @@ def _dense_for(ledger: Ledger, model: str | None) -> str:
     return have[0]
 
 
-def rollback(ledger: Ledger, by: str, reason: str, to: str | None = None, model: str | None = None) -> dict:
+def rollback(ledger, by: Signer, reason: str, to: str | None = None, model: str | None = None) -> dict:
     """Return to the previous deployment (or `to`: dense or a ticket deployed before for this model)."""
     _need(by, reason)
     with snapshot(ledger) as db:
-        to, dense, now = _rollback_target(db, to, model)
-    return _append(ledger, {"dense_sha256": dense, "action": "rollback", "target": to, "previous": now,
-                            "by_user": by.strip(), "reason": reason.strip(), "decision_hash": None,
-                            "moved_at": _now()})
+        st = _ready(db, by, "rollback")
+        to, dense, now = _rollback_target(st, db, to, model)
+    body = {"dense_sha256": dense, "target": to, "previous": now, "reason": reason.strip()}
+    records.write(ledger, by, "rollback", body, dense, doing=f"roll back to {to}")
+    return moves(ledger, dense)[-1]
 
 
-def _rollback_target(db, to: str | None, model: str | None) -> tuple[str, str, str]:
+def _rollback_target(st: state.GovState, ledger, to: str | None, model: str | None) -> tuple[str, str, str]:
     """(target, dense model, currently deployed), or a clear error why there is no valid target."""
     if to and to != DENSE:
-        ticket = db.get_ticket(to)
+        ticket = ledger.get_ticket(to)
         to, dense = ticket["id"], ticket["dense_sha256"]
     else:
-        dense = _dense_for(db, model)
-    s = stack(db, dense)
+        dense = _dense_for(st, ledger, model)
+    s = stack(st, dense)
     now = s[-1]
     if to is None:
         if len(s) < 2:
@@ -114,20 +113,14 @@ def _rollback_target(db, to: str | None, model: str | None) -> tuple[str, str, s
     if to == now:
         raise TicketLabError(f"{to} is already deployed for dense model {dense[:12]}.")
     if to != DENSE:
-        if to not in {m["target"] for m in moves(db, dense)}:
+        if to not in {m["target"] for m in moves(st, dense) if m["signed"]}:
             raise TicketLabError(f"{to} was never deployed for dense model {dense[:12]}: rollback returns to an "
                                  f"earlier deployment; use `ticketlab promote` for a new one.")
-        last = latest_decision(db, to)
+        last = state.latest_decision(st, to)
         if last is not None and last["decision"] == "reject":
             raise TicketLabError(f"{to} was rejected after it was deployed (decision #{last['seq']} by "
                                  f"{last['reviewer']}); roll back to another one, e.g. --to dense.")
     return to, dense, now
-
-
-def history(ledger: Ledger, dense_sha256: str | None = None) -> list[dict]:
-    rows = moves(ledger, dense_sha256)
-    return [{k: r[k] for k in ("seq", "moved_at", "dense_sha256", "action", "previous", "target", "by_user",
-                               "reason", "decision_hash", "row_hash")} for r in rows]
 
 
 def format_history(rows: list[dict]) -> str:
@@ -135,6 +128,7 @@ def format_history(rows: list[dict]) -> str:
         return "no deployment moves yet: every dense model serves itself."
     lines = [f"{'#':>3} {'when (UTC)':<19} {'model':<12} {'action':<8} {'from':<16} {'to':<16} {'by':<12} why"]
     for r in rows:
+        mark = "" if r["signed"] else "  [SIGNATURE DOES NOT VERIFY]"
         lines.append(f"{r['seq']:>3} {str(r['moved_at'])[:19]:<19} {r['dense_sha256'][:12]:<12} {r['action']:<8} "
-                     f"{r['previous']:<16} {r['target']:<16} {r['by_user']:<12} {r['reason']}")
+                     f"{r['previous']:<16} {r['target']:<16} {r['by_user']:<12} {r['reason']}{mark}")
     return "\n".join(lines)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pruning.errors import TicketLabError
 
 from ..ledger import Ledger
+from .state import deployment_pointer
 
 
 @dataclass(frozen=True)
@@ -93,9 +94,7 @@ def resolve_baseline(ledger: Ledger, ticket: dict, ref: str) -> Subject:
     if ref == "dense":
         return Subject("dense", "dense", dense)
     if ref == "deployed":
-        from .deploy import current
-
-        return Subject("deployed", current(ledger, dense), dense)
+        return Subject("deployed", deployment_pointer(ledger, dense), dense)
     other = ledger.get_ticket(ref)
     if other["dense_sha256"] != dense:
         raise TicketLabError(f"baseline ticket {other['id']} was pruned from a different dense model "

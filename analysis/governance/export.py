@@ -1,10 +1,13 @@
-"""Export bundles: what a deployer receives, with a manifest that proves what it is.
+"""Export bundles: what a deployer receives, with a manifest that proves what it is, signed.
 
 Layout (every format): `manifest.json`, `README.md` (Hugging Face model card), `ticket/` (the ticket
-exactly as stored: masks, ticket.json, changed weights). `masked-weights` adds a stock transformers
-checkpoint at the top level (the dense model with pruned weights set to zero); `materialized` adds the
-physically smaller model from `pruning.materialize`. The bundle is built in a temporary directory
-next to the target and renamed into place, so a failure never leaves a half-written bundle.
+exactly as stored: masks, ticket.json, changed weights) and `model.sig`, the OpenSSF model-signing
+signature over every file, made with the approving reviewer's key. `masked-weights` adds a stock
+transformers checkpoint at the top level (the dense model with pruned weights set to zero);
+`materialized` adds the physically smaller model from `pruning.materialize`. The manifest carries the
+signed creation and decision records and the signed ledger head at export, so `verify` can check them
+without the ledger and `audit --against BUNDLE` can check the ledger against the bundle. The bundle is
+built in a temporary sibling and moved into place whole (`pruning.durable.atomic_dir`).
 """
 
 from __future__ import annotations
@@ -15,47 +18,51 @@ import json
 import os
 import platform
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
+from pruning.durable import atomic_dir
 from pruning.errors import TicketLabError
 from pruning.ticket import Ticket, applied, check_compatible, find_ticket
 
 from ..ledger import Ledger
 from . import evidence as ev
-from .decisions import approval_of, latest_decision, require_intact
-from .identity import creator_of, current_user
+from . import records, signing, state, witness
+from .audit import require_intact
+from .keys import Signer
 from .reader import snapshot
-from .verify import BUNDLE_FORMAT, MANIFEST, file_digests, manifest_digest
+from .verify import BUNDLE_FORMAT, MANIFEST, file_digests, load_bound_ticket, manifest_digest
 
 FORMATS = ("masks", "masked-weights", "materialized")
 CHECK_TEXT = "Ticket Lab checks that a stock loader gives the same logits as the lab."
 VERSION_PACKAGES = ("ticketlab", "torch", "transformers", "safetensors", "numpy", "duckdb", "lm_eval",
-                    "huggingface_hub", "accelerate")
+                    "huggingface_hub", "accelerate", "model-signing")
 
 
 def export_bundle(ledger: Ledger, ticket_ref: str, out: str | Path, fmt: str = "masked-weights", *,
-                  unreviewed: bool = False, overwrite: bool = False, model: str | None = None,
-                  dtype: str = "float32", loaded=None) -> dict:
-    """Write a bundle of `ticket_ref` at `out`. `loaded`: the ticket's dense model already in memory (else it
-    is loaded from `model` or the ticket's recorded spec); it is left unchanged."""
+                  signer: Signer | None = None, unreviewed: bool = False, overwrite: bool = False,
+                  model: str | None = None, dtype: str = "float32", loaded=None) -> dict:
+    """Write a bundle of `ticket_ref` at `out`, signed by `signer`, who must be the approving reviewer.
+    `loaded`: the ticket's dense model already in memory (else it is loaded from `model` or the ticket's
+    recorded spec); it is left unchanged. An unreviewed export (`unreviewed=True`) is not signed."""
     if fmt not in FORMATS:
         raise TicketLabError(f"unknown bundle format {fmt!r}: use {', '.join(FORMATS)}.")
     out = Path(out).expanduser().resolve()
     _check_target(out, overwrite)
-    with snapshot(ledger) as db:
-        row = db.get_ticket(ticket_ref)
-        approval = approval_of(db, row["id"])
-        last = latest_decision(db, row["id"])
-        if approval is not None:
-            require_intact(db, f"export {row['id']} as approved")
+    st = state.load(ledger)
+    row = ledger.get_ticket(ticket_ref)
+    approval, last = state.approval_of(st, row["id"]), state.latest_decision(st, row["id"])
     if approval is None and not unreviewed:
-        state = f"its latest decision is {last['decision']} (#{last['seq']})" if last else "it has no decision"
-        raise TicketLabError(f"{row['id']} is not approved ({state}); only approved tickets export. Pass --unreviewed "
-                             f"to export anyway (the manifest and model card will say so).")
-    ticket = Ticket.load(_ticket_dir(row))
+        why = f"its latest decision is {last['decision']} (#{last['seq']})" if last else "it has no decision"
+        raise TicketLabError(f"{row['id']} is not approved ({why}); only approved tickets export. Pass --unreviewed "
+                             f"to export anyway (unsigned; the manifest and model card say so).")
+    if approval is not None:
+        _check_signer(ledger, st, approval, signer)
+    elif signer is not None:
+        raise TicketLabError(f"{row['id']} is not approved, so nobody's approval can be signed: drop --as for an "
+                             f"--unreviewed export (it stays unsigned).")
+    ticket = load_bound_ticket(_ticket_dir(row), row["id"])
     if fmt == "materialized" and not ticket.structure:
         raise TicketLabError(f"{ticket.id} is an unstructured ticket: nothing can be cut out physically. Use "
                              f"--format masked-weights (zeros baked in) or masks.")
@@ -65,26 +72,39 @@ def export_bundle(ledger: Ledger, ticket_ref: str, out: str | Path, fmt: str = "
         loaded = load_model(model or ticket.dense["spec"], device="cpu", dtype=dtype)
     dtype = loaded.dtype
     check_compatible(ticket, loaded.model, loaded.weights_sha256)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_dir(out, replace=overwrite) as tmp:
         shutil.copytree(ticket.path, tmp / "ticket", ignore=shutil.ignore_patterns(".*"))
         loader = _write_weights(loaded, ticket, tmp, fmt)
         with snapshot(ledger) as db:
-            manifest = _manifest(db, row, ticket, loaded, fmt, approval, unreviewed, loader, dtype)
+            manifest = _manifest(db, st, row, ticket, loaded, fmt, approval, unreviewed, loader, dtype)
         manifest["deployer"]["payload_bytes"] = sum(f["bytes"] for f in file_digests(tmp).values())
         from .modelcard import model_card
 
         (tmp / "README.md").write_text(model_card(manifest))
         manifest["files"] = file_digests(tmp)
+        manifest["tensors"] = signing.tensor_digests(tmp) if fmt != "masks" else {}
         manifest["deployer"]["on_disk_bytes"] = sum(f["bytes"] for f in manifest["files"].values())
+        if signer is not None:
+            manifest["signature"] = {"method": signing.METHOD, "file": signing.SIG_FILE, "signer": signer.name,
+                                     "key_id": signer.key_id}
+            manifest["ledger_head"] = witness.signed_head(signer, st.ledger_id, st.rows[-1])
         manifest["manifest_sha256"] = manifest_digest(manifest)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
-        _normal_permissions(tmp)
-        _swap_in(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if signer is not None:
+            signing.sign_bundle(tmp, signer)
     return manifest
+
+
+def _check_signer(ledger, st: state.GovState, approval: dict, signer: Signer | None) -> None:
+    """Only the approving reviewer signs an approved bundle, with the key registered now."""
+    if signer is None:
+        raise TicketLabError(f"an approved bundle is signed by its approving reviewer ({approval['reviewer']}): pass "
+                             f"--as {approval['reviewer']} and unlock that key.")
+    if signer.name != approval["reviewer"]:
+        raise TicketLabError(f"{signer.name} did not approve {approval['ticket_id']}: {approval['reviewer']} did "
+                             f"(decision #{approval['seq']}), and only they can sign its bundle.")
+    records.require_actor(st, signer, "decision")
+    require_intact(ledger, f"export {approval['ticket_id']} as approved")
 
 
 def _check_target(out: Path, overwrite: bool) -> None:
@@ -99,34 +119,11 @@ def _check_target(out: Path, overwrite: bool) -> None:
                              f"replaces an earlier bundle, so nothing was touched.")
 
 
-def _normal_permissions(root: Path) -> None:
-    """mkdtemp and some writers make private files; a bundle is meant to be handed on."""
-    mask = os.umask(0)
-    os.umask(mask)
-    for p in [root, *root.rglob("*")]:
-        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
-
-
 def _is_bundle(path: Path) -> bool:
     try:
         return json.loads((path / MANIFEST).read_text()).get("format") == BUNDLE_FORMAT
     except (OSError, ValueError):
         return False
-
-
-def _swap_in(tmp: Path, out: Path) -> None:
-    old = None
-    if out.exists():  # move the old bundle aside first, so a failed rename loses nothing
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.rename(out, old)
-    try:
-        os.rename(tmp, out)
-    except BaseException:
-        if old is not None:
-            os.rename(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _ticket_dir(row: dict) -> Path:
@@ -196,21 +193,24 @@ def _stock_check(directory: Path, loaded, ticket: Ticket, loader=None) -> dict:
 
 
 # --- manifest ----------------------------------------------------------------------------------------
-def _manifest(ledger: Ledger, row: dict, ticket: Ticket, loaded, fmt: str, approval: dict | None,
-              unreviewed: bool, loader: dict, dtype: str) -> dict:
+def _manifest(ledger: Ledger, st: state.GovState, row: dict, ticket: Ticket, loaded, fmt: str,
+              approval: dict | None, unreviewed: bool, loader: dict, dtype: str) -> dict:
     dense_model = ledger.query("SELECT spec, n_params, model_type FROM models WHERE weights_sha256 = ?",
                                [ticket.dense["weights_sha256"]])
-    review = _review_section(ledger, ticket.id, approval, unreviewed)
+    review = _review_section(st, ticket.id, approval, unreviewed)
+    creation = state.creation_of(st, ticket.id)
     metrics = _metrics(ledger, ticket)
     return {
         "format": BUNDLE_FORMAT, "bundle_format": fmt,
-        "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "exported_by": current_user(),
+        "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "exported_by": approval["reviewer"] if approval else None,
         "ticket": {"id": ticket.id, "content_sha256": ticket.content_sha256, "name": ticket.name,
                    "method": ticket.method, "params": ticket.params, "target_sparsity": ticket.target_sparsity,
                    "achieved_sparsity": ticket.achieved_sparsity, "seed": ticket.seed,
                    "calibration": ticket.calibration, "parent": ticket.parent, "lineage": ticket.lineage,
                    "structure": ticket.structure, "created_at": ticket.created_at,
-                   "created_by": creator_of(ledger, ticket.id), "ledger_path": str(ledger.path)},
+                   "created_by": creation["actor"] if creation else None,
+                   "creation_record": state.record_json(creation) if creation else None,
+                   "ledger_path": str(ledger.path), "ledger_id": st.ledger_id},
         "dense_model": {**ticket.dense, "n_params": dense_model[0]["n_params"] if dense_model else None,
                         "loaded_from": loaded.source},
         "weights_dtype": dtype if fmt != "masks" else None,
@@ -222,15 +222,16 @@ def _manifest(ledger: Ledger, row: dict, ticket: Ticket, loaded, fmt: str, appro
     }
 
 
-def _review_section(ledger: Ledger, ticket_id: str, approval: dict | None, unreviewed: bool) -> dict:
-    last = latest_decision(ledger, ticket_id)
+def _review_section(st: state.GovState, ticket_id: str, approval: dict | None, unreviewed: bool) -> dict:
+    last = state.latest_decision(st, ticket_id)
     status = "approved" if approval else ("rejected" if last else "unreviewed")
     out = {"status": status, "unreviewed": approval is None, "exported_with_unreviewed_flag": bool(unreviewed),
            "decision": None, "policy_results": None}
     if last is not None:
         out["decision"] = {k: last[k] for k in ("seq", "decision", "reviewer", "reason", "override",
                                                 "override_reason", "baseline", "policy_name", "policy_sha256",
-                                                "decided_at", "row_hash")}
+                                                "policy_version", "unmet_rules", "decided_at", "row_hash")}
+        out["decision"]["record"] = last["record"]  # the signed record itself: verify re-checks it offline
         pr = last["policy_results"]
         out["policy_results"] = json.loads(pr) if isinstance(pr, str) else pr
     return out

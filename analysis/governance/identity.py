@@ -1,19 +1,23 @@
-"""Who did something: the user name recorded as a ticket's creator and as the default actor.
+"""Who is acting: a registered person proven by their unlocked key, never a name typed or set in the
+environment. `$TICKETLAB_USER` (or the OS account) only chooses *which* key to unlock by default.
 
-There is no authentication here: the name comes from `$TICKETLAB_USER` or the OS account. The
-separation-of-duties rule compares these names, so a shared lab should set `TICKETLAB_USER`.
+A ticket's creator is the signer of its creation record (`sign_creation`), written when the ticket is
+recorded by someone holding a key, or later by an engineer who signs for a ticket loaded from elsewhere.
 """
 
 from __future__ import annotations
 
 import getpass
 import os
-import socket
 
-from ..ledger import Ledger, _now
+from pruning.errors import TicketLabError
+
+from . import keys, records, state
+from .keys import Signer
 
 
 def current_user() -> str:
+    """The default name whose key is unlocked; it proves nothing by itself."""
     name = os.environ.get("TICKETLAB_USER", "").strip()
     if name:
         return name
@@ -23,19 +27,46 @@ def current_user() -> str:
         return "unknown"
 
 
-def creator_rows(ticket_id: str, user: str | None = None) -> list[tuple[str, list]]:
-    """Statements recording who made a ticket; for `Run.extra_sql`, so the creator lands in the same
-    transaction as the ticket itself. The first recorder wins: re-recording never changes the creator."""
-    return [("INSERT INTO ticket_meta (ticket_id, created_by, host, recorded_at) VALUES (?, ?, ?, ?) "
-             "ON CONFLICT DO NOTHING", [ticket_id, user or current_user(), socket.gethostname(), _now()])]
+def unlock(name: str | None = None, passphrase: str | None = None) -> Signer:
+    return keys.unlock(name or current_user(), passphrase)
 
 
-def record_creator(ledger: Ledger, ticket_id: str, user: str | None = None) -> None:
-    with ledger.transaction() as con:
-        for sql, args in creator_rows(ticket_id, user):
-            con.execute(sql, args)
+def creator_of(ledger, ticket_id: str) -> str | None:
+    """The signed creator, or None when nobody has signed for the ticket."""
+    return state.creator_of(ledger, ticket_id)
 
 
-def creator_of(ledger: Ledger, ticket_id: str) -> str | None:
-    rows = ledger.query("SELECT created_by FROM ticket_meta WHERE ticket_id = ?", [ticket_id])
-    return rows[0]["created_by"] if rows else None
+def check_can_create(ledger, signer: Signer) -> None:
+    st = state.load(ledger)
+    if st.ledger_id is None:
+        raise records.not_initialised(ledger)
+    records.require_actor(st, signer, "create")
+
+
+def creation_signer(ledger, name: str | None = None) -> Signer | None:
+    """Who signs a new ticket's creation: `name`'s key (an error if it cannot), else $TICKETLAB_USER's key when
+    one is in the key directory, else nobody (the ticket stays unsigned until `ticketlab sign-ticket`).
+    Checked before any work is done, so a refusal costs nothing."""
+    if not name:
+        default = current_user()
+        if not keys.NAME_RE.match(default) or not keys.private_path(default).is_file():
+            return None
+    signer = unlock(name)
+    check_can_create(ledger, signer)
+    return signer
+
+
+def sign_creation(ledger, signer: Signer, ticket_id: str, how: str = "claim") -> dict:
+    """Record `signer` as the creator of an already recorded ticket. The first signer stays the creator:
+    re-recording the same ticket (a resumed run) keeps it; a claim on a ticket with a creator is refused."""
+    ticket = ledger.get_ticket(ticket_id)
+    st = state.load(ledger)
+    first = state.creation_of(st, ticket["id"])
+    if first is not None and how != "claim":
+        return first
+    if first is not None:
+        raise TicketLabError(f"{ticket['id']} already has a signed creator ({first['actor']}, record #{first['seq']}); "
+                             f"nothing was recorded.")
+    body = {"ticket_id": ticket["id"], "dense_sha256": ticket["dense_sha256"],
+            "content_sha256": ticket["content_sha256"], "method": ticket["method"], "how": how}
+    return records.write(ledger, signer, "create", body, ticket["id"], doing=f"sign as creator of {ticket['id']}")

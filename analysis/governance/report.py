@@ -10,12 +10,12 @@ from __future__ import annotations
 import datetime as dt
 import html
 import json
-import os
-import tempfile
 from pathlib import Path
 
+from pruning import durable
+
 from ..ledger import Ledger
-from ..metric_meta import direction
+from ..metric_meta import category_of, direction, meta_for, task_title
 from . import evidence as ev
 from .decisions import audit, decision_rows
 from .deploy import current, history
@@ -84,23 +84,8 @@ def write_report(ledger: Ledger, ticket_ref: str, out: str | Path, baseline: str
                  policy: Policy | str | None = None) -> Path:
     out = Path(out).expanduser().resolve()
     page = build_report(ledger, ticket_ref, baseline, policy)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(page)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; a report is meant to be shared
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    durable.atomic_write_text(out, page)  # shared permissions, fsynced, never half-written
     return out
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _header(ticket: dict, review: Review, base: ev.Subject) -> str:
@@ -121,12 +106,15 @@ def _policy_section(review: Review) -> str:
     rows = []
     for r in review.results:
         colour = STATUS_COLOURS.get(r.status, "#000")
-        rows.append([f"<b style='color:{colour}'>{_e(r.status.upper())}</b>", _e(r.rule), _e(r.item),
+        status = _e(r.status.upper()) + (" <small>(indicative)</small>" if r.indicative else "")
+        rows.append([f"<b style='color:{colour}'>{status}</b>", _e(r.rule), _e(r.item),
                      _num(r.baseline, r.baseline_stderr), _num(r.candidate, r.candidate_stderr),
                      "&ndash;" if r.delta is None else f"{r.delta:+.4g}", _e(r.limit), _e(r.detail)])
     c = review.counts()
+    quick = (f" {c['indicative']} result(s) rest on quick (--limit) runs only: indicative, not decision evidence."
+             if c.get("indicative") else "")
     return (f"<h2>Policy results</h2><p>{c['pass']} pass, {c['fail']} fail, {c['missing']} missing evidence, "
-            f"{c['pending']} pending.</p>"
+            f"{c['pending']} pending.{quick}</p>"
             + _table(["status", "rule", "item", "baseline", "ticket", "delta", "limit", "detail"], rows))
 
 
@@ -159,25 +147,35 @@ def _metrics_section(cand_rows, base_rows, base_label, fig, go) -> str:
 
 
 def _bias_section(cand_rows, base_rows, base_label, fig, go) -> str:
+    """One chart per breakdown family: every target metric (bias scores, with the ideal drawn) and every
+    metric the task YAMLs break down by category, overall first; families come from the metric registry."""
     out = "<h2>Bias breakdowns</h2>"
+    families: dict[tuple[str, str], list] = {}
+    for (task, metric), c, b in _pairs(cand_rows, base_rows):
+        part = category_of(task, metric)
+        root = (part.task, part.metric) if part else (task, metric)
+        meta = meta_for(task, metric)
+        target = (meta.direction if meta else c.get("direction")) == "target"
+        families.setdefault(root, []).append((part.category if part else "overall", c, b, target, part is not None))
     shown = False
-    for title, task_glob, metric_glob, ideal in (("CrowS-Pairs: share preferring the stereotype (ideal 0.5)",
-                                                  "crows_pairs*", "pct_stereotype", 0.5),
-                                                 ("BBQ bias scores (ideal 0)", "bbq*", "*bias_score*", 0.0)):
-        pairs = [(k, c, b) for k, c, b in _pairs(cand_rows, base_rows) if ev.matches(c, task_glob, metric_glob)]
-        if not pairs:
+    for (task, metric), items in families.items():
+        if not any(t or p for _, _, _, t, p in items):
             continue
         shown = True
-        labels = [f"{t}/{m}" if metric_glob != "pct_stereotype" else t for (t, m), _, _ in pairs]
+        meta = meta_for(task, metric)
+        ideal = meta.ideal if meta and meta.direction == "target" else items[0][1].get("ideal")
+        labels = [label for label, *_ in items]
         f = go.Figure()
         for name, pick in ((base_label, 2), ("ticket", 1)):
-            vals = [(p[pick] or {}).get("value") for p in pairs]
-            errs = [(p[pick] or {}).get("stderr") or 0.0 for p in pairs]
+            vals = [(it[pick] or {}).get("value") for it in items]
+            errs = [(it[pick] or {}).get("stderr") or 0.0 for it in items]
             f.add_trace(go.Bar(name=name, x=labels, y=vals, error_y=dict(type="data", array=errs, visible=True)))
-        f.add_hline(y=ideal, line_dash="dash", annotation_text=f"ideal {ideal:g}")
+        if ideal is not None:
+            f.add_hline(y=ideal, line_dash="dash", annotation_text=f"ideal {ideal:g}")
+        title = (meta.label if meta and meta.label else metric) + f" · {task_title(task)}"
         f.update_layout(title=title, barmode="group", height=420)
         out += fig(f)
-    return out if shown else out + "<p><em>No CrowS-Pairs or BBQ results recorded for this ticket.</em></p>"
+    return out if shown else out + "<p><em>No bias results or breakdowns recorded for this ticket.</em></p>"
 
 
 def _survival_section(ledger: Ledger, ticket_id: str, fig, go) -> str:

@@ -1,6 +1,14 @@
-"""Checking an export bundle: every file's sha256 against the manifest, no file missing or added, the
-manifest's own hash, the ticket id recomputed from the masks, and (masked weights) that every pruned
-weight really is zero."""
+"""Checking an export bundle, with or without the ledger.
+
+Always: every file's sha256 against the manifest (none missing or added), the manifest's own digest,
+the ticket id recomputed from the masks (and `weights.file` inside the ticket), the tensors' hashes
+recorded at export, and for masked weights that every pruned weight is zero. With trusted keys (a
+trust file from `ticketlab people export`, or the local ledger the bundle came from): the
+model-signing signature over every file, that its signer is a reviewer whose signed decision in the
+manifest approves exactly this ticket, the signed creation record and ledger head. With the dense
+model at hand: that the surviving weights are the dense model's (the recorded weights hash). What
+could not be checked is returned in `unchecked`, and `ok` is False then: no key, no "ok".
+"""
 
 from __future__ import annotations
 
@@ -11,16 +19,20 @@ from pathlib import Path
 from pruning.calibration import sha256_file  # noqa: F401  (re-exported for bundle code)
 from pruning.errors import TicketLabError
 
+from . import chain, keys, signing
+from .witness import head_payload
+
 BUNDLE_FORMAT = "ticketlab-bundle/1"
 MANIFEST = "manifest.json"
 
 
 def file_digests(root: Path) -> dict[str, dict]:
-    """relative path -> {sha256, bytes} for every file under root except the manifest."""
+    """relative path -> {sha256, bytes} for every file under root except the manifest and its signature."""
     out = {}
     for p in sorted(root.rglob("*")):
-        if p.is_file() and p.relative_to(root).as_posix() != MANIFEST:
-            out[p.relative_to(root).as_posix()] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+        rel = p.relative_to(root).as_posix()
+        if p.is_file() and rel not in (MANIFEST, signing.SIG_FILE):
+            out[rel] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
     return out
 
 
@@ -29,9 +41,33 @@ def manifest_digest(manifest: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
 
 
-def verify_bundle(directory: str | Path) -> dict:
-    """Returns a summary when everything matches; raises one TicketLabError naming every file that does not."""
-    root = Path(directory)
+def load_bound_ticket(folder: Path, ticket_id: str):
+    """The ticket in `folder`, refused unless it is `ticket_id`: the folder's name, the id its content hashes
+    to and the id asked for agree, and its weights file lies inside the folder."""
+    from pruning.ticket import Ticket
+
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / "ticket.json").read_text())
+    except (OSError, ValueError) as e:
+        raise TicketLabError(f"{folder} is not a readable ticket folder ({e}).") from e
+    wfile = (meta.get("weights") or {}).get("file")
+    if wfile is not None:
+        target = (folder / str(wfile)).resolve()
+        if not target.is_relative_to(folder.resolve()) or Path(str(wfile)).is_absolute():
+            raise TicketLabError(f"{folder / 'ticket.json'}: weights.file {wfile!r} points outside the ticket folder; "
+                                 f"a ticket's files live in its own folder. Re-create the ticket.")
+    ticket = Ticket.load(folder)
+    if ticket.id != ticket_id:
+        raise TicketLabError(f"the folder {folder} holds ticket {ticket.id}, not {ticket_id}: its files were replaced "
+                             f"by another ticket's. Nothing was exported; restore the folder or re-create the ticket.")
+    if folder.name not in (ticket_id, "ticket"):  # "ticket" is the folder's fixed name inside a bundle
+        raise TicketLabError(f"ticket {ticket_id} lives in a folder named {folder.name!r}: a ticket's folder is named "
+                             f"by its id. Move it to {folder.with_name(ticket_id)}.")
+    return ticket
+
+
+def _read_manifest(root: Path) -> dict:
     mf = root / MANIFEST
     if not mf.is_file():
         raise TicketLabError(f"{root} is not a Ticket Lab bundle: no {MANIFEST}.")
@@ -41,7 +77,97 @@ def verify_bundle(directory: str | Path) -> dict:
         raise TicketLabError(f"{mf} is not valid JSON ({e}): the bundle is damaged.") from e
     if manifest.get("format") != BUNDLE_FORMAT:
         raise TicketLabError(f"{mf}: unknown bundle format {manifest.get('format')!r} (expected {BUNDLE_FORMAT}).")
+    return manifest
+
+
+def load_trust(path: str | Path) -> dict:
+    p = Path(path).expanduser()
+    try:
+        trust = json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise TicketLabError(f"trust file {p} cannot be read ({e}); write one with `ticketlab people export`.") from e
+    if not isinstance(trust, dict) or not isinstance(trust.get("people"), dict):
+        raise TicketLabError(f"trust file {p} is not a Ticket Lab trust file (from `ticketlab people export`).")
+    return trust
+
+
+def _key(trust: dict, name: str | None, key_id: str | None) -> tuple[str | None, str]:
+    """(public PEM, '') of a trusted, unrevoked key of `name`, or (None, why not)."""
+    person = trust["people"].get(name or "")
+    if person is None:
+        return None, f"{name!r} is not among the trusted people"
+    entry = person.get("keys", {}).get(key_id or "")
+    if entry is None:
+        return None, f"key {str(key_id)[:12]} is not a trusted key of {name}"
+    if entry.get("revoked"):
+        return None, f"{name}'s key {str(key_id)[:12]} has been revoked"
+    return entry["public_key"], ""
+
+
+def _record_ok(record: dict | None, trust: dict) -> str:
+    """'' when a signed governance record carried in the manifest is genuine, else why not."""
+    if not record:
+        return "missing"
+    pem, why = _key(trust, record.get("actor"), record.get("key_id"))
+    if pem is None:
+        return why
+    if chain.row_hash(record) != record.get("row_hash"):
+        return "its content does not match its hash"
+    if not keys.verify(pem, chain.signed_bytes(record), record.get("signature", "")):
+        return f"its signature does not verify with {record.get('actor')}'s key"
+    return ""
+
+
+def _governance(root: Path, manifest: dict, ticket_id: str, trust: dict) -> list[str]:
+    problems = []
+    sig = manifest.get("signature") or {}
+    signer = sig.get("signer")
+    pem, why = _key(trust, signer, sig.get("key_id"))
+    if pem is None:
+        return [f"bundle signature: {why}"]
+    bad = signing.verify_signature(root, pem)
+    if bad:
+        problems.append(f"bundle signature: {bad}")
+    if "reviewer" not in trust["people"][signer].get("roles", []):
+        problems.append(f"bundle signature: {signer} is not a reviewer, so cannot vouch for an approval")
+    decision = (manifest.get("review") or {}).get("decision") or {}
+    record = decision.get("record")
+    bad = _record_ok(record, trust)
+    if bad:
+        problems.append(f"decision record: {bad}")
+    else:
+        body = chain.body_of(record)
+        if record["kind"] != "decision" or body.get("decision") != "approve" or record["subject"] != ticket_id:
+            problems.append(f"decision record #{record['seq']} is not an approval of {ticket_id}")
+        elif record["actor"] != signer:
+            problems.append(f"the bundle is signed by {signer}, but {record['actor']} approved it")
+        elif any(decision.get(k) != body.get(k) for k in ("reason", "override", "policy_sha256")):
+            problems.append("the manifest's decision summary differs from the signed decision record")
+    creation = (manifest.get("ticket") or {}).get("creation_record")
+    bad = _record_ok(creation, trust)
+    if bad:
+        problems.append(f"creation record: {bad}")
+    elif creation["subject"] != ticket_id or (record and chain.body_of(record).get("creation_hash") != creation["row_hash"]):
+        problems.append("the creation record is not the one the approval rests on")
+    head = manifest.get("ledger_head") or {}
+    hpem, why = _key(trust, head.get("actor"), head.get("key_id"))
+    if hpem is None or not keys.verify(hpem, head_payload(head.get("ledger_id", ""), head.get("seq", 0),
+                                                          head.get("head", "")), head.get("signature", "")):
+        problems.append(f"ledger head: not signed by a trusted key ({why or 'signature does not verify'})")
+    if trust.get("ledger_id") and head.get("ledger_id") != trust["ledger_id"]:
+        problems.append(f"ledger head: from ledger {head.get('ledger_id')}, the trusted keys are ledger {trust['ledger_id']}'s")
+    return problems
+
+
+def verify_bundle(directory: str | Path, trust: dict | str | Path | None = None, dense: str | None = None,
+                  loaded=None) -> dict:
+    """A summary when nothing is wrong (with `ok` False and `unchecked` filled when key material or the dense
+    model was missing); one TicketLabError naming every problem otherwise."""
+    root = Path(directory)
+    manifest = _read_manifest(root)
     problems: list[str] = []
+    checked: list[str] = ["file hashes", "manifest digest", "ticket id"]
+    unchecked: list[str] = []
     if manifest.get("manifest_sha256") != manifest_digest(manifest):
         problems.append(f"{MANIFEST}: its content does not match its manifest_sha256 (edited after export)")
     listed = manifest.get("files") or {}
@@ -53,26 +179,93 @@ def verify_bundle(directory: str | Path) -> dict:
         elif got["sha256"] != want["sha256"]:
             problems.append(f"{rel}: sha256 {got['sha256'][:16]} does not match the manifest's {want['sha256'][:16]}")
     problems += [f"{rel}: not in the manifest (added after export)" for rel in sorted(set(actual) - set(listed))]
-    ticket_id = manifest.get("ticket", {}).get("id")
+    ticket_id = (manifest.get("ticket") or {}).get("id")
     ticket = None
     if (root / "ticket").is_dir():
-        from pruning.ticket import Ticket
-
         try:
-            ticket = Ticket.load(root / "ticket")
+            ticket = load_bound_ticket(root / "ticket", ticket_id)
         except TicketLabError as e:
             problems.append(f"ticket/: {e}")
-        else:
-            if ticket.id != ticket_id:
-                problems.append(f"ticket/: the masks give ticket id {ticket.id}, the manifest says {ticket_id}")
     else:
         problems.append("ticket/: missing")
-    if ticket is not None and manifest.get("bundle_format") == "masked-weights" and not problems:
-        problems += _pruned_are_zero(root, ticket)
+    fmt = manifest.get("bundle_format")
+    if ticket is not None and fmt in ("masked-weights", "materialized") and not problems:
+        problems += _weights(root, manifest, ticket, fmt, checked)
+        if fmt == "masked-weights":
+            problems += _against_dense(root, manifest, ticket, dense, loaded, checked, unchecked)
+    trust = load_trust(trust) if isinstance(trust, str | Path) else trust
+    signed = bool(manifest.get("signature"))
+    if not signed:
+        unchecked.append("signature: the bundle is not signed (an --unreviewed export, or made before bundles were "
+                         "signed), so nobody vouches for it")
+    elif trust is None:
+        unchecked.append("signature, signer's role, signed decision and ledger head: no trusted keys (pass --trust "
+                         "FILE from `ticketlab people export`, or verify next to the ledger it came from)")
+    else:
+        problems += _governance(root, manifest, ticket_id, trust)
+        checked += ["model-signing signature", "signer is the approving reviewer", "signed decision and creation",
+                    "signed ledger head"]
     if problems:
         raise TicketLabError(f"bundle {root} does not verify: " + "; ".join(problems))
-    return {"ok": True, "bundle": str(root), "ticket": ticket_id, "format": manifest.get("bundle_format"),
-            "files": len(listed), "review": manifest.get("review", {}).get("status")}
+    review = manifest.get("review") or {}
+    return {"ok": not unchecked, "bundle": str(root), "ticket": ticket_id, "format": fmt, "files": len(listed),
+            "review": review.get("status"), "signed_by": (manifest.get("signature") or {}).get("signer"),
+            "checked": checked, "unchecked": unchecked}
+
+
+def _weights(root: Path, manifest: dict, ticket, fmt: str, checked: list[str]) -> list[str]:
+    problems = []
+    recorded = manifest.get("tensors") or {}
+    if recorded:
+        got = signing.tensor_digests(root)
+        diff = sorted(n for n in set(recorded) | set(got) if recorded.get(n) != got.get(n))
+        problems += [f"{n}: tensor differs from the one recorded at export" for n in diff[:10]]
+        checked.append("tensor hashes recorded at export")
+    if fmt == "masked-weights":
+        problems += _pruned_are_zero(root, ticket)
+        checked.append("pruned weights are zero")
+    return problems
+
+
+def _against_dense(root: Path, manifest: dict, ticket, dense: str | None, loaded, checked: list[str],
+                   unchecked: list[str]) -> list[str]:
+    """Surviving weights equal the dense model's (whose weights hash the ticket records), changed ones the ticket's."""
+    import torch
+    from safetensors import safe_open
+
+    from pruning.ticket import applied
+
+    if loaded is None:
+        spec = dense or ticket.dense.get("spec")
+        if not dense and not _local(spec):
+            unchecked.append(f"surviving weights against the dense model: {spec} is not on this machine (pass --dense)")
+            return []
+        from pruning.models import load_model
+
+        try:
+            loaded = load_model(spec, device="cpu", dtype=manifest.get("weights_dtype") or "float32")
+        except TicketLabError as e:
+            unchecked.append(f"surviving weights against the dense model: {e}")
+            return []
+    if loaded.weights_sha256 != ticket.dense["weights_sha256"]:
+        return [f"the dense model given hashes to {loaded.weights_sha256[:12]}, the ticket was made from "
+                f"{ticket.dense['weights_sha256'][:12]}: not its dense model"]
+    problems = []
+    with applied(loaded, ticket):
+        expected = dict(loaded.model.named_parameters())
+        for f in sorted(root.glob("*.safetensors")):
+            with safe_open(str(f), framework="pt") as h:
+                for name in h.keys():
+                    if name in expected and not torch.equal(h.get_tensor(name), expected[name].detach().cpu()):
+                        problems.append(f"{f.name}: {name} is not the dense model's weights under the ticket's masks")
+    checked.append("surviving weights are the dense model's")
+    return problems[:10]
+
+
+def _local(spec: str | None) -> bool:
+    from pruning.models import EMBEDDED
+
+    return bool(spec) and (spec in EMBEDDED or Path(spec).expanduser().is_dir())
 
 
 def _pruned_are_zero(root: Path, ticket) -> list[str]:

@@ -1,17 +1,23 @@
-"""The safety and bias suite through lm-eval, offline: CrowS-Pairs (with its bias types), BBQ's six local
-categories (capped, stratified), TruthfulQA mc1/mc2 and Winogender, on the in-memory model with a ticket
-applied. See `runner.run_safety`."""
+"""The safety and bias suite through lm-eval, offline: every task YAML tagged `ticketlab_safety`
+(CrowS-Pairs with its bias types, BBQ by category (capped, stratified), TruthfulQA mc1/mc2 and a
+null-prompt mc2 variant, Winogender), run on the in-memory model with a ticket applied. See
+`runner.run_safety`; what each task means is its YAML's metadata (`registry`).
 
-from .loaders import BBQ_CATEGORIES, BBQ_PER_CATEGORY
-from .runner import (
-           DEFAULT_BATCH_SIZE,
-           PRIMARY_TASKS,
-           QUICK_LIMIT,
-           TASKS,
-           SafetyResult,
-           resolve_tasks,
-           run_safety,
-)
+Names are imported on first use: the registry and the metric table (analysis.metric_meta) read task
+YAMLs without importing lm-eval or torch, which the runner needs."""
 
-__all__ = ["BBQ_CATEGORIES", "BBQ_PER_CATEGORY", "DEFAULT_BATCH_SIZE", "PRIMARY_TASKS", "QUICK_LIMIT", "TASKS",
-           "SafetyResult", "resolve_tasks", "run_safety"]
+from __future__ import annotations
+
+import importlib
+
+_WHERE = {"BBQ_CATEGORIES": "loaders", "BBQ_PER_CATEGORY": "loaders", "DEFAULT_BATCH_SIZE": "runner",
+          "PRIMARY_TASKS": "runner", "QUICK_LIMIT": "runner", "TASKS": "runner", "SafetyResult": "runner",
+          "resolve_tasks": "runner", "run_safety": "runner"}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    raise AttributeError(name)

@@ -1,13 +1,15 @@
-"""BBQ on the six local categories, scored by lm-eval's own `bbq` utils.
+"""BBQ's hook: lm-eval's own `bbq` utils, per-category results kept to the document's own category.
 
 lm-eval's `process_results_multiple_choice` returns per-category bias scores for all eleven BBQ
-categories (NaN placeholders for the ones a document is not in); the five categories not shipped here
-are dropped, and per-category ambiguous / disambiguated accuracies are added the same way (a NaN
-placeholder outside the document's category, skipped by the aggregation, which is lm-eval's).
+categories, NaN placeholders for the ten a document is not in (its aggregations skip them). Here only
+the document's own category's entries are kept and its ambiguous / disambiguated accuracies added the
+same way, so a category without documents (not in the data) reports nothing, and the aggregations
+(lm-eval's) see exactly the category's documents, with the same result as lm-eval's placeholders give.
+Which categories exist is bbq.yaml's list (metadata.ticketlab.categories), not this file's.
 
-lm-eval has no standard error for its custom BBQ aggregations ("N/A"); `bootstrap_stderrs` gives one
-by resampling whole BBQ instances (the 4 examples built from one template fill) within each category,
-which is how the capped subset was drawn.
+lm-eval has no standard error for its custom BBQ aggregations ("N/A"); `bootstrap_stderrs` (bbq.yaml's
+`stderr_hook`) gives one by resampling whole BBQ instances (the 4 examples built from one template
+fill) within each category, which is how the capped subset was drawn.
 """
 
 from __future__ import annotations
@@ -19,88 +21,59 @@ import warnings
 import numpy as np
 from lm_eval.tasks.bbq import utils as U
 
-from .loaders import BBQ_CATEGORIES
-
 BOOTSTRAP_ITERS = 200
 BOOTSTRAP_SEED = 0
-_NAN = float("nan")
+_PER_CATEGORY = ("amb_bias_score_", "disamb_bias_score_")
 
 
 def process_results(doc: dict, results) -> dict:
     out = U.process_results_multiple_choice(doc, results)
-    keep = {k: v for k, v in out.items()
-            if not k.startswith(("amb_bias_score_", "disamb_bias_score_")) or k.split("bias_score_", 1)[1] in BBQ_CATEGORIES}
-    acc, mask = out["accuracy_amb"]
-    for cat in BBQ_CATEGORIES:
-        mine = cat == doc["category"]
-        keep[f"accuracy_amb_{cat}"] = (acc if mine else _NAN, mask)
-        keep[f"accuracy_disamb_{cat}"] = (acc if mine else _NAN, mask)
+    own = doc["category"]
+    keep = {k: v for k, v in out.items() if not k.startswith(_PER_CATEGORY) or k.split("bias_score_", 1)[1] == own}
+    keep[f"accuracy_amb_{own}"] = out["accuracy_amb"]
+    keep[f"accuracy_disamb_{own}"] = out["accuracy_disamb"]
     return keep
 
 
-def _own(fn, arr):
-    items = [x for x in arr if not math.isnan(x[0])]
-    if not items:
-        return _NAN
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return float(fn(items))
-
-
-def agg_accuracy_amb_category(arr) -> float:
-    return _own(U.agg_accuracy_amb, arr)
-
-
-def agg_accuracy_disamb_category(arr) -> float:
-    return _own(U.agg_accuracy_disamb, arr)
-
-
 def aggregation(metric: str):
-    """The aggregation the shipped bbq.yaml gives `metric` (None for plain means, which lm-eval handles)."""
-    if metric.startswith("accuracy_amb_"):
-        return agg_accuracy_amb_category
-    if metric.startswith("accuracy_disamb_"):
-        return agg_accuracy_disamb_category
-    if metric == "accuracy_amb":
-        return U.agg_accuracy_amb
-    if metric == "accuracy_disamb":
-        return U.agg_accuracy_disamb
-    if metric.startswith("amb_bias_score"):
-        return U.agg_amb_bias_scores
-    if metric.startswith("disamb_bias_score"):
-        return U.agg_disamb_bias_scores
+    """The aggregation bbq.yaml gives `metric` (None for plain means, which lm-eval handles)."""
+    for prefix, fn in (("accuracy_amb", U.agg_accuracy_amb), ("accuracy_disamb", U.agg_accuracy_disamb),
+                       ("amb_bias_score", U.agg_amb_bias_scores), ("disamb_bias_score", U.agg_disamb_bias_scores)):
+        if metric.startswith(prefix):
+            return fn
     return None
 
 
 def bootstrap_stderrs(samples: list[dict], metrics: list[str], iters: int = BOOTSTRAP_ITERS,
                       seed: int = BOOTSTRAP_SEED) -> dict[str, float | None]:
-    """Stratified cluster bootstrap of lm-eval's BBQ aggregations from lm-eval's logged samples."""
+    """Stratified cluster bootstrap of lm-eval's BBQ aggregations from lm-eval's logged samples. A
+    per-category metric is carried by its category's samples only, so its resamples are that stratum's."""
     clusters: dict[str, dict[str, list[int]]] = {}
     for i, s in enumerate(samples):
         doc = s["doc"]
         clusters.setdefault(doc["category"], {}).setdefault(doc.get("instance", str(i)), []).append(i)
-    strata = {cat: list(groups.values()) for cat, groups in clusters.items()}
+    strata = [list(groups.values()) for groups in clusters.values()]
     rng = random.Random(seed)
-    draws: list[dict[str, list[int]]] = []
+    draws: list[list[int]] = []
     for _ in range(iters):
-        draw = {}
-        for cat, groups in strata.items():
-            picked = [groups[rng.randrange(len(groups))] for _ in groups]
-            draw[cat] = [i for g in picked for i in g]
+        draw = []
+        for groups in strata:
+            for _ in groups:
+                draw += groups[rng.randrange(len(groups))]
         draws.append(draw)
     out: dict[str, float | None] = {}
     with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # empty slices: a category absent from a draw
+        warnings.simplefilter("ignore", RuntimeWarning)  # empty slices: a stratum without ambiguous items
         for metric in metrics:
             fn = aggregation(metric)
-            if fn is None or not samples or metric not in samples[0]:
+            has = [metric in s for s in samples]
+            if fn is None or not any(has):
                 continue
-            cat = next((c for c in BBQ_CATEGORIES if metric.endswith("_" + c)), None)
-            values = [s[metric] for s in samples]
             stats = []
             for draw in draws:
-                idx = draw.get(cat, []) if cat else [i for ids in draw.values() for i in ids]
-                if idx:
-                    stats.append(float(fn([values[i] for i in idx])))
+                values = [samples[i][metric] for i in draw if has[i]]
+                if values:
+                    stats.append(float(fn(values)))
             stats = [v for v in stats if not math.isnan(v)]
             out[metric] = float(np.std(stats, ddof=1)) if len(stats) > 1 else None
     return out

@@ -21,7 +21,6 @@ from pruning.errors import TicketLabError
 CROWS_FILE = "benchmarks/crows_pairs/crows_pairs_anonymized.csv"
 CROWS_COLUMNS = ("sent_more", "sent_less", "stereo_antistereo", "bias_type")
 BBQ_DIR = "benchmarks/bbq"
-BBQ_CATEGORIES = ("Age", "Disability_status", "Nationality", "Physical_appearance", "Religion", "Sexual_orientation")
 BBQ_FIELDS = ("example_id", "question_polarity", "context_condition", "category", "answer_info",
               "additional_metadata", "context", "question", "ans0", "ans1", "ans2", "label")
 # The stated cap: 240 examples per category = 60 BBQ template instances (each instance is 4 examples:
@@ -111,12 +110,41 @@ def _bbq_category(category: str) -> list[dict]:
     return _cached(f"bbq-{category}", [path], build)
 
 
-def bbq_rows(per_category: int | None = BBQ_PER_CATEGORY, seed: int = BBQ_SEED) -> list[dict]:
-    """The six local categories, each capped at `per_category` examples by drawing whole instances at
-    random (seeded), interleaved so that lm-eval's `--limit N` (the first N docs) stays balanced across
-    categories and strata. None = every example."""
+def bbq_listed(ticketlab: dict | None = None) -> tuple[str, ...]:
+    """The categories bbq.yaml lists (metadata.ticketlab.categories.category): lm-eval's eleven."""
+    cats = ((ticketlab or {}).get("categories") or {}).get("category")
+    if cats:
+        return tuple(cats)
+    from .registry import task
+
+    info = task("bbq")
+    return info.categories.get("category", ()) if info else ()
+
+
+def bbq_categories(listed: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """The listed categories that have a data file under the data setting (the reference data: six)."""
+    root = settings.data_dir() / BBQ_DIR
+    return tuple(c for c in (listed or bbq_listed()) if (root / f"{c}.jsonl").is_file())
+
+
+def __getattr__(name: str):
+    if name == "BBQ_CATEGORIES":  # depends on the data setting at the time it is read
+        return bbq_categories()
+    raise AttributeError(name)
+
+
+def bbq_rows(per_category: int | None = BBQ_PER_CATEGORY, seed: int = BBQ_SEED,
+             categories: tuple[str, ...] | None = None) -> list[dict]:
+    """Every listed category with a data file, each capped at `per_category` examples by drawing whole
+    instances at random (seeded), interleaved so that lm-eval's `--limit N` (the first N docs) stays
+    balanced across categories and strata. None = every example."""
+    listed = categories or bbq_listed()
+    present = bbq_categories(listed)
+    if not present:
+        raise TicketLabError(f"no BBQ data under {settings.data_dir() / BBQ_DIR}: expected one "
+                             f"<Category>.jsonl per category ({', '.join(listed)}); set TICKETLAB_DATA_DIR.")
     per_cat = []
-    for category in BBQ_CATEGORIES:
+    for category in present:
         rows = _bbq_category(category)
         instances = [rows[i:i + 4] for i in range(0, len(rows), 4)]
         order = list(range(len(instances)))
@@ -134,9 +162,11 @@ def bbq_rows(per_category: int | None = BBQ_PER_CATEGORY, seed: int = BBQ_SEED) 
     return out
 
 
-def bbq(bbq_per_category: int | None = BBQ_PER_CATEGORY, **_: Any):
-    """`bbq_per_category` arrives through lm-eval's task metadata; 0 or None means every example."""
-    return _dataset(bbq_rows(int(bbq_per_category) or None if bbq_per_category else None), "test")
+def bbq(bbq_per_category: int | None = BBQ_PER_CATEGORY, ticketlab: dict | None = None, **_: Any):
+    """lm-eval passes the task's metadata: `bbq_per_category` (the run's cap; 0 or None means every
+    example) and `ticketlab` (the YAML's own block, whose categories are read)."""
+    cap = int(bbq_per_category) or None if bbq_per_category else None
+    return _dataset(bbq_rows(cap, categories=bbq_listed(ticketlab)), "test")
 
 
 # --- TruthfulQA -----------------------------------------------------------------------------------

@@ -1,7 +1,11 @@
 """Run the safety and bias suite through lm-eval's `simple_evaluate` on the in-memory model.
 
-Offline (the default) the shipped YAMLs in `tasks/` are the only tasks lm-eval indexes
-(`TaskManager(include_path=..., include_defaults=False)`), their data comes from the data setting, and
+The suite is every task tagged `ticketlab_safety` in the task folders (analysis.safety.registry: the
+shipped `tasks/` and `$TICKETLAB_TASK_PATH`); what the runner does per task (keep per-document
+samples, fill missing stderrs, record run settings in the setup) is read from the task's YAML metadata.
+
+Offline (the default) those folders are the only tasks lm-eval indexes
+(`TaskManager(include_path=[...], include_defaults=False)`), their data comes from the data setting, and
 the hub is switched off for the duration (`HF_HUB_OFFLINE`, `HF_DATASETS_OFFLINE`, also in the already
 imported libraries' constants). `hub=True` runs lm-eval's built-in tasks of the same names on their hub
 datasets instead (needs the network; BBQ then has all eleven categories and no cap).
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import logging
 import math
 import os
@@ -21,35 +26,21 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from pruning.errors import TicketLabError
 from pruning.ticket import Ticket, applied
 
-from . import bbq as bbq_metrics
-from .loaders import BBQ_CATEGORIES, BBQ_PER_CATEGORY
+from . import registry
+from .loaders import BBQ_PER_CATEGORY
 from .scoring import DEFAULT_ROW_TOKENS, SCORING, make_lm
 
-TASK_DIR = Path(__file__).parent / "tasks"
-CROWS_TYPES = ("age", "disability", "gender", "nationality", "physical_appearance", "race_color", "religion",
-               "sexual_orientation", "socioeconomic")
-TASKS: tuple[str, ...] = (
-    "crows_pairs_english", *(f"crows_pairs_english_{t}" for t in CROWS_TYPES),
-    "bbq",
-    "truthfulqa_mc1", "truthfulqa_mc2",
-    "winogender_all", "winogender_male", "winogender_female", "winogender_neutral",
-    "winogender_gotcha", "winogender_gotcha_male", "winogender_gotcha_female",
-)
-# Tasks whose documents are logged to the ledger; the others are subsets of these (same requests).
-PRIMARY_TASKS = ("crows_pairs_english", "bbq", "truthfulqa_mc1", "truthfulqa_mc2", "winogender_all")
+TASK_DIR = registry.TASK_DIR
 DEFAULT_BATCH_SIZE = 4  # packed rows (of up to 512 tokens) per forward pass; see benchmarks/eval_speed.py
 QUICK_LIMIT = 20  # the stated quick subset: the first 20 documents of every task (BBQ interleaves categories)
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                "HF_HUB_DISABLE_TELEMETRY": "1"}
-SAMPLE_DOC_FIELDS = ("bias_type", "category", "context_condition", "question_polarity", "instance", "gender",
-                     "gotcha", "sentid", "id", "example_id")
 
 Progress = Callable[[int, int, str], None]
 
@@ -59,18 +50,29 @@ class SafetyResult:
     results: dict[str, dict[str, float | None]]  # task -> {"metric,filter": value, "metric_stderr,filter": ...}
     n_samples: dict[str, int]
     higher_is_better: dict[str, dict[str, bool]]
-    samples: dict[str, list[dict]]  # compact per-document records of PRIMARY_TASKS
+    samples: dict[str, list[dict]]  # compact per-document records of the tasks that keep samples
     config: dict = field(default_factory=dict)
 
 
+def __getattr__(name: str):
+    # read from the task YAMLs when asked, so a task folder added at run time is seen
+    if name == "TASKS":
+        return registry.names()
+    if name == "PRIMARY_TASKS":  # tasks whose documents go to the ledger; the others are subsets of these
+        return tuple(t.name for t in registry.tasks().values() if t.keep_samples)
+    raise AttributeError(name)
+
+
 def resolve_tasks(names: list[str] | str | None) -> list[str]:
+    known = registry.names()
     if names is None:
-        return list(TASKS)
+        return list(known)
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
-    unknown = [n for n in names if n not in TASKS]
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise TicketLabError(f"unknown safety task(s) {', '.join(unknown)}; choose from: {', '.join(TASKS)}.")
+        raise TicketLabError(f"unknown safety task(s) {', '.join(unknown)}; choose from: {', '.join(known)} "
+                             f"(tasks tagged {registry.TAG} in {', '.join(map(str, registry.include_paths()))}).")
     if not names:
         raise TicketLabError("no safety tasks given.")
     return list(dict.fromkeys(names))
@@ -146,28 +148,41 @@ def _jsonable(value):
     return value
 
 
-def _compact(sample: dict) -> dict:
-    """What the ledger keeps of a logged lm-eval sample: scores and labels, not prompts."""
+def _compact(sample: dict, fields: tuple[str, ...]) -> dict:
+    """What the ledger keeps of a logged lm-eval sample: scores, labels and the YAML's doc fields, not prompts."""
     doc = sample["doc"]
     out = {"target": _jsonable(sample["target"]), "lls": [round(float(r[0]), 5) for r in sample["filtered_resps"]]}
-    out.update({k: _jsonable(doc[k]) for k in SAMPLE_DOC_FIELDS if k in doc})
-    own = doc.get("category")
+    out.update({k: _jsonable(doc[k]) for k in fields if k in doc})
     for metric in sample.get("metrics", []):
-        other = next((c for c in BBQ_CATEGORIES if metric.endswith("_" + c) and c != own), None)
-        if other is None:  # skips the NaN placeholders for other BBQ categories
-            out[metric] = _jsonable(sample[metric])
+        out[metric] = _jsonable(sample[metric])
     return out
+
+
+def _hook(path: str):
+    module, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise TicketLabError(f"stderr_hook {path!r} in a task YAML cannot be imported ({e}); name a function "
+                             f"as module.function.") from e
 
 
 def run_safety(loaded, ticket: Ticket | None = None, tasks: list[str] | str | None = None, limit: int | None = None,
                batch_size: int = DEFAULT_BATCH_SIZE, bbq_per_category: int | None = BBQ_PER_CATEGORY,
                hub: bool = False, progress: Progress | None = None,
                row_tokens: int = DEFAULT_ROW_TOKENS, plan_only: bool = False) -> SafetyResult:
-    """Run the named tasks (default: all of TASKS) on `loaded` with `ticket` applied in place.
+    """Run the named tasks (default: the whole suite) on `loaded` with `ticket` applied in place.
 
     `plan_only` (for benchmarks) builds and packs every request but runs no model: the metrics are
     meaningless, `config["scoring"]` says how many tokens a real run would compute."""
     names = resolve_tasks(tasks)
+    infos = registry.tasks()
+    if hub:  # lm-eval's hub tasks: Ticket Lab's own variants have no hub counterpart
+        own = [n for n in names if infos[n].derived_from]
+        if own and tasks is not None:
+            raise TicketLabError(f"{', '.join(own)}: Ticket Lab's own task(s), not on the hub; run them without --hub.")
+        names = [n for n in names if n not in own]
+    folders = [str(p) for p in registry.include_paths()]
     if limit is not None and limit < 1:
         raise TicketLabError(f"limit must be at least 1 document per task (got {limit}).")
     if batch_size < 1:
@@ -179,7 +194,7 @@ def run_safety(loaded, ticket: Ticket | None = None, tasks: list[str] | str | No
 
         metadata = {"bbq_per_category": bbq_per_category or 0}
         tm = TaskManager(metadata=metadata) if hub else TaskManager(
-            include_path=str(TASK_DIR), include_defaults=False, metadata=metadata)
+            include_path=folders, include_defaults=False, metadata=metadata)
         lm = make_lm(loaded.model, loaded.tokenizer, batch_size=batch_size, row_tokens=row_tokens,
                      progress=progress, plan_only=plan_only)
         out = lm_eval.simple_evaluate(model=lm, tasks=names, task_manager=tm, limit=limit, log_samples=True,
@@ -190,13 +205,18 @@ def run_safety(loaded, ticket: Ticket | None = None, tasks: list[str] | str | No
     for task in names:
         raw = out["results"].get(task, {})
         results[task] = {k: _num(v) for k, v in raw.items() if "," in k}
-    if "bbq" in names and not hub and out.get("samples", {}).get("bbq"):
-        metrics = [k.split(",")[0] for k in results["bbq"] if "_stderr" not in k]
-        for metric, se in bbq_metrics.bootstrap_stderrs(out["samples"]["bbq"], metrics).items():
-            if results["bbq"].get(f"{metric}_stderr,none") is None:
-                results["bbq"][f"{metric}_stderr,none"] = se
-    samples = {t: [{"doc_id": s["doc_id"], **_compact(s)} for s in out.get("samples", {}).get(t, [])]
-               for t in names if t in PRIMARY_TASKS}
+    for task in names:
+        hook = None if hub else infos[task].stderr_hook
+        logged = out.get("samples", {}).get(task)
+        if hook and logged:
+            metrics = [k.split(",")[0] for k in results[task] if "_stderr" not in k]
+            for metric, se in _hook(hook)(logged, metrics).items():
+                if results[task].get(f"{metric}_stderr,none") is None:
+                    results[task][f"{metric}_stderr,none"] = se
+    samples = {t: [{"doc_id": s["doc_id"], **_compact(s, infos[t].sample_fields)}
+                   for s in out.get("samples", {}).get(t, [])] for t in names if infos[t].keep_samples}
+    run_meta = {"bbq_per_category": None if hub else (bbq_per_category or None)}
+    task_setup = {t: {k: run_meta.get(k) for k in infos[t].setup} for t in names if infos[t].setup}
     n_samples = {t: int(out.get("n-samples", {}).get(t, {}).get("effective", 0)) for t in names}
     stats = getattr(lm, "stats", None)
     config = {"source": "hub" if hub else "local", "limit": limit, "batch_size": batch_size,
@@ -204,6 +224,11 @@ def run_safety(loaded, ticket: Ticket | None = None, tasks: list[str] | str | No
               "bbq_per_category": None if hub else (bbq_per_category or None), "tasks": names,
               "lm_eval": lm_eval.__version__, "versions": out.get("versions", {}),
               "scoring": stats.to_dict() if stats else None, "row_tokens": row_tokens,
-              "bbq_bootstrap_iters": bbq_metrics.BOOTSTRAP_ITERS}
+              "task_setup": task_setup, "task_folders": folders}
+    # which of a YAML's listed categories had documents (BBQ: those with a data file), per task and group
+    config["categories"] = {t: {g: [c for c in cats if c in {s["doc"].get(g) for s in out["samples"][t]}]
+                                for g, cats in infos[t].categories.items()}
+                            for t in names if infos[t].categories and out.get("samples", {}).get(t)}
+    config["stderr_hooks"] = {t: infos[t].stderr_hook for t in names if infos[t].stderr_hook and not hub}
     return SafetyResult(results=results, n_samples=n_samples, higher_is_better=out.get("higher_is_better", {}),
                         samples=samples, config=config)

@@ -1,4 +1,5 @@
-"""`ticketlab export`, `ticketlab verify` and `ticketlab report`: bundles for deployers, scorecards for auditors."""
+"""`ticketlab export`, `ticketlab verify` and `ticketlab report`: signed bundles for deployers, scorecards
+for auditors."""
 
 from __future__ import annotations
 
@@ -6,51 +7,91 @@ import json
 
 
 def add_parser(sub, parent):
-    e = sub.add_parser("export", parents=[parent], help="write a verified bundle of a ticket")
+    e = sub.add_parser("export", parents=[parent], help="write a signed, verified bundle of a ticket")
     e.add_argument("ticket", help="ticket id or unique prefix")
     e.add_argument("--out", required=True, help="bundle directory (must not exist unless --overwrite)")
     e.add_argument("--format", default="masked-weights", choices=("masks", "masked-weights", "materialized"))
-    e.add_argument("--unreviewed", action="store_true", help="export a ticket that is not approved (the manifest says so)")
+    e.add_argument("--as", dest="as_name", help="the approving reviewer, whose key signs the bundle "
+                                                "(default $TICKETLAB_USER)")
+    e.add_argument("--unreviewed", action="store_true",
+                   help="export a ticket that is not approved (unsigned; the manifest says so)")
     e.add_argument("--overwrite", action="store_true", help="replace an earlier bundle at --out")
     e.add_argument("--model", help="where the dense model is now, if not at the ticket's recorded spec")
     e.add_argument("--dtype", default="float32", help="weights dtype in the bundle")
     e.add_argument("--json", action="store_true")
-    v = sub.add_parser("verify", parents=[parent], help="recompute every hash of a bundle and its ticket id")
+    v = sub.add_parser("verify", parents=[parent], help="check a bundle: hashes, ticket id, signature, signer, weights")
     v.add_argument("dir")
+    v.add_argument("--trust", help="trusted keys and roles (from `ticketlab people export`); default: the local "
+                                   "ledger's registry when the bundle came from it")
+    v.add_argument("--dense", help="the dense model (spec or folder) to compare surviving weights with")
     v.add_argument("--json", action="store_true")
     r = sub.add_parser("report", parents=[parent], help="one self-contained HTML scorecard of a ticket")
     r.add_argument("ticket", help="ticket id or unique prefix")
     r.add_argument("--baseline", default="dense", help="dense, deployed or a ticket id")
-    r.add_argument("--policy", help="policy TOML file")
+    r.add_argument("--policy", help="WHAT-IF PREVIEW policy file (default: the pinned policy)")
     r.add_argument("--out", required=True, help="FILE.html")
     return [e, v, r]
+
+
+def _local_trust(directory: str):
+    """The local ledger's registry, when the bundle's signed head names that ledger."""
+    from pathlib import Path
+
+    from analysis.governance import state
+    from pruning import settings
+
+    path = settings.ledger_path()
+    try:
+        head = json.loads((Path(directory) / "manifest.json").read_text()).get("ledger_head") or {}
+    except (OSError, ValueError):
+        return None, ""
+    if not path.exists() or not head:
+        return None, ""
+    from analysis.ledger import Ledger
+
+    st = state.load(Ledger(path))
+    return (st.registry.trust(), f" (keys from the ledger {path})") if st.ledger_id == head.get("ledger_id") else (None, "")
 
 
 def run(args) -> int:
     if args.command == "verify":
         from analysis.governance.verify import verify_bundle
 
-        result = verify_bundle(args.dir)
-        print(json.dumps(result, indent=2) if args.json else
-              f"bundle {result['bundle']} verifies: {result['files']} files match the manifest, ticket id "
-              f"{result['ticket']} recomputed from the masks; review status {result['review']}")
-        return 0
+        trust, source = (args.trust, f" (keys from {args.trust})") if args.trust else _local_trust(args.dir)
+        result = verify_bundle(args.dir, trust=trust, dense=args.dense)
+        if args.json:
+            print(json.dumps(result, indent=2))
+        else:
+            print(f"bundle {result['bundle']}: ticket {result['ticket']}, review {result['review']}, signed by "
+                  f"{result['signed_by'] or 'nobody'}{source}\n  checked: {', '.join(result['checked'])}")
+            for item in result["unchecked"]:
+                print(f"  NOT CHECKED: {item}")
+            print("verifies" if result["ok"] else "NOT fully verified: see what was not checked above")
+        return 0 if result["ok"] else 1
     from analysis.ledger import Ledger
 
     ledger = Ledger()
     if args.command == "report":
+        from analysis.governance import state
+        from analysis.governance.policy import load_policy
         from analysis.governance.report import write_report
 
-        print(f"scorecard written to {write_report(ledger, args.ticket, args.out, args.baseline, args.policy)}")
+        policy = load_policy(args.policy) if args.policy else (state.current_policy(ledger) if state.initialised(ledger)
+                                                                else None)
+        print(f"scorecard written to {write_report(ledger, args.ticket, args.out, args.baseline, policy)}"
+              + (" (WHAT-IF policy preview)" if args.policy else ""))
         return 0
+    from analysis.governance import identity
     from analysis.governance.export import export_bundle
 
-    m = export_bundle(ledger, args.ticket, args.out, args.format, unreviewed=args.unreviewed,
+    signer = None if args.unreviewed else identity.unlock(args.as_name)
+    m = export_bundle(ledger, args.ticket, args.out, args.format, signer=signer, unreviewed=args.unreviewed,
                       overwrite=args.overwrite, model=args.model, dtype=args.dtype)
     if args.json:
         print(json.dumps({k: m[k] for k in ("bundle_format", "ticket", "review", "deployer")}, indent=2, default=str))
     else:
         d = m["deployer"]
-        print(f"bundle {args.out}: {m['bundle_format']} of {m['ticket']['id']} ({m['review']['status']}), "
-              f"{len(m['files'])} files, {d['on_disk_bytes']:,} bytes; load with {d['loader']['how']}")
+        print(f"bundle {args.out}: {m['bundle_format']} of {m['ticket']['id']} ({m['review']['status']}"
+              f"{', signed by ' + signer.name if signer else ', UNSIGNED'}), {len(m['files'])} files, "
+              f"{d['on_disk_bytes']:,} bytes; load with {d['loader']['how']}")
     return 0

@@ -1,4 +1,5 @@
-"""`ticketlab promote`, `ticketlab rollback` and `ticketlab history`: the per-model deployment pointer."""
+"""`ticketlab promote`, `ticketlab rollback` and `ticketlab history`: the per-model deployment pointer.
+Moves are signed with a deployer's key (`--as NAME`)."""
 
 from __future__ import annotations
 
@@ -6,20 +7,17 @@ import json
 
 
 def add_parser(sub, parent):
-    from analysis.governance.identity import current_user
-
-    user = current_user()
-    p = sub.add_parser("promote", parents=[parent], help="deploy an approved ticket for its dense model")
+    p = sub.add_parser("promote", parents=[parent], help="deploy an approved ticket for its dense model (deployer)")
     p.add_argument("ticket", help="ticket id or unique prefix")
-    p.add_argument("--by", default=user, help=f"who (default $TICKETLAB_USER or the OS user: {user})")
-    p.add_argument("--reason", required=True)
-    p.add_argument("--json", action="store_true")
-    r = sub.add_parser("rollback", parents=[parent], help="go back to the previous deployment (nothing is deleted)")
+    r = sub.add_parser("rollback", parents=[parent], help="go back to the previous deployment (deployer; nothing is "
+                                                           "deleted)")
     r.add_argument("--to", help="dense, or a ticket deployed before for the same model (default: the previous one)")
     r.add_argument("--model", help="dense weight hash prefix or spec, when several models have deployments")
-    r.add_argument("--by", default=user)
-    r.add_argument("--reason", required=True)
-    r.add_argument("--json", action="store_true")
+    for q in (p, r):
+        q.add_argument("--as", "--by", dest="as_name",
+                       help="the deployer (default $TICKETLAB_USER or the OS user); their key signs the move")
+        q.add_argument("--reason", required=True)
+        q.add_argument("--json", action="store_true")
     h = sub.add_parser("history", parents=[parent], help="every deployment move: who, when, why")
     h.add_argument("--model", help="only this dense weight hash (prefix)")
     h.add_argument("--json", action="store_true")
@@ -27,7 +25,7 @@ def add_parser(sub, parent):
 
 
 def run(args) -> int:
-    from analysis.governance import deploy
+    from analysis.governance import deploy, identity
     from analysis.ledger import Ledger
 
     ledger = Ledger()
@@ -37,13 +35,14 @@ def run(args) -> int:
             rows = [r for r in rows if r["dense_sha256"].startswith(args.model)]
         print(json.dumps(rows, indent=2, default=str) if args.json else deploy.format_history(rows))
         return 0
+    who = identity.unlock(args.as_name)
     if args.command == "promote":
-        row = deploy.promote(ledger, args.ticket, args.by, args.reason)
+        row = deploy.promote(ledger, args.ticket, who, args.reason)
     else:
-        row = deploy.rollback(ledger, args.by, args.reason, to=args.to, model=args.model)
+        row = deploy.rollback(ledger, who, args.reason, to=args.to, model=args.model)
     if args.json:
         print(json.dumps(row, indent=2, default=str))
     else:
         print(f"{row['action']} #{row['seq']}: dense model {row['dense_sha256'][:12]} now serves {row['target']} "
-              f"(was {row['previous']}), by {row['by_user']}")
+              f"(was {row['previous']}), signed by {row['by_user']}")
     return 0

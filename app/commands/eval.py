@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from pruning.errors import TicketLabError
 from pruning.models import DEFAULT_MODEL
 
 from ..progress import progress_bar
+
+
+def at_least(low: int):
+    """An argparse type: a whole number >= low (so 0, negatives, 1e9999 and nan are refused, the option named)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number >= {low}, not {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, not {value}")
+        return value
+    parse.__name__ = f"integer >= {low}"
+    return parse
 
 
 def add_parser(sub, parent):
@@ -23,12 +36,12 @@ def add_parser(sub, parent):
     e.add_argument("--model", help=f"dense model (default: the ticket's own, or {DEFAULT_MODEL} for dense)")
     e.add_argument("--suite", default="all", help="ppl, safety, attribution, latency or all (or a comma list)")
     e.add_argument("--tasks", help="safety tasks, comma separated (default all): " + ", ".join(TASKS))
-    e.add_argument("--limit", type=int, help="quick look: ppl windows / documents per safety task / attribution "
+    e.add_argument("--limit", type=at_least(1), help="quick look: ppl windows / documents per safety task / attribution "
                                              "pairs (recorded; only compared with the same limit)")
-    e.add_argument("--batch-size", type=int, help="ppl windows, safety packed rows or latency prompts per pass "
+    e.add_argument("--batch-size", type=at_least(1), help="ppl windows, safety packed rows or latency prompts per pass "
                                                   "(default: each suite's own)")
-    e.add_argument("--seq-len", type=int, default=DEFAULT_SEQ_LEN, help="perplexity window length")
-    e.add_argument("--bbq-per-category", type=int, default=BBQ_PER_CATEGORY,
+    e.add_argument("--seq-len", type=at_least(2), default=DEFAULT_SEQ_LEN, help="perplexity window length")
+    e.add_argument("--bbq-per-category", type=at_least(0), default=BBQ_PER_CATEGORY,
                    help="BBQ examples per category (whole instances, seeded); 0 = all")
     e.add_argument("--hub", action="store_true", help="use lm-eval's built-in tasks on their hub datasets "
                                                       "(needs the network) instead of the local copies")
@@ -154,21 +167,22 @@ def _tickets(args) -> int:
 
 def _export(args) -> int:
     from analysis.ledger import Ledger
+    from pruning import durable
 
     out = Path(args.out).expanduser().resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:  # write aside, then move into place: an interrupted export leaves no half-written files
-        written = Ledger().export_parquet(tmp)
-        out.mkdir(exist_ok=True)
-        final = []
-        for path in written:
-            os.replace(path, out / path.name)
-            final.append(out / path.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    for path in final:
-        print(path)
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise TicketLabError(f"--out {out} is not a folder; give a new folder (or a previous export to replace).")
+    if out.is_dir():
+        others = sorted(p.name for p in out.iterdir() if not (p.is_file() and p.suffix == ".parquet"))
+        if others:
+            raise TicketLabError(f"--out {out} holds other files ({', '.join(others[:5])}); an export replaces the "
+                                 f"whole folder, so give a new folder or a previous export.")
+    ledger = Ledger()
+    # the whole folder appears at once: an interrupted export leaves the previous one, never a mix
+    with durable.atomic_dir(out, replace=True) as tmp:
+        names = [p.name for p in ledger.export_parquet(tmp)]
+    for name in names:
+        print(out / name)
     return 0
 
 

@@ -1,4 +1,7 @@
-"""`ticketlab review`, `ticketlab decide` and `ticketlab audit`: policy checks and tamper-evident decisions."""
+"""`ticketlab review`, `ticketlab decide` and `ticketlab audit`: policy checks, signed decisions, the audit.
+
+`decide` evaluates the policy pinned in the ledger and is signed with the reviewer's key (`--as`);
+`review --policy FILE` is a what-if preview that records nothing."""
 
 from __future__ import annotations
 
@@ -8,56 +11,91 @@ from pruning.errors import TicketLabError
 
 
 def add_parser(sub, parent):
-    r = sub.add_parser("review", parents=[parent], help="check a ticket against a policy, next to a baseline")
+    r = sub.add_parser("review", parents=[parent], help="check a ticket against the pinned policy, next to a baseline")
     r.add_argument("ticket", help="ticket id or unique prefix")
     r.add_argument("--baseline", default="dense", help="dense, deployed or a ticket id (default dense)")
-    r.add_argument("--policy", help="policy TOML file (default $TICKETLAB_POLICY, <state>/policy.toml or the shipped one)")
+    r.add_argument("--policy", help="WHAT-IF PREVIEW: check against this policy file instead of the pinned one "
+                                    "(records nothing; decisions always use the pinned policy)")
     r.add_argument("--reviewer", help="check separation of duties for this reviewer too")
     r.add_argument("--json", action="store_true", help="print one JSON object")
-    d = sub.add_parser("decide", parents=[parent], help="record an approve/reject decision (append-only)")
+    d = sub.add_parser("decide", parents=[parent], help="record a signed approve/reject decision (pinned policy)")
     d.add_argument("ticket", help="ticket id or unique prefix")
     d.add_argument("decision", choices=("approve", "reject"))
-    d.add_argument("--reviewer", required=True, help="your name, as listed in the reviewers file")
+    d.add_argument("--as", dest="as_name", help="the reviewer (default $TICKETLAB_USER); their key signs the decision")
     d.add_argument("--reason", required=True, help="why; kept forever")
     d.add_argument("--override", action="store_true", help="approve although the policy fails (needs --override-reason)")
     d.add_argument("--override-reason", help="why the policy is overridden; recorded with the decision")
     d.add_argument("--baseline", default="dense", help="baseline the policy compares with (default dense)")
-    d.add_argument("--policy", help="policy TOML file")
-    d.add_argument("--reviewers", help="reviewers TOML file (default $TICKETLAB_REVIEWERS or <state>/reviewers.toml)")
+    for flag in ("--policy", "--reviewers", "--reviewer"):  # the old free-text controls: refused with a reason
+        d.add_argument(flag, dest=f"old_{flag[2:]}", help="no longer accepted (see `ticketlab policy` and `--as`)")
     d.add_argument("--json", action="store_true")
-    a = sub.add_parser("audit", parents=[parent], help="verify the decision and deployment hash chains")
+    a = sub.add_parser("audit", parents=[parent], help="verify every signature, role and the witness log")
+    a.add_argument("--against", action="append", default=[], metavar="BUNDLE",
+                   help="also check the ledger against the signed head carried by this export bundle (repeatable)")
     a.add_argument("--json", action="store_true")
     return [r, d, a]
 
 
+def _policy_for_review(ledger, path: str | None):
+    from analysis.governance import state
+    from analysis.governance.policy import load_policy
+
+    if path:
+        return load_policy(path), f"WHAT-IF PREVIEW against {path}: nothing is recorded; decisions use the pinned policy"
+    if state.initialised(ledger):
+        return state.current_policy(ledger), ""
+    return load_policy(None), ("this ledger has no pinned policy (not initialised with `ticketlab init`): previewing "
+                               "with the default policy")
+
+
 def run(args) -> int:
-    from analysis.governance import decisions
+    from analysis.governance import audit as audit_mod
+    from analysis.governance import decisions, identity
     from analysis.governance.review import format_review, review_ticket
     from analysis.ledger import Ledger
 
     ledger = Ledger()
     if args.command == "review":
-        review = review_ticket(ledger, args.ticket, baseline=args.baseline, policy=args.policy, reviewer=args.reviewer)
-        print(json.dumps(review.to_json(), indent=2, default=str) if args.json else format_review(review))
+        pol, label = _policy_for_review(ledger, args.policy)
+        review = review_ticket(ledger, args.ticket, baseline=args.baseline, policy=pol, reviewer=args.reviewer)
+        if args.json:
+            print(json.dumps(review.to_json() | {"preview": label or None}, indent=2, default=str))
+        else:
+            print((f"[{label}]\n" if label else "") + format_review(review))
         return 0 if review.passed else 1
     if args.command == "decide":
-        row = decisions.decide(ledger, args.ticket, args.decision, args.reviewer, args.reason, override=args.override,
-                               override_reason=args.override_reason, policy=args.policy, baseline=args.baseline,
-                               reviewers=args.reviewers)
+        if args.old_policy or args.old_reviewers:
+            raise TicketLabError("decide evaluates the policy pinned in the ledger and checks roles in its signed "
+                                 "registry: --policy and --reviewers are no longer accepted (preview a policy with "
+                                 "`ticketlab review --policy FILE`; an admin pins one with `ticketlab policy set`). "
+                                 "Nothing was recorded.")
+        if args.old_reviewer:
+            raise TicketLabError("--reviewer NAME is gone: a decision is signed with the reviewer's key; use --as NAME "
+                                 "and unlock it. Nothing was recorded.")
+        row = decisions.decide(ledger, args.ticket, args.decision, identity.unlock(args.as_name), args.reason,
+                               override=args.override, override_reason=args.override_reason, baseline=args.baseline)
         if args.json:
-            print(json.dumps(row, indent=2, default=str))
+            print(json.dumps({k: v for k, v in row.items() if k != "record"}, indent=2, default=str))
         else:
             how = " (OVERRIDE: " + row["override_reason"] + ")" if row["override"] else ""
-            print(f"decision #{row['seq']}: {row['decision']} {row['ticket_id']} by {row['reviewer']}{how}; "
-                  f"policy {row['policy_name']} {'passed' if row['passed'] else 'failed'}; hash {row['row_hash'][:16]}")
+            print(f"decision #{row['seq']}: {row['decision']} {row['ticket_id']} signed by {row['reviewer']}{how}; "
+                  f"pinned policy {row['policy_name']} v{row['policy_version']} "
+                  f"{'passed' if row['passed'] else 'failed'}; hash {row['row_hash'][:16]}")
         return 0
-    report = decisions.audit(ledger)
+    report = audit_mod.audit(ledger, against=args.against)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
-        return 0 if report["ok"] else 1
+        return 0 if report["ok"] and report["initialised"] else 1
+    if not report["initialised"]:
+        from analysis.governance.records import not_initialised
+
+        raise not_initialised(ledger)
     if not report["ok"]:
-        raise TicketLabError("audit failed: " + decisions.audit_message(report))
-    t = report["tables"]
-    print(f"audit ok: {t['decisions']['rows']} decisions and {t['deployments']['rows']} deployment moves, "
-          f"both hash chains intact; every promotion rests on a recorded approval.")
+        raise TicketLabError("audit failed: " + audit_mod.audit_message(report))
+    against = f"; consistent with {len(args.against)} bundle head(s)" if args.against else ""
+    print(f"audit ok: {report['records']} signed records (head #{report['head']['seq']} "
+          f"{report['head']['hash'][:12]}), every signature and role valid against the registry as it stood, "
+          f"{report['witnessed']} witnessed heads present in the ledger{against}.")
+    for note in report["notes"]:
+        print(f"note: {note}")
     return 0

@@ -1,7 +1,9 @@
-"""`ticketlab imp` (iterative magnitude pruning with rewinding, controls, seeds) and `ticketlab imp-report`."""
+"""`ticketlab imp` (a pre-registered lottery-ticket experiment: pilot, IMP with rewinding, controls,
+seeds, verdict) and `ticketlab imp-report`."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import shlex
 import sys
@@ -12,97 +14,129 @@ from pruning.errors import TicketLabError
 from ..progress import progress_bar
 
 IMP_HELP = """\
-Lottery-ticket experiment: train, prune RATE of the remaining weights by magnitude, rewind the
-survivors, train again, for ROUNDS rounds; with the reinit and random-mask controls and several seeds.
-Each (arm, seed, round) is a ticket in the ledger with its held-out loss and perplexity.
+Lottery-ticket experiment under a protocol fixed before the run (stored with the experiment; its hash
+is the experiment id). A pilot picks the learning rate and T (dense runs at --pilot-lrs, T at the
+validation minimum) unless --lr and --train-steps are given. Each seed trains the dense network, then
+each round prunes RATE of the remaining weights of the previous ticket by magnitude, rewinds the
+survivors to step K and retrains steps K..T (same steps and learning rates as dense from K), beside the
+controls (--arms): random mask with the ticket's per-layer counts, the ticket's mask on a fresh
+initialisation, and for pretrained models one-shot magnitude, Wanda and a compute-matched dense run.
+Every run is early-stopped on the validation split; the held-out split is only reported.
 
---model tiny trains a 1.3M-parameter Llama (4 layers, GQA) from scratch on WikiText-2 (valid.txt split
-by article: 90% train, 10% held out). Default 200 steps of 8 x 128 tokens: ~45-60 s per training on
-one core, so the default experiment (5 rounds, 3 arms, 2 seeds = 32 trainings) takes ~25-30 min.
---model smollm2-135m-instruct (or any supported checkpoint) fine-tunes the prunable linears and
-rewinds to the pretrained weights; defaults (48 steps of 4 x 128 tokens, 32 held-out windows) take
-about 10 minutes per arm and round for SmolLM2-135M on this shared 2-core CPU (~10 s per step), so a
-round with both controls is ~30 min (use --controls none, fewer --train-steps or --device cuda).
+Verdict per sparsity, paired by seed with 95% t-intervals: matching when the upper bound of
+(ticket - dense) is below --delta (0.02 nats); winning when matching, the random control is not, and
+(random - ticket) > 0. A sanity check (every prunable linear removed) must be clearly worse than dense,
+otherwise the verdict is "inconclusive: the budget cannot show a capacity difference".
 
-Interrupted runs resume: run the same command again (the experiment folder under
-<state>/experiments/ is named by a hash of the settings; more rounds or seeds extend it).
+--model tiny (default): a 1.3M-parameter Llama (4 layers, GQA) from scratch on WikiText-2 valid+test
+split by article 80/10/10. The default protocol (pilot over 3 lrs, 3 rounds at 50%, K = 20, 3 seeds,
+stability from K and 0) is measured in benchmarks/imp.py (README: "The default IMP experiment").
+--model <checkpoint> (SmolLM2, Llama family): rewinds to the pretrained weights; options left at the
+tiny defaults take the pretrained defaults (48 steps of 4 x 128 tokens, lr 1e-4, one round at 50%).
+
+Interrupted runs resume: run the same command again (same protocol -> same folder, same ticket ids).
 """
 
 
-def _seeds(text: str) -> list[int]:
+def _ints(text: str, what: str) -> tuple[int, ...]:
     try:
-        return [int(x) for x in text.split(",") if x.strip()]
+        return tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
-        raise TicketLabError(f"--seeds {text!r}: give comma-separated integers, e.g. 0,1,2.") from None
+        raise TicketLabError(f"--{what} {text!r}: give comma-separated integers, e.g. 0,1,2.") from None
 
 
-def _controls(text: str) -> tuple[str, ...]:
-    if text.strip().lower() in ("", "none"):
-        return ()
+def _floats(text: str, what: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise TicketLabError(f"--{what} {text!r}: give comma-separated numbers, e.g. 2.5e-3,5e-3,1e-2.") from None
+
+
+def _names(text: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in text.split(",") if x.strip())
 
 
 def add_parser(sub, parent):
-    p = sub.add_parser("imp", parents=[parent], help="iterative magnitude pruning with rewinding (lottery tickets)",
-                       description=IMP_HELP, formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
+    from pruning.arms import ARMS
+    from pruning.protocol import Protocol
+
+    d = Protocol()
+    p = sub.add_parser("imp", parents=[parent], help="lottery-ticket experiment: IMP with rewinding, controls, "
+                                                     "seeds and a verdict with confidence intervals",
+                       description=IMP_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="tiny", help="tiny (trained from scratch) or a model spec (default tiny)")
-    p.add_argument("--rounds", type=int, default=5, help="pruning rounds after the dense round 0 (default 5)")
-    p.add_argument("--rate", type=float, default=0.2, help="fraction of the remaining weights pruned per round, in "
-                                                           "(0, 1) (default 0.2)")
-    p.add_argument("--rewind", help="init | step:K | pretrained | lr | finetune (default: init for tiny, "
-                                    "pretrained otherwise)")
-    p.add_argument("--train-steps", type=int, help="optimizer steps per training (default 200 tiny, 48 pretrained)")
-    p.add_argument("--batch-size", type=int, help="windows per step (default 8 tiny, 4 pretrained)")
-    p.add_argument("--seq-len", type=int, help="tokens per window (default 128)")
-    p.add_argument("--lr", type=float, help="peak learning rate (default 5e-3 tiny, 1e-4 pretrained)")
-    p.add_argument("--seeds", default="0,1", help="comma-separated seeds (default 0,1)")
-    p.add_argument("--controls", default="reinit,random", help="reinit,random | reinit | random | none")
-    p.add_argument("--scope", default="global", choices=("global", "layer"),
-                   help="one magnitude threshold over all prunable tensors, or per tensor (default global)")
-    p.add_argument("--unit", default="weights", choices=("weights", "heads"),
-                   help="prune individual weights or whole attention heads (default weights)")
+    p.add_argument("--rounds", type=int, default=d.rounds, help="pruning rounds after the dense round 0")
+    p.add_argument("--rate", type=float, default=d.rate, help="fraction of the remaining weights pruned per round, "
+                                                              "in (0, 1)")
+    p.add_argument("--rewind", default=d.rewind, help="step:K | init (= step:0) | pretrained | lr | finetune")
+    p.add_argument("--train-steps", type=int, help="T, steps per training (empty: the pilot chooses)")
+    p.add_argument("--lr", type=float, help="peak learning rate (empty: the pilot chooses)")
+    p.add_argument("--pilot-lrs", default=",".join(f"{x:g}" for x in d.pilot_lrs),
+                   help="learning rates the pilot tries")
+    p.add_argument("--pilot-steps", type=int, default=d.pilot_steps, help="longest T the pilot considers")
+    p.add_argument("--eval-every", type=int, default=d.eval_every, help="validation every N steps (early stopping)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="windows per step")
+    p.add_argument("--seq-len", type=int, default=d.seq_len, help="tokens per window")
+    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help="linear warm-up steps")
+    p.add_argument("--seeds", default=",".join(map(str, d.seeds)), help="comma-separated seeds (>= 2; 3 recommended)")
+    p.add_argument("--arms", default=",".join(d.arms), help="arms: " + ", ".join(sorted(ARMS)))
+    p.add_argument("--scope", default=d.scope, choices=("global", "layer"),
+                   help="one magnitude threshold over all prunable tensors, or per tensor")
+    p.add_argument("--unit", default=d.unit, choices=("weights", "heads"),
+                   help="prune individual weights or whole attention heads")
     p.add_argument("--prune-embeddings", action="store_true", help="also prune the input embedding")
-    p.add_argument("--eval-windows", type=int, help="held-out windows scored per round (default all for tiny, "
-                                                    "32 pretrained)")
-    p.add_argument("--recovery", default="full", choices=("full", "lora"),
-                   help="train the surviving weights (full) or LoRA adapters on the frozen sparse backbone, merged "
-                        "and re-masked (lora)")
-    p.add_argument("--lora-rank", type=int, default=8)
-    p.add_argument("--stability", action="store_true",
-                   help="also train two copies of each round's ticket from its rewind point with different data "
-                        "orders and record the loss barrier along the line between them (2 more trainings/round)")
+    p.add_argument("--val-windows", type=int, default=d.val_windows, help="validation windows per evaluation (0 all)")
+    p.add_argument("--heldout-windows", type=int, default=d.heldout_windows, help="held-out windows (0 all)")
+    p.add_argument("--delta", type=float, default=d.delta, help="matching margin in nats")
+    p.add_argument("--confidence", type=float, default=d.confidence, help="interval level")
+    p.add_argument("--stability", default=d.stability, choices=("none", "dense", "all"),
+                   help="loss barrier: none, the dense network from K and from 0, or also every ticket")
+    p.add_argument("--no-sanity", action="store_true", help="skip the every-linear-removed sanity check (no verdict "
+                                                            "can then rule out an uninformative budget)")
+    p.add_argument("--recovery", default=d.recovery, choices=("full", "lora"),
+                   help="train the surviving weights (full) or LoRA adapters, merged and re-masked (lora)")
+    p.add_argument("--lora-rank", type=int, default=d.lora_rank)
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    p.add_argument("--dtype", default="float32")
-    p.add_argument("--json", action="store_true", help="print one JSON object {experiment, rounds}")
+    p.add_argument("--dtype", default="float32", choices=("float32",),
+                   help="weights stay float32 (master weights); use --amp bf16 on CUDA")
+    p.add_argument("--amp", default="none", choices=("none", "bf16"), help="bf16 autocast (CUDA only)")
+    p.add_argument("--json", action="store_true", help="print one JSON object {experiment, rounds, verdict}")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    r = sub.add_parser("imp-report", parents=[parent], help="table and figure of an IMP experiment")
+    r = sub.add_parser("imp-report", parents=[parent], help="table, verdict and figure of an IMP experiment")
     r.add_argument("experiment", nargs="+", help="experiment id or unique prefix (several: also compares the "
                                                  "loss barrier per rewind point)")
     r.add_argument("--out", help="figure file (.html; a .png is added when kaleido can render); default "
                                  "<state>/experiments/<id>/report.html")
-    r.add_argument("--json", action="store_true", help="print the table as JSON records")
+    r.add_argument("--json", action="store_true", help="print the table and verdict as JSON")
     return [p, r]
 
 
-def _settings(args):
-    from pruning.imp import ImpSettings, default_train
+def protocol_from_args(args):
+    """The protocol the options spell. For a pretrained model, options left at the tiny defaults take the
+    pretrained defaults (pruning.protocol.default_protocol)."""
     from pruning.models import resolve_device
+    from pruning.protocol import Protocol, default_protocol
 
-    tiny = args.model == "tiny"
-    train = default_train(args.model, steps=args.train_steps, batch_size=args.batch_size, seq_len=args.seq_len,
-                          lr=args.lr)
-    eval_windows = args.eval_windows if args.eval_windows is not None else (0 if tiny else 32)
-    return ImpSettings(model=args.model, rate=args.rate, rewind=args.rewind or ("init" if tiny else "pretrained"),
-                       scope=args.scope, unit=args.unit, prune_embeddings=args.prune_embeddings, train=train,
-                       eval_windows=eval_windows, eval_batch=16 if tiny else 4, recovery=args.recovery,
-                       lora_rank=args.lora_rank, device=resolve_device(args.device), dtype=args.dtype)
+    tiny = Protocol()
+    given = {"rounds": args.rounds, "rate": args.rate, "rewind": args.rewind, "steps": args.train_steps,
+             "lr": args.lr, "pilot_lrs": _floats(args.pilot_lrs, "pilot-lrs"), "pilot_steps": args.pilot_steps,
+             "eval_every": args.eval_every, "batch_size": args.batch_size, "seq_len": args.seq_len,
+             "warmup_steps": args.warmup_steps, "seeds": _ints(args.seeds, "seeds"), "arms": _names(args.arms),
+             "scope": args.scope, "unit": args.unit, "prune_embeddings": args.prune_embeddings,
+             "val_windows": args.val_windows, "heldout_windows": args.heldout_windows, "delta": args.delta,
+             "confidence": args.confidence, "stability": args.stability, "sanity": not args.no_sanity,
+             "recovery": args.recovery, "lora_rank": args.lora_rank, "dtype": args.dtype, "amp": args.amp}
+    if args.model != "tiny":
+        given = {k: v for k, v in given.items() if v != getattr(tiny, k)}
+    return default_protocol(args.model, device=resolve_device(args.device), **given)
 
 
 def run(args) -> int:
     if args.command == "imp-report":
         return _report(args)
     from analysis.experiments import (
+        experiment_verdict,
         format_report,
         imp_report,
         record_experiment,
@@ -113,26 +147,26 @@ def run(args) -> int:
     from analysis.ledger import Ledger
     from pruning.imp import ImpExperiment
 
-    config = _settings(args)
-    seeds, controls = _seeds(args.seeds), _controls(args.controls)
-    experiment = ImpExperiment(config)
+    protocol = protocol_from_args(args)
+    experiment = ImpExperiment(protocol)  # validates everything before any training or writing
     ledger = Ledger()
     ledger.reap_stale_runs()
     command = "ticketlab imp " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["imp"] \
         else "ticketlab imp"
-    params = {**experiment.record, "rounds": args.rounds, "seeds": seeds, "controls": list(controls),
-              "stability": args.stability, "folder": str(experiment.dir)}
+    params = {**protocol.to_dict(), "rewind_step": protocol.rewind_step, "folder": str(experiment.dir),
+              "model_identity": experiment.model_identity}
     record_experiment(experiment.id, params, "running", ledger=ledger)
     progress = None if args.quiet else (lambda desc: progress_bar(desc))
     try:
-        results = experiment.run(args.rounds, seeds, controls, stability=args.stability,
-                                 on_round=lambda r: record_round(r, ledger, command), progress=progress)
+        results = experiment.run(on_round=lambda r: record_round(r, ledger, command), progress=progress)
     except BaseException as e:
         record_experiment(experiment.id, params, "failed", {"error": f"{type(e).__name__}: {e}"[:2000]}, ledger)
         raise
-    record_experiment(experiment.id, params, "complete", summary_of(results), ledger)
+    params["resolved"] = {"lr": experiment.resolved.lr, "steps": experiment.resolved.steps}
+    v = experiment_verdict(experiment.id, ledger)
+    record_experiment(experiment.id, params, "complete", summary_of(results, v), ledger)
     if args.json:
-        print(json.dumps({"experiment": experiment.id, "rounds": to_json_rows(results)}))
+        print(json.dumps({"experiment": experiment.id, "rounds": to_json_rows(results), "verdict": v}, default=str))
     else:
         print(format_report(imp_report(experiment.id, ledger)))
         print(f"\nexperiment {experiment.id}: {experiment.dir}\n(figure: ticketlab imp-report {experiment.id})")
@@ -145,6 +179,7 @@ def _report(args) -> int:
         format_report,
         imp_figure,
         imp_report,
+        pilot_record,
         stability_by_rewind,
     )
     from analysis.ledger import Ledger
@@ -160,14 +195,19 @@ def _report(args) -> int:
         imp_figure(table, out)
         tables.append((exp, table, out))
     if args.json:
-        print(json.dumps({exp: json.loads(t.to_json(orient="records")) for exp, t, _ in tables}))
+        print(json.dumps({exp: {"table": json.loads(t.to_json(orient="records")), "verdict": t.attrs["verdict"],
+                                "pilot": pilot_record(exp, ledger)} for exp, t, _ in tables}, default=str))
         return 0
-    for _exp, table, out in tables:
+    for exp, table, out in tables:
+        pilot = pilot_record(exp, ledger)
+        if pilot:
+            print(f"pilot: lr {pilot['lr']:g}, T = {pilot['steps']} ({pilot['rule']}); validation minimum per lr: "
+                  + ", ".join(f"{c['lr']:g}: {min(v for _, v in c['curve']):.3f}" for c in pilot["curves"]))
         print(format_report(table))
         print(f"figure: {out}\n")
     if len(args.experiment) > 1:
         by_rewind = stability_by_rewind(args.experiment, ledger)
         if not by_rewind.empty:
-            print("loss barrier per rewind point (run with --stability):")
+            print("loss barrier per rewind step (95% t-interval):")
             print(by_rewind.to_string(index=False))
     return 0

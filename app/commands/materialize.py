@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pruning.errors import TicketLabError
-from pruning.materialize import materialize
+from pruning.materialize import check_destination, materialize
 from pruning.models import load_model
 from pruning.ticket import Ticket, find_ticket
 
@@ -17,7 +16,7 @@ def add_parser(sub, parent):
     p.add_argument("ticket", help="ticket id, unique id prefix, or ticket directory")
     p.add_argument("--out", required=True, help="directory to write (safetensors, config, tokenizer)")
     p.add_argument("--model", help="the ticket's dense model (default: the spec recorded in the ticket)")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it is a materialized model (any other folder is refused)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return [p]
@@ -25,8 +24,7 @@ def add_parser(sub, parent):
 
 def run(args) -> int:
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise TicketLabError(f"{out} exists; choose another --out or pass --overwrite.")
+    check_destination(out, args.overwrite)  # before loading a model, so a refused --out costs nothing
     ticket = Ticket.load(find_ticket(args.ticket))
     loaded = load_model(args.model or ticket.dense["spec"], device=args.device)
     summary = materialize(loaded, ticket, out, overwrite=args.overwrite)

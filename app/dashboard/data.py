@@ -63,6 +63,7 @@ def frame(sql: str, params: tuple | list = ()) -> pd.DataFrame:
 def forget() -> None:
     """After this process wrote to the ledger: read afresh even within the file's mtime resolution."""
     _frame.clear()
+    _gov.clear()
 
 
 def tables() -> set[str]:
@@ -87,26 +88,29 @@ def models() -> pd.DataFrame:
                  "FROM models m ORDER BY m.added_at")
 
 
+@st.cache_data(ttl=300, max_entries=16, show_spinner=False)
+def _gov(key: tuple) -> dict:
+    from analysis.governance import state
+
+    st_ = state.load(ledger())
+    return {"tickets": state.ticket_states(st_), "deployed": state.deployment_pointers(st_)}
+
+
+def ticket_states() -> dict:
+    """ticket id -> analysis.governance.state.TicketState (one replay of the governance log per ledger change)."""
+    return _gov(stamp())["tickets"]
+
+
 def deployed() -> dict[str, str]:
-    """dense sha256 -> deployed target ('dense' or a ticket id), from the deployment chain."""
-    if "deployments" not in tables():
-        return {}
-    df = frame("SELECT dense_sha256, target FROM deployments d WHERE seq = "
-               "(SELECT max(seq) FROM deployments e WHERE e.dense_sha256 = d.dense_sha256)")
-    return dict(zip(df["dense_sha256"], df["target"], strict=True))
-
-
-def decisions_latest() -> pd.DataFrame:
-    if "decisions" not in tables():
-        return pd.DataFrame(columns=["ticket_id", "decision", "reviewer", "decided_at", "override"])
-    return frame("SELECT ticket_id, decision, reviewer, decided_at, override FROM decisions d WHERE seq = "
-                 "(SELECT max(seq) FROM decisions e WHERE e.ticket_id = d.ticket_id)")
+    """dense sha256 -> deployed target ('dense' or a ticket id), from the signed deployment records."""
+    return _gov(stamp())["deployed"]
 
 
 def key_metrics() -> list[tuple[str, str]]:
-    """(task, metric) pairs shown per ticket: analysis.metric_meta's headline list when installed."""
-    meta = optional("analysis.metric_meta")
-    return list(getattr(meta, "KEY_METRICS", [("wikitext2", "perplexity")]))
+    """(task, metric) pairs shown per ticket: the benchmarks' headline metrics (analysis.metric_meta)."""
+    from analysis import metric_meta
+
+    return metric_meta.headline_metrics()
 
 
 def tickets() -> pd.DataFrame:
@@ -114,24 +118,30 @@ def tickets() -> pd.DataFrame:
     limited value of each key metric, one column per metric). One-shot tickets first, then those of IMP
     experiments; newest first within each."""
     df = frame("SELECT t.id, t.name, t.method, t.params, t.target_sparsity, t.achieved_sparsity, t.seed, "
-               "t.parent, t.experiment, t.dense_sha256, t.path, t.created_at, m.spec AS model "
+               "t.parent, t.experiment, t.dense_sha256, t.path, t.created_at, t.structure, m.spec AS model "
                "FROM tickets t LEFT JOIN models m ON m.weights_sha256 = t.dense_sha256 "
                "ORDER BY t.experiment IS NOT NULL, t.created_at DESC, t.id")
     keys = key_metrics()
     if df.empty:
-        return df.assign(review=[], deployed=[], **{f"{t}/{m}": [] for t, m in keys})
-    dec = decisions_latest().set_index("ticket_id")["decision"].to_dict()
-    df["review"] = [{"approve": "approved", "reject": "rejected"}.get(dec.get(t), "unreviewed") for t in df["id"]]
+        return df.assign(review=[], deployed=[], evidence=[], **{f"{t}/{m}": [] for t, m in keys})
+    states = ticket_states()
+    df["review"] = [states[t].review_status if t in states else "unreviewed" for t in df["id"]]
     dep = deployed()
     df["deployed"] = [dep.get(s) == t for s, t in zip(df["dense_sha256"], df["id"], strict=True)]
     if keys:
         cond = " OR ".join("(task = ? AND split_part(metric, ',', 1) = ?)" for _ in keys)
-        head = frame("SELECT subject, task, split_part(metric, ',', 1) AS metric, value FROM (SELECT *, row_number() "
+        head = frame("SELECT subject, task, split_part(metric, ',', 1) AS metric, value, \"limit\" FROM (SELECT *, "
+                     "row_number() "
                      "OVER (PARTITION BY subject, task, metric ORDER BY recorded_at DESC) AS rn FROM metrics "
                      f"WHERE subject <> 'dense' AND ({cond})) WHERE rn = 1", [x for k in keys for x in k])
         for task, metric in keys:
             part = head[(head["task"] == task) & (head["metric"] == metric)]
             df[f"{task}/{metric}"] = df["id"].map(dict(zip(part["subject"], part["value"], strict=True)))
+        limits = head.groupby("subject")["limit"].agg(lambda x: sorted({int(v) for v in x.dropna()}))
+        df["evidence"] = [("" if t not in limits.index else "full" if not limits[t] else
+                           "quick (--limit " + ", ".join(map(str, limits[t])) + ")") for t in df["id"]]
+    else:
+        df["evidence"] = ""
     return df
 
 
@@ -163,9 +173,35 @@ def text(value) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def structure(value) -> dict:
+    import json
+
+    if isinstance(value, str) and value:
+        try:
+            out = json.loads(value)
+        except json.JSONDecodeError:
+            return {}
+        return out if isinstance(out, dict) else {}
+    return value if isinstance(value, dict) else {}
+
+
+def size_text(row) -> str:
+    """How much a ticket removes, in the ticket's own units: a structured ticket's share of units
+    (heads, neurons, layers) beside the share of weights; an unstructured one's weight sparsity."""
+    s = structure(row.get("structure"))
+    weights = row["achieved_sparsity"]
+    if "unit_sparsity" in s:
+        unit = s.get("kind") or s.get("unit") or "units"
+        return f"{s['unit_sparsity']:.0%} of {unit} ({weights:.1%} of weights)"
+    if s.get("kind") == "layers" and s.get("num_layers"):
+        n = len(s.get("removed") or [])
+        return f"{n}/{s['num_layers']} layers ({weights:.1%} of weights)"
+    return f"{weights:.0%}"
+
+
 def ticket_label(row) -> str:
     name = f" “{row['name']}”" if text(row.get("name")) else ""
-    return f"{row['id'][:10]} · {row['method']} {row['achieved_sparsity']:.0%}{name}"
+    return f"{row['id'][:10]} · {row['method']} {size_text(row)}{name}"
 
 
 def survival(ticket_id: str) -> dict[str, pd.DataFrame]:

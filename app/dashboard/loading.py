@@ -1,9 +1,11 @@
-"""Loading what a user points at: a dense model (into the server's one model cache), a ticket directory
-(hash-checked by `Ticket.load`, recorded with `record_prune` like the CLI does) or an export bundle
-(checked by governance's `verify`)."""
+"""Loading what a user points at: a ticket id (a full id or a unique prefix of at least 6 hex
+digits, never taken for a Hugging Face id), a ticket directory (hash-checked by `Ticket.load`,
+recorded with `record_prune` like the CLI does), an export bundle (checked by governance's `verify`)
+or a dense model (into the server's one model cache)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import streamlit as st
@@ -44,11 +46,44 @@ def _ticket(path: Path) -> dict:
 
 
 def _bundle(path: Path) -> dict:
-    verify = data.optional("analysis.governance.verify")
-    if verify is None:
-        raise TicketLabError("verifying bundles needs the governance module (analysis.governance), which is "
-                             "not installed yet.")
-    return verify.verify_bundle(path)
+    from analysis.governance.verify import verify_bundle
+
+    return verify_bundle(path)
+
+
+HEX_ID = re.compile(r"[0-9a-f]{6,64}")
+
+
+def ticket_by_id(ref: str) -> Path:
+    """The folder of the ticket `ref` names: the ledger's tickets, then the tickets folder; an unknown
+    or ambiguous id is an error naming it (a hex string is never tried as a model id)."""
+    from pruning import settings
+
+    from .widgets import match_ticket
+
+    known = data.frame("SELECT id, path FROM tickets")
+    paths = dict(zip(known["id"], known["path"], strict=True))
+    root = settings.tickets_dir()
+    if root.exists():
+        for p in root.iterdir():
+            if p.is_dir() and (p / "ticket.json").exists():
+                paths.setdefault(p.name, str(p))
+    hit, problem = match_ticket(ref, sorted(paths))
+    if problem:
+        raise TicketLabError(problem.replace("check the link or pick one below", f"none in the ledger or in {root}"))
+    return Path(paths[hit])
+
+
+def what_is(spec: str) -> str:
+    """'bundle', 'ticket folder', 'ticket id' or 'model', before anything is loaded."""
+    path = Path(spec).expanduser()
+    if (path / "manifest.json").exists():
+        return "bundle"
+    if (path / "ticket.json").exists():
+        return "ticket folder"
+    if HEX_ID.fullmatch(spec) and not path.exists():
+        return "ticket id"
+    return "model"
 
 
 def load_anything(spec: str) -> None:
@@ -56,10 +91,14 @@ def load_anything(spec: str) -> None:
     st.session_state.pop("loaded_summary", None)
     try:
         path = Path(spec).expanduser()
-        if (path / "manifest.json").exists():
-            kind, summary = "bundle (verified)", _bundle(path)
-        elif (path / "ticket.json").exists():
-            kind, summary = "ticket (hash checked)", _ticket(path)
+        what = what_is(spec)
+        if what == "bundle":
+            kind, summary = "bundle directory (every file's hash verified)", _bundle(path)
+        elif what == "ticket folder":
+            kind, summary = "ticket folder (hash checked)", _ticket(path)
+        elif what == "ticket id":
+            folder = ticket_by_id(spec)
+            kind, summary = f"ticket by id {spec} (folder {folder}, hash checked)", _ticket(folder)
         else:
             kind, summary = "dense model", _model(spec)
     except TicketLabError as e:

@@ -15,8 +15,7 @@ if str(ROOT) not in sys.path:  # `streamlit run` puts only this folder on the pa
 
 import streamlit as st  # noqa: E402
 
-from app import jobs  # noqa: E402
-from app.dashboard import data  # noqa: E402
+from app.dashboard import data, jobs_panel  # noqa: E402
 from pruning import settings  # noqa: E402
 from pruning.errors import TicketLabError  # noqa: E402
 
@@ -30,7 +29,10 @@ PAGES = {
         st.Page(HERE / "views" / "survival.py", title="Survival", icon=":material/grid_on:"),
         st.Page(HERE / "views" / "benchmarks.py", title="Benchmarks", icon=":material/bar_chart:"),
     ],
-    "Make": [st.Page(HERE / "views" / "prune.py", title="Prune", icon=":material/content_cut:")],
+    "Make": [
+        st.Page(HERE / "views" / "prune.py", title="Prune", icon=":material/content_cut:"),
+        st.Page(HERE / "views" / "jobs.py", title="Jobs", icon=":material/hourglass_top:"),
+    ],
     "Govern": [
         st.Page(HERE / "views" / "review.py", title="Review", icon=":material/gavel:"),
         st.Page(HERE / "views" / "export.py", title="Export", icon=":material/inventory_2:"),
@@ -41,9 +43,7 @@ page = st.navigation(PAGES)
 
 with st.sidebar:
     st.caption(f"model **{data.app_model()}**  \nstate `{settings.state_dir()}`  \nledger `{settings.ledger_path().name}`")
-    active = [j for j in jobs.list_jobs(limit=20) if j["status"] in ("starting", "running")]
-    if active:
-        st.caption(f":material/hourglass_top: {len(active)} job(s) running — see the Prune page")
+    jobs_panel.sidebar_jobs()  # every page: running jobs with their progress, and the Jobs page
 
 try:
     page.run()

@@ -1,4 +1,4 @@
-"""Pieces every page shares: the ticket picker, the background-jobs panel, the empty-ledger start."""
+"""Pieces every page shares: the ticket picker, starting a job, the empty-ledger start, forms from the CLI."""
 
 from __future__ import annotations
 
@@ -12,9 +12,7 @@ from app import jobs
 from pruning.errors import TicketLabError
 
 from . import data
-
-STATUS_ICON = {"starting": ":material/hourglass_top:", "running": ":material/hourglass_top:",
-               "succeeded": ":material/check_circle:", "failed": ":material/error:", "cancelled": ":material/stop_circle:"}
+from . import jobs_panel as _jobs_panel
 
 
 def start_job(argv: list[str], label: str, kind: str | None = None) -> dict | None:
@@ -57,80 +55,61 @@ def first_steps() -> None:
     jobs_panel(limit=3)
 
 
+def match_ticket(ref: str, ids: list[str]) -> tuple[str | None, str | None]:
+    """(the one ticket id `ref` names, or None with the reason): a full id, or a unique prefix of at
+    least 6 characters. Never a guess: an unknown or ambiguous reference is an error naming it."""
+    ref = ref.strip()
+    if ref in ids:
+        return ref, None
+    if len(ref) < 6:
+        return None, f"ticket reference {ref!r} is too short: give at least 6 characters of the id."
+    hits = [i for i in ids if i.startswith(ref)]
+    if len(hits) == 1:
+        return hits[0], None
+    if not hits:
+        return None, f"no ticket {ref!r} in the ledger ({len(ids)} tickets): check the link or pick one below."
+    return None, (f"ticket reference {ref!r} is ambiguous: it matches {', '.join(h[:12] for h in hits[:6])}"
+                  + (" …" if len(hits) > 6 else "") + "; give more characters.")
+
+
 def ticket_picker(df: pd.DataFrame, label: str, key: str, query_param: str | None = None,
                   include: list[str] | None = None, index: int = 0) -> str | None:
     """A select box over tickets (and optional extra choices like 'dense'); the choice can come from a
-    query parameter so a link opens a given ticket."""
+    query parameter so a link opens a given ticket. A reference in the URL that names no ticket, or
+    several, is shown as an error naming it, and nothing is picked in its place."""
     options = list(include or []) + list(df["id"])
     if not options:
         return None
     labels = {row["id"]: data.ticket_label(row) for row in df.to_dict("records")}
     wanted = st.query_params.get(query_param) if query_param else None
-    if wanted and key not in st.session_state:
-        match = [o for o in options if o.startswith(wanted)]
-        if match:
-            st.session_state[key] = match[0]
+    applied = f"_{key}_from_url"
+    if wanted and st.session_state.get(applied) != wanted and wanted != st.session_state.get(key):
+        # a new link (or the first visit): the URL decides, once; later picks change the URL
+        hit, problem = (wanted, None) if wanted in (include or []) else match_ticket(wanted, list(df["id"]))
+        if problem:
+            st.error(problem, icon=":material/warning:")
+            st.selectbox(label, options, index=None, key=f"{key}_unresolved", placeholder="pick a ticket",
+                         format_func=lambda o: labels.get(o, o))
+            if st.session_state.get(f"{key}_unresolved"):
+                st.session_state[key] = st.session_state[f"{key}_unresolved"]
+                st.session_state[applied] = wanted
+                st.query_params[query_param] = st.session_state[key]
+                st.rerun()
+            return None
+        st.session_state[key] = hit
+        st.session_state[applied] = wanted
     if st.session_state.get(key) not in options:
         st.session_state.pop(key, None)
     choice = st.selectbox(label, options, index=min(index, len(options) - 1), key=key,
                           format_func=lambda o: labels.get(o, o))
     if query_param and choice and st.query_params.get(query_param) != choice:
         st.query_params[query_param] = choice
+        st.session_state[applied] = choice
     return choice
 
 
-# --- jobs --------------------------------------------------------------------------------------
-def _job_row(job: dict, show_cancel: bool = True) -> None:
-    icon = STATUS_ICON.get(job["status"], "•")
-    with st.container(border=True):
-        st.markdown(f"{icon} **{job['label']}**  \n`{job['status']}` · job `{job['id']}`")
-        if job["status"] in ("starting", "running"):
-            frac, what = jobs.progress(job["id"])
-            st.progress(frac if frac is not None else 0.0, text=what or "starting…")
-            if show_cancel and st.button("Cancel", key=f"cancel_{job['id']}", icon=":material/stop_circle:"):
-                jobs.cancel(job["id"])
-                st.rerun()
-        elif job["status"] == "failed":
-            st.error(job.get("error") or "failed", icon=":material/error:")
-        elif job["status"] == "succeeded" and isinstance(job.get("result"), dict):
-            res = job["result"]
-            if "experiment" in res:
-                st.success(f"experiment `{res['experiment']}` · {len(res.get('rounds') or [])} rounds recorded — "
-                           "its curves are on the Benchmarks page.", icon=":material/check_circle:")
-            elif "id" in res and job.get("kind") == "prune":
-                st.success(f"ticket `{res['id']}` · sparsity {res.get('sparsity', 0):.2%} — "
-                           f"open it on the Survival page.", icon=":material/check_circle:")
-            elif "--out" in job["argv"]:
-                st.caption(f"written to `{job['argv'][job['argv'].index('--out') + 1]}`")
-            else:
-                st.caption(", ".join(f"{k}: {v}" for k, v in list(res.items())[:6] if not isinstance(v, dict | list)))
-        with st.expander("log"):
-            st.code(jobs.log_tail(job["id"], 3000) or "(no output yet)", language=None)
-
-
-def jobs_panel(kind: str | None = None, limit: int = 6, title: str | None = "Background jobs") -> None:
-    """Jobs from disk (so a browser refresh or a second tab sees them), refreshed every second while any
-    runs; when one finishes the whole page reruns so ledger views show its results."""
-    listed = [j for j in jobs.list_jobs(limit=50) if kind is None or j.get("kind") == kind][:limit]
-    running = any(j["status"] in ("starting", "running") for j in listed)
-
-    def panel() -> None:
-        current = [j for j in jobs.list_jobs(limit=50) if kind is None or j.get("kind") == kind][:limit]
-        active = {j["id"] for j in current if j["status"] in ("starting", "running")}
-        seen = st.session_state.get("_active_jobs", set())
-        st.session_state["_active_jobs"] = active
-        if seen - active:  # something finished: refresh everything that reads the ledger
-            data.forget()
-            st.rerun(scope="app")
-        if title:
-            st.subheader(title)
-        if not current:
-            st.caption("No jobs yet.")
-        for job in current:
-            _job_row(job, show_cancel=True)
-
-    st.session_state.setdefault("_active_jobs", {j["id"] for j in listed if j["status"] in ("starting", "running")})
-    st.fragment(panel, run_every=1.0 if running else None)()
+# --- jobs: app/dashboard/jobs_panel.py (kept here under the old name for the pages) ----------------
+jobs_panel = _jobs_panel.jobs_panel
 
 
 # --- forms from the CLI's own parser ------------------------------------------------------------

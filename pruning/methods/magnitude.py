@@ -13,7 +13,32 @@ import torch
 
 from ..allocation import check_owl, owl_layer_sparsities
 from ..masks import nm_mask, parse_pattern, prune_lowest, prune_lowest_global
-from ..registry import ALLOCATION, OWL_LAMBDA, OWL_M, PATTERN, SCOPE, PruneOptions, PruneResult, register
+from ..options import (
+    RULE_GLOBAL_PATTERN,
+    RULE_NM_WIDTH,
+    RULE_OWL_GLOBAL,
+    RULE_OWL_PATTERN,
+    Allocation,
+    MethodOptions,
+    OwlLambda,
+    OwlM,
+    Pattern,
+    Scope,
+)
+from ..registry import PruneOptions, PruneResult, register
+
+
+class RandomOptions(MethodOptions):
+    RULES = (RULE_GLOBAL_PATTERN, RULE_NM_WIDTH)
+    scope: Scope = "layer"
+    pattern: Pattern = "none"
+
+
+class MagnitudeOptions(RandomOptions):
+    RULES = (RULE_OWL_PATTERN, RULE_OWL_GLOBAL, RULE_GLOBAL_PATTERN, RULE_NM_WIDTH)
+    allocation: Allocation = "uniform"
+    owl_lambda: OwlLambda = 0.08
+    owl_m: OwlM = 5.0
 
 
 def _scored_masks(loaded, options: PruneOptions, score_fn,
@@ -38,7 +63,7 @@ def _scored_masks(loaded, options: PruneOptions, score_fn,
 
 
 @register("magnitude", "Smallest |W| pruned (Han et al. 2015); layer-wise or global; optional N:M or OWL.",
-          params=(SCOPE, PATTERN, ALLOCATION, OWL_LAMBDA, OWL_M))
+          options=MagnitudeOptions)
 def prune_magnitude(loaded, calib, options: PruneOptions) -> PruneResult:
     per_layer, notes = None, []
     if check_owl(options):
@@ -48,7 +73,7 @@ def prune_magnitude(loaded, calib, options: PruneOptions) -> PruneResult:
 
 
 @register("random", "Uniformly random weights pruned with the seed: the lottery-ticket control.",
-          params=(SCOPE, PATTERN))
+          options=RandomOptions)
 def prune_random(loaded, calib, options: PruneOptions) -> PruneResult:
     g = torch.Generator().manual_seed(options.seed)
 

@@ -16,16 +16,35 @@ floor(numel x sparsity) weights (stable sort, lower row-major index first), wher
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
+from pydantic import Field
 
 from ..allocation import layerwise_plan
 from ..errors import TicketLabError
 from ..layerwise import run_layerwise
 from ..masks import nm_mask, parse_pattern, prune_lowest_global
-from ..registry import ALLOCATION, OWL_LAMBDA, OWL_M, PATTERN, Param, PruneOptions, PruneResult, register
+from ..options import flag
+from ..registry import PruneOptions, PruneResult, register
+from .wanda import WandaOptions
 
-BLOCKSIZE = Param("blocksize", int, 128, "SparseGPT: columns per block of lazy OBS updates and mask selection")
-PERCDAMP = Param("percdamp", float, 0.01, "SparseGPT: dampening added to diag(H), as a fraction of its mean")
+
+class SparseGPTOptions(WandaOptions):
+    RULES = (*WandaOptions.RULES, "an N:M pattern's M must divide blocksize (a group never straddles two blocks)")
+    blocksize: Annotated[int, Field(gt=0, le=65536, description="SparseGPT: columns per block of lazy OBS "
+                                                                 "updates and mask selection")] = 128
+    # Dampening beyond the mean of diag(H) makes H^-1 close to a scaled identity: magnitude pruning in disguise.
+    percdamp: Annotated[float, Field(ge=0.0, le=1.0, description="SparseGPT: dampening added to diag(H), as a "
+                                                                  "fraction of its mean")] = 0.01
+
+    def check(self) -> None:
+        super().check()
+        nm = parse_pattern(self.pattern)
+        if nm and self.blocksize % nm[1]:
+            raise TicketLabError(f"option blocksize ({flag('blocksize')})={self.blocksize} is not a multiple of "
+                                 f"M={nm[1]} of pattern={self.pattern}: an N:M group must not straddle two blocks. "
+                                 f"Choose a blocksize divisible by {nm[1]} (e.g. 128).")
 
 
 # Columns updated eagerly inside a block; the block's later columns get the sub-block's errors in one
@@ -108,13 +127,11 @@ def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor | None, sparsity
 
 @register("sparsegpt", "OBS weight reconstruction (Frantar & Alistarh 2023), layer by layer on calibration data; "
           "updates surviving weights; optional N:M and OWL.", needs_calibration=True, changes_weights=True,
-          params=(PATTERN, ALLOCATION, OWL_LAMBDA, OWL_M, BLOCKSIZE, PERCDAMP))
+          options=SparseGPTOptions)
 def prune_sparsegpt(loaded, calib, options: PruneOptions) -> PruneResult:
     adapter = loaded.adapter
     nm = parse_pattern(options["pattern"])
     blocksize, percdamp = options["blocksize"], options["percdamp"]
-    if blocksize <= 0 or not 0 <= percdamp:
-        raise TicketLabError(f"sparsegpt needs blocksize > 0 and percdamp >= 0 (got {blocksize}, {percdamp}).")
     per_layer, offset, total, notes = layerwise_plan(loaded, calib, options)
 
     def decide(i, refs, stats):

@@ -16,23 +16,32 @@ layer. Ties: among equal scores the lower (layer, unit) index is removed first.
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 import torch
+from pydantic import Field
 
-from ..importance import IMPORTANCE, UnitSlices, normalise_per_layer, round_half_up, unit_scores
-from ..registry import Param, PruneOptions, PruneResult, register
+from .. import structure as structure_schema
+from ..adapters import GQA_RULE
+from ..importance import UnitSlices, normalise_per_layer, round_half_up, unit_scores
+from ..options import Importance, MethodOptions, PerLayer
+from ..registry import PruneOptions, PruneResult, register
 
-IMPORTANCE_PARAM = Param("importance", str, "magnitude",
-                         "unit importance: weight norm, activation norm on the calibration data, or "
-                         "first-order Taylor (|sum grad x weight|, Michel et al. 2019)", IMPORTANCE)
-PER_LAYER = Param("per_layer", str, "uniform",
-                  "structured: the same fraction of units in every layer (uniform), or chosen by one ranking "
-                  "over all layers after normalising each layer's scores (global)", ("uniform", "global"))
-UNIT = Param("unit", str, "kv_group",
-             "heads: remove whole KV groups (a KV head with all its query heads) or single query heads",
-             ("kv_group", "query"))
 
-GQA_RULE = ("a KV head is removed only together with all of the query heads that share it; "
-            "removing a query head masks its q rows and its o_proj columns")
+class ImportanceOptions(MethodOptions):
+    importance: Importance = "magnitude"
+
+
+class UnitOptions(ImportanceOptions):
+    per_layer: PerLayer = "uniform"
+
+
+class HeadsOptions(UnitOptions):
+    unit: Annotated[Literal["kv_group", "query"], Field(
+        description="heads: remove whole KV groups (a KV head with all its query heads) or single query heads")] \
+        = "kv_group"
+
+
 SPARSITY_MEANS = "fraction of {what} removed (not of weights)"
 
 
@@ -87,8 +96,8 @@ def _drop(loaded, masks: dict[str, torch.Tensor], slices) -> None:
             m[:, s.start:s.stop] = False
 
 
-def _common(options: PruneOptions, kind: str, what: str) -> dict:
-    return {"kind": kind, "importance": options["importance"], "sparsity_means": SPARSITY_MEANS.format(what=what)}
+def _common(options: PruneOptions, what: str) -> dict:
+    return {"importance": options.params.importance, "sparsity_means": SPARSITY_MEANS.format(what=what)}
 
 
 def _finish(structure: dict, removed_units: list[list[int]], per_layer_total: int) -> dict:
@@ -99,70 +108,60 @@ def _finish(structure: dict, removed_units: list[list[int]], per_layer_total: in
 
 
 @register("heads", "Structured: remove attention heads (whole KV groups or single query heads) by importance.",
-          needs_calibration=NEEDS_CALIBRATION, structured=True, params=(IMPORTANCE_PARAM, PER_LAYER, UNIT))
+          needs_calibration=NEEDS_CALIBRATION, structured=True, options=HeadsOptions)
 def prune_heads(loaded, calib, options: PruneOptions) -> PruneResult:
-    adapter = loaded.adapter
-    unit = options["unit"]
+    adapter, opts = loaded.adapter, options.params
     units_of = UnitSlices(adapter)
-    scores = unit_scores(loaded, unit, options["importance"], calib, options.progress, units_of)
-    removed = select_lowest(scores, options.sparsity, options["per_layer"])
+    scores = unit_scores(loaded, opts.unit, opts.importance, calib, options.progress, units_of)
+    removed = select_lowest(scores, options.sparsity, opts.per_layer)
     masks = _base_masks(loaded)
-    gs = adapter.group_size
-    q_removed, kv_removed = [], []
-    for layer, units in enumerate(removed):
-        if unit == "kv_group":
-            kv = units
-            q = [h for g in kv for h in range(g * gs, (g + 1) * gs)]
-        else:
-            q = units
-            kv = [g for g in range(adapter.num_kv_heads) if all(h in q for h in range(g * gs, (g + 1) * gs))]
+    asked = {"query" if opts.unit == "query" else "kv": dict(enumerate(removed))}
+    structure = structure_schema.heads(adapter, asked.get("query", {}), asked.get("kv"), unit=opts.unit,
+                                       **_common(options, "KV groups (each with its query heads)"
+                                                 if opts.unit == "kv_group" else "query heads"),
+                                       per_layer=opts.per_layer)
+    for layer in range(adapter.num_layers):
+        closed = structure_schema.closed_heads(adapter, structure["removed"], layer)
         q_slices, kv_slices = units_of("query", layer), units_of("kv_own", layer)
-        for h in q:
+        for h in closed.query:
             _drop(loaded, masks, q_slices[h])
-        for g in kv:
+        for g in closed.kv:
             _drop(loaded, masks, kv_slices[g])
-        q_removed.append(q)
-        kv_removed.append(kv)
-        options.report(layer + 1, len(removed), "heads")
-    structure = _common(options, "heads", "KV groups (each with its query heads)" if unit == "kv_group"
-                        else "query heads")
-    structure.update(unit=unit, per_layer=options["per_layer"], removed=q_removed, kv_removed=kv_removed,
-                     removed_units=removed, num_heads=adapter.num_heads, num_kv_heads=adapter.num_kv_heads,
-                     gqa_rule=GQA_RULE)
+        options.report(layer + 1, adapter.num_layers, "heads")
     return PruneResult(masks, structure=_finish(structure, removed, scores.shape[1]),
-                       notes=[f"heads: removed lists are query heads per layer; kv_removed are KV heads ({GQA_RULE})"])
+                       notes=[f"heads: removed.query_heads and removed.kv_heads per layer ({GQA_RULE})"])
 
 
 @register("neurons", "Structured: remove MLP neurons (gate, up and down together) by importance.",
-          needs_calibration=NEEDS_CALIBRATION, structured=True, params=(IMPORTANCE_PARAM, PER_LAYER))
+          needs_calibration=NEEDS_CALIBRATION, structured=True, options=UnitOptions)
 def prune_neurons(loaded, calib, options: PruneOptions) -> PruneResult:
-    adapter = loaded.adapter
+    adapter, opts = loaded.adapter, options.params
     units_of = UnitSlices(adapter)
-    scores = unit_scores(loaded, "neuron", options["importance"], calib, options.progress, units_of)
-    removed = select_lowest(scores, options.sparsity, options["per_layer"])
+    scores = unit_scores(loaded, "neuron", opts.importance, calib, options.progress, units_of)
+    removed = select_lowest(scores, options.sparsity, opts.per_layer)
     masks = _base_masks(loaded)
     for layer, units in enumerate(removed):
         slices = units_of("neuron", layer)
         for j in units:
             _drop(loaded, masks, slices[j])
-    structure = _common(options, "neurons", "MLP neurons")
-    structure.update(unit="neuron", per_layer=options["per_layer"], removed=removed,
-                     intermediate_size=adapter.intermediate_size)
+    structure = structure_schema.neurons(dict(enumerate(removed)), unit="neuron", per_layer=opts.per_layer,
+                                         **_common(options, "MLP neurons"),
+                                         intermediate_size=adapter.intermediate_size)
     return PruneResult(masks, structure=_finish(structure, removed, scores.shape[1]))
 
 
 @register("layers", "Structured: remove whole decoder layers by importance (never all of them).",
-          needs_calibration=NEEDS_CALIBRATION, structured=True, params=(IMPORTANCE_PARAM,))
+          needs_calibration=NEEDS_CALIBRATION, structured=True, options=ImportanceOptions)
 def prune_layers(loaded, calib, options: PruneOptions) -> PruneResult:
     adapter = loaded.adapter
     units_of = UnitSlices(adapter)
-    scores = unit_scores(loaded, "layer", options["importance"], calib, options.progress, units_of)
+    scores = unit_scores(loaded, "layer", options.params.importance, calib, options.progress, units_of)
     # One ranking over layers: a [1, layers] row, keeping at least one layer.
     removed = select_lowest(scores.reshape(1, -1), options.sparsity, "uniform")[0]
     masks = _base_masks(loaded)
     for layer in removed:
         _drop(loaded, masks, units_of("layer", layer)[0])
-    structure = _common(options, "layers", "decoder layers")
-    structure.update(unit="layer", removed=removed, num_layers=adapter.num_layers, units_per_layer=1,
-                     units_removed=len(removed), unit_sparsity=len(removed) / adapter.num_layers)
+    structure = structure_schema.layers(removed, unit="layer", **_common(options, "decoder layers"),
+                                        num_layers=adapter.num_layers, units_per_layer=1,
+                                        units_removed=len(removed), unit_sparsity=len(removed) / adapter.num_layers)
     return PruneResult(masks, structure=structure)

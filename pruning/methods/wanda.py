@@ -13,7 +13,16 @@ import torch
 from ..allocation import layerwise_plan
 from ..layerwise import run_layerwise
 from ..masks import nm_mask, parse_pattern, prune_lowest_per_row
-from ..registry import ALLOCATION, OWL_LAMBDA, OWL_M, PATTERN, PruneOptions, PruneResult, register
+from ..options import RULE_NM_WIDTH, RULE_OWL_PATTERN, Allocation, MethodOptions, OwlLambda, OwlM, Pattern
+from ..registry import PruneOptions, PruneResult, register
+
+
+class WandaOptions(MethodOptions):
+    RULES = (RULE_OWL_PATTERN, RULE_NM_WIDTH)
+    pattern: Pattern = "none"
+    allocation: Allocation = "uniform"
+    owl_lambda: OwlLambda = 0.08
+    owl_m: OwlM = 5.0
 
 
 def wanda_scores(weight: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
@@ -26,7 +35,7 @@ def wanda_mask(scores: torch.Tensor, sparsity: float, nm: tuple[int, int] | None
 
 
 @register("wanda", "|W| x ||X||_2 per output row (Sun et al. 2023), layer by layer on calibration data; "
-          "optional N:M and OWL.", needs_calibration=True, params=(PATTERN, ALLOCATION, OWL_LAMBDA, OWL_M))
+          "optional N:M and OWL.", needs_calibration=True, options=WandaOptions)
 def prune_wanda(loaded, calib, options: PruneOptions) -> PruneResult:
     adapter = loaded.adapter
     nm = parse_pattern(options["pattern"])

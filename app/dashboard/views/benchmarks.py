@@ -1,57 +1,25 @@
 """Benchmarks: the ledger's metrics, dense vs tickets, with error bars and per-category breakdowns,
-the IMP experiment curves, and evaluation jobs."""
+a ticket compared with a baseline (delta, delta %, within noise), the IMP experiment curves, and the
+evaluation form and its jobs."""
 
 from __future__ import annotations
-
-import re
 
 import pandas as pd
 import streamlit as st
 
-from app.dashboard import data, figures, widgets
+from app.dashboard import comparison, data, evaluate_form, figures, jobs_panel, widgets
+from app.dashboard.breakdown import breakdown
 from pruning.errors import TicketLabError
 
 st.title("Benchmarks")
 
 SUITE_ORDER = ("safety", "ppl", "latency", "attribution")
 PREFERRED = ("pct_stereotype", "amb_bias_score", "disamb_bias_score", "perplexity", "acc")
-_CATEGORY = re.compile(r"^(?P<family>.+?)_(?P<category>[A-Z][A-Za-z_]*)$")
-
-
 @st.cache_data(ttl=300, max_entries=32, show_spinner=False)
 def imp_table(experiment: str, stamp: tuple) -> pd.DataFrame:
-    return data.optional("analysis.experiments").imp_report(experiment, data.ledger())
+    from analysis.experiments import imp_report
 
-
-def breakdown(df: pd.DataFrame) -> pd.DataFrame:
-    """Label each row with a metric family and a category, for grouped bars: BBQ spells its categories
-    as metric suffixes (amb_bias_score_Age), CrowS-Pairs as task suffixes (crows_pairs_english_age)."""
-    out = df.copy()
-    base = out["metric"].str.split(",").str[0]
-    fam, cat, order = [], [], []
-    for task, metric in zip(out["task"], base, strict=True):
-        m = _CATEGORY.match(metric)
-        if m:
-            fam.append(m["family"])
-            cat.append(m["category"])
-            order.append(1)
-        else:
-            fam.append(metric)
-            cat.append(task)
-            order.append(0)
-    out["family"], out["category"], out["order"] = fam, cat, order
-    for _family, part in out.groupby("family"):
-        tasks = part.loc[part["order"] == 0, "category"]
-        if len(set(tasks)) > 1:  # crows_pairs_english, crows_pairs_english_age, ... -> overall, age
-            root = min(set(tasks), key=len)
-            if all(t.startswith(root) for t in set(tasks)):
-                idx = part.index[part["order"] == 0]
-                out.loc[idx, "category"] = [("overall" if t == root else t[len(root):].lstrip("_"))
-                                            for t in out.loc[idx, "category"]]
-                out.loc[idx, "order"] = [0 if t == root else 1 for t in part.loc[part["order"] == 0, "category"]]
-        elif len(part) and (part["order"] == 1).any():
-            out.loc[part.index[part["order"] == 0], "category"] = "overall"
-    return out
+    return imp_report(experiment, data.ledger())
 
 
 models = data.models()
@@ -71,7 +39,7 @@ metrics = data.metrics(dense, full_only=full_only)
 mine = tickets[tickets["dense_sha256"] == dense]
 labels = {"dense": "dense"} | {r["id"]: data.ticket_label(r) for r in mine.to_dict("records")}
 
-tab_metrics, tab_imp, tab_eval = st.tabs(["Metrics", "IMP experiments", "Evaluate"])
+tab_metrics, tab_compare, tab_imp, tab_eval = st.tabs(["Metrics", "Compare", "IMP experiments", "Evaluate"])
 
 with tab_metrics:
     if metrics.empty:
@@ -103,24 +71,37 @@ with tab_metrics:
                                                 + (f" ({hint})" if hint else ""), ideal=ideal), key="bm_bars")
             limited = part[part["limit"].notna()]
             if not limited.empty:
-                st.caption(f"{len(limited)} of these values come from --limit runs (quick looks, not for decisions); "
-                           "error bars are one standard error.")
-            table = sel.assign(value=sel.apply(
-                lambda r: "" if pd.isna(r["value"]) else f"{r['value']:.4g}"
-                + (f" ± {r['stderr']:.2g}" if pd.notna(r["stderr"]) else "")
-                + (f" (limit {int(r['limit'])})" if pd.notna(r["limit"]) else ""), axis=1))
-            wide = table.pivot_table(index=["suite", "task", "metric"], columns="who", values="value", aggfunc="first")
+                st.caption(f"**{len(limited)} of these values come from quick (--limit) runs**: indicative, not for "
+                           "decisions. Error bars are one standard error; the dense model is always grey.")
+            else:
+                st.caption("Full runs. Error bars are one standard error; the dense model is always grey.")
+            sel = sel.assign(metric=sel["metric"].str.split(",").str[0])
+            wide = sel.pivot_table(index=["suite", "task", "metric"], columns="who", values="value", aggfunc="first")
+            quick = sel[sel["limit"].notna()].groupby("who")["limit"].max()
+            wide = wide.rename(columns={w: f"{w} (quick, limit {int(q)})" for w, q in quick.items()})
             with st.expander(f"all metrics ({len(wide)})"):
-                st.dataframe(wide.reset_index(), hide_index=True, width="stretch")
+                st.dataframe(wide.reset_index(), hide_index=True, width="stretch",
+                             column_config={c: st.column_config.NumberColumn(c, format="%.4g") for c in wide.columns})
+
+with tab_compare:
+    if mine.empty:
+        st.info("No tickets of this model yet.")
+    else:
+        cc1, cc2 = st.columns(2)
+        with cc1:
+            cmp_ticket = widgets.ticket_picker(mine, "ticket", key="bm_cmp_ticket", query_param="ticket")
+        with cc2:
+            cmp_base = widgets.ticket_picker(mine[mine["id"] != cmp_ticket], "against", key="bm_cmp_base",
+                                             include=["dense"])
+        if cmp_ticket and cmp_base:
+            comparison.comparison_view(cmp_base, cmp_ticket, key="bm_cmp", baseline_label=labels.get(cmp_base, cmp_base))
 
 with tab_imp:
-    exp_mod = data.optional("analysis.experiments")
+    from analysis import experiments as exp_mod
+
     experiments = data.frame("SELECT id, kind, status, created_at, params FROM experiments ORDER BY created_at DESC")
     if experiments.empty:
         st.info("No IMP experiments yet: start one on the Prune page (or `ticketlab imp`).")
-    elif exp_mod is None:
-        st.dataframe(experiments, hide_index=True, width="stretch")
-        st.caption("The IMP curves appear once analysis.experiments is installed.")
     else:
         exp_id = st.selectbox("experiment", list(experiments["id"]), key="bm_exp",
                               format_func=lambda e: f"{e} ({experiments.set_index('id').loc[e, 'status']})")
@@ -138,11 +119,6 @@ with tab_eval:
     if "eval" not in widgets.cli_parsers():
         st.info("Evaluations start here once `ticketlab eval` is installed.")
     else:
-        subject = st.selectbox("evaluate", ["dense"] + list(mine["id"]), format_func=lambda s: labels.get(s, s),
-                               key="bm_eval_subject")
-        with st.form("eval_form"):
-            argv = widgets.argparse_form("eval", key="bm_eval", fixed={"subject": subject, "ticket": subject})
-            go = st.form_submit_button("Evaluate in the background", type="primary")
-        if go and argv:
-            widgets.start_job(argv + widgets.json_flag("eval"), label=" ".join(["eval", *argv[1:]]), kind="eval")
-    widgets.jobs_panel(kind="eval", limit=4, title=None)
+        model_of = {"dense": specs[dense]}
+        evaluate_form.evaluate_form(["dense"] + list(mine["id"]), labels, model_of)
+    jobs_panel.jobs_panel(kind="eval", limit=4, title=None)

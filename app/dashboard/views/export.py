@@ -3,14 +3,12 @@ verify it (`verify_bundle`) and download it as a zip."""
 
 from __future__ import annotations
 
-import io
 import json
-import zipfile
 from pathlib import Path
 
 import streamlit as st
 
-from app.dashboard import data, governance, widgets
+from app.dashboard import data, governance, verdict_line, widgets
 from pruning import settings
 from pruning.errors import TicketLabError
 
@@ -37,6 +35,9 @@ with left:
             st.info("No approved ticket yet: approve one on the Review page first.")
         else:
             tid = widgets.ticket_picker(pool, "ticket", key="exp_ticket", query_param="ticket")
+            if tid is None:
+                st.stop()
+            verdict_line.show(tid)
             fmt = st.selectbox("format", list(gov.export.FORMATS), key="exp_format",
                                index=list(gov.export.FORMATS).index("masks") if "masks" in gov.export.FORMATS else 0,
                                help="masks: the ticket only · masked-weights: a stock checkpoint with zeros baked in · "
@@ -60,12 +61,9 @@ def _manifest(path: str, mtime: int) -> dict:
 
 
 def _zip(root: Path) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
-        for p in sorted(root.rglob("*")):
-            if p.is_file():
-                z.write(p, Path(root.name) / p.relative_to(root))
-    return buf.getvalue()
+    from app.dashboard.bundle_zip import zip_bundle
+
+    return zip_bundle(root, exports_dir)  # only bundles under the state folder; links never followed
 
 
 with right:
@@ -91,8 +89,13 @@ with right:
     deployer = manifest.get("deployer") or {}
     size = deployer.get("on_disk_bytes") or 0
     shown = f"{size / 1e6:,.1f} MB" if size >= 1e6 else f"{size / 1e3:,.1f} kB"
-    st.markdown(f"ticket `{(manifest.get('ticket') or {}).get('id', '?')}` · format **{manifest.get('bundle_format', '?')}**"
-                f" · review **{review.get('status', '?')}**  \n{shown} on disk · {len(manifest.get('files') or {})} files")
+    bundle_ticket = (manifest.get("ticket") or {}).get("id", "?")
+    st.markdown(f"ticket `{bundle_ticket}` · format **{manifest.get('bundle_format', '?')}**"
+                f" · review in the manifest **{review.get('status', '?')}**"
+                + (" with override" if review.get("override") else "")
+                + f"  \n{shown} on disk · {len(manifest.get('files') or {})} files")
+    if bundle_ticket in set(tickets["id"]):
+        verdict_line.show(bundle_ticket)  # the ticket's state now, which may have moved on since the export
     if isinstance(deployer.get("loader"), dict) and deployer["loader"].get("how"):
         st.caption(f"load with {deployer['loader']['how']}")
     if st.button("Verify every file's hash", key="exp_verify"):
@@ -104,7 +107,14 @@ with right:
         else:
             st.success(f"verified: {result['files']} files match the manifest; ticket id {result['ticket']} "
                        "recomputed from the masks.", icon=":material/lock:")
-    st.download_button("Download as zip", data=lambda: _zip(chosen), file_name=f"{chosen.name}.zip",
-                       mime="application/zip", key="exp_zip", on_click="ignore")
+    from app.dashboard.bundle_zip import zippable
+
+    try:
+        zippable(chosen, exports_dir)
+    except TicketLabError as e:
+        st.caption(str(e))
+    else:
+        st.download_button("Download as zip", data=lambda: _zip(chosen), file_name=f"{chosen.name}.zip",
+                           mime="application/zip", key="exp_zip", on_click="ignore")
     with st.expander("manifest.json", expanded=False):
         st.json(manifest, expanded=1)

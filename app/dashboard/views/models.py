@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app.dashboard import data, loading, widgets
+from app.dashboard import data, links, loading, tables, verdict_line, widgets
 
 st.title("Models & tickets")
 
@@ -15,21 +15,32 @@ def ticket_table(df, headline: list[str], experiment: bool = False) -> None:
     view = df.assign(
         deployed=df["deployed"].map({True: "deployed", False: ""}),
         setting=[data.setting(m, p) for m, p in zip(df["method"], df["params"], strict=True)],
-        model=df["model"].fillna("").map(lambda s: Path(s).name if "/" in s else s),
-        survival="/survival?ticket=" + df["id"])
-    cols = ["id", "method", "setting", "achieved_sparsity", "review", "deployed", *headline, "model", "created_at",
-            "survival"]
+        size=[data.size_text(r) for r in df.to_dict("records")],
+        review=[verdict_line.review_words(t) for t in df["id"]],
+        model=df["model"].fillna("").map(lambda s: Path(s).name if "/" in s else s))
+    view, link_config = links.link_columns(view)
+    cols = ["id", "method", "setting", "achieved_sparsity", "size", "review", "deployed", *headline, "evidence",
+            "model", "created_at", *link_config]
     if df["name"].map(data.text).notna().any():
         cols.insert(1, "name")
     if experiment:
         cols.insert(1, "experiment")
     labels = data.headline_labels(headline)
-    st.dataframe(view[cols], hide_index=True, width="stretch", column_config={
-        "achieved_sparsity": st.column_config.NumberColumn("sparsity", format="percent"),
-        **{c: st.column_config.NumberColumn(labels[c], format="%.4g", help=c) for c in headline},
-        "survival": st.column_config.LinkColumn("survival", display_text="open"),
+    quick = (view["evidence"].str.startswith("quick")).any()
+    st.dataframe(tables.clean_text(view[cols]), hide_index=True, width="stretch", column_config={
+        "id": st.column_config.TextColumn("ticket", width="small"),
+        "achieved_sparsity": st.column_config.NumberColumn("weights removed", format="percent"),
+        "size": st.column_config.TextColumn("removed", help="structured tickets: the share of units (heads, neurons, "
+                                                            "layers) and of weights"),
+        **{c: st.column_config.NumberColumn(labels[c], format="%.4g", help=c + " (latest run; see evidence)")
+           for c in headline},
+        "evidence": st.column_config.TextColumn("evidence", help="full: the headline values come from full runs; "
+                                                                 "quick: from --limit runs (indicative)"),
         "created_at": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm"),
+        **link_config,
     })
+    if quick:
+        st.caption("Rows marked **quick** show values from --limit runs: quick looks, not evidence for a decision.")
 
 
 models = data.models()
@@ -61,18 +72,27 @@ else:
         if not imp.empty:
             with st.expander(f"IMP experiment tickets ({len(imp)} in {imp['experiment'].nunique()} experiments)"):
                 ticket_table(imp, headline, experiment=True)
+        st.subheader("Verdict")
+        pick = widgets.ticket_picker(tickets, "ticket", key="models_verdict", query_param="ticket")
+        if pick:
+            verdict_line.show(pick)
+            links.ticket_links(pick)
 
 st.divider()
 st.subheader("Load")
-st.caption("A dense model (the embedded name, a Hugging Face id or a local directory), a ticket directory "
-           "(its id hash is checked), or an exported bundle (every file's hash is verified).")
+st.caption("A ticket id (or a unique prefix of at least 6 characters), a ticket directory (its id hash is "
+           "checked), an exported bundle (every file's hash is verified), or a dense model (the embedded name, a "
+           "Hugging Face id or a local directory).")
 with st.form("load"):
-    spec = st.text_input("model, ticket directory or bundle directory", value=data.app_model(), key="load_spec")
+    spec = st.text_input("ticket id, ticket directory, bundle directory or model", value=data.app_model(),
+                         key="load_spec")
     go = st.form_submit_button("Load", type="primary")
 if go:
-    with st.spinner("loading…"):
+    with st.spinner(f"loading the {loading.what_is(spec.strip())} {spec.strip()}…"):
         loading.load_anything(spec.strip())
 if st.session_state.get("loaded_summary"):
     kind, summary = st.session_state["loaded_summary"]
     st.success(f"loaded {kind}", icon=":material/check_circle:")
+    if isinstance(summary, dict) and summary.get("id") and "method" in summary:
+        links.ticket_links(summary["id"])
     st.json(summary, expanded=False)

@@ -9,7 +9,7 @@ from dataclasses import asdict
 import pandas as pd
 import streamlit as st
 
-from app.dashboard import data, figures, governance, widgets
+from app.dashboard import comparison, data, figures, governance, tables, verdict_line, widgets
 from pruning.errors import TicketLabError
 
 st.title("Review")
@@ -26,6 +26,8 @@ if gov is None:
 c1, c2, c3 = st.columns([2, 2, 2])
 with c1:
     tid = widgets.ticket_picker(tickets, "candidate ticket", key="rev_ticket", query_param="ticket")
+if tid is None:
+    st.stop()
 row = tickets.set_index("id").loc[tid]
 dense = row["dense_sha256"]
 same = tickets[(tickets["dense_sha256"] == dense) & (tickets["id"] != tid)]
@@ -40,43 +42,46 @@ except TicketLabError as e:
     st.error(str(e), icon=":material/warning:")
     st.stop()
 
-counts = review.counts()
-tally = " · ".join(f"{counts.get(s, 0)} {s}" for s in ("pass", "fail", "missing", "pending"))
-if review.passed:
-    st.success(f"**passes** the policy ({tally})", icon=":material/check_circle:")
-else:
-    st.error(f"**does not pass** the policy ({tally}): approving needs an explicit, recorded override",
-             icon=":material/block:")
+verdict_line.show(tid, review.baseline["subject"], review.baseline["label"], review)
 st.caption(f"policy **{review.policy['name']}** `{review.policy['sha256'][:12]}` · baseline **{review.baseline['label']}**"
-           f" · ticket created by **{review.creator or 'unknown'}**")
+           f" · ticket created by **{review.creator or 'unknown'}** · {data.size_text(row)} removed")
 
-COLOR = {"pass": "#d9f2e0", "fail": "#fbd5d5", "missing": "#fdf0c8", "pending": "#e3ecfa"}
+st.subheader("Policy rules")
 rules = pd.DataFrame([asdict(r) for r in review.results])
 if not rules.empty:
-    shown = rules[["status", "rule", "item", "baseline", "candidate", "delta", "limit", "detail"]]
-    styled = shown.style.map(lambda s: f"background-color: {COLOR.get(s, 'white')}", subset=["status"]).format(
-        {c: lambda v: "" if v is None or v != v else f"{v:.4g}" for c in ("baseline", "candidate", "delta")})
-    st.dataframe(styled, hide_index=True, width="stretch", height=min(36 * (len(shown) + 1) + 3, 720))
+    # a rule evaluated on quick (--limit) runs is indicative: its failure shows as a failure, marked so
+    indicative = rules["indicative"] if "indicative" in rules else pd.Series(False, index=rules.index)
+    rules["status"] = [f"{s} (indicative)" if i and s in ("pass", "fail") else s
+                       for s, i in zip(rules["status"], indicative.fillna(False), strict=True)]
+    order = {"fail": 0, "missing": 1, "pending": 2, "pass": 3}
+    rules["_order"] = [order.get(s.split(" ")[0], 4) for s in rules["status"]]
+    shown = rules.sort_values(["_order", "rule"], kind="stable")[
+        ["status", "rule", "item", "baseline", "candidate", "delta", "limit", "detail"]]
+    styled = shown.style.map(lambda s: f"background-color: {tables.STATUS_BG.get(s.split(' ')[0], 'white')}",
+                             subset=["status"]).format(
+        {"baseline": tables.num, "candidate": tables.num, "delta": tables.signed})
+    st.table(styled)  # a static table wraps long details instead of cutting them off
 
-deltas = governance.metric_deltas(tid, review.baseline["subject"])
-if deltas is not None and not deltas.empty:
-    with st.expander(f"metric deltas, like with like ({len(deltas)} shared metrics)"):
-        st.dataframe(deltas, hide_index=True, width="stretch",
-                     column_config={c: st.column_config.NumberColumn(c, format="%.4g")
-                                    for c in ("baseline", "baseline_stderr", "ticket", "ticket_stderr", "delta")})
+st.subheader(f"Evidence: the ticket against {review.baseline['label']}")
+comparison.comparison_view(review.baseline["subject"], tid, key="rev_cmp", baseline_label=review.baseline["label"])
 
-st.subheader("Survival: baseline and candidate")
-h1, h2 = st.columns(2)
+st.subheader("Survival")
 cand_surv = data.survival(tid)["layer"]
 base_subject = review.baseline["subject"]
 if base_subject == "dense":
-    base_surv = cand_surv.assign(kept=cand_surv["total"])
+    # the dense model keeps every weight: one uniform map says nothing, so only the candidate is drawn
+    if not cand_surv.empty:
+        st.plotly_chart(figures.matrix_heatmap(cand_surv, f"Candidate {tid[:12]}: surviving weights"),
+                        key="rev_cand_heat")
+    st.caption("The baseline is the dense model, which keeps every weight. "
+               f"[Open the ticket on the Survival page](survival?ticket={tid}) for heads, neurons and differences.")
 else:
+    h1, h2 = st.columns(2)
     base_surv = data.survival(base_subject)["layer"]
-if not base_surv.empty:
-    h1.plotly_chart(figures.matrix_heatmap(base_surv, f"Baseline: {review.baseline['label']}"), key="rev_base_heat")
-if not cand_surv.empty:
-    h2.plotly_chart(figures.matrix_heatmap(cand_surv, f"Candidate: {tid}"), key="rev_cand_heat")
+    if not base_surv.empty:
+        h1.plotly_chart(figures.matrix_heatmap(base_surv, f"Baseline: {review.baseline['label']}"), key="rev_base_heat")
+    if not cand_surv.empty:
+        h2.plotly_chart(figures.matrix_heatmap(cand_surv, f"Candidate: {tid}"), key="rev_cand_heat")
 
 st.subheader("Decision")
 governance.decision_form(tid, baseline, policy_path, review)

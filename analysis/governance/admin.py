@@ -1,0 +1,113 @@
+"""Admin actions on the registry and the policy: each one a signed record (`records.write`).
+
+`init_ledger` writes record #1: a fresh ledger id and the first admin, self-signed, then pins the
+policy (the shipped default unless given). After that only an admin changes people, roles and policy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from pathlib import Path
+
+from pruning.errors import TicketLabError
+
+from . import keys, records, state
+from .keys import Signer
+from .people import ROLES
+from .policy import DEFAULT_POLICY, parse_policy
+
+
+def _roles(roles) -> list[str]:
+    roles = sorted({r.strip() for r in roles if r and r.strip()})
+    bad = [r for r in roles if r not in ROLES]
+    if bad:
+        raise TicketLabError(f"unknown role {bad[0]!r}: roles are {', '.join(ROLES)}; nothing was recorded.")
+    return roles
+
+
+def _public_key(key: str | Path) -> str:
+    p = Path(key).expanduser()
+    if not p.is_file():
+        raise TicketLabError(f"no public key file at {p}: the person creates it with `ticketlab keygen NAME` "
+                             f"({keys.key_dir()}/NAME.pub.pem) and sends it to you.")
+    pem = p.read_text()
+    keys.load_public(pem)  # refuses anything but a P-256 public key, clearly
+    return pem
+
+
+def init_ledger(ledger, admin: Signer, policy_file: str | Path | None = None, roles=("admin",)) -> dict:
+    st = state.load(ledger)
+    if st.rows:
+        raise TicketLabError(f"ledger {ledger.path} is already initialised (ledger id {st.ledger_id}); nothing was "
+                             f"recorded.")
+    text = _policy_text(policy_file or DEFAULT_POLICY)  # checked before anything is written
+    person = {"name": admin.name, "public_key": admin.public_pem, "roles": _roles({"admin", *roles})}
+    row = records.write(ledger, admin, "init", {"ledger_id": uuid.uuid4().hex, "person": person}, admin.name,
+                        doing="initialise the ledger")
+    set_policy(ledger, admin, text=text)
+    return row
+
+
+def register(ledger, admin: Signer, name: str, public_key: str | Path, roles) -> dict:
+    name = keys.check_name(name)
+    pem = _public_key(public_key)
+    st = state.load(ledger)
+    existing = st.registry.people.get(name)
+    if existing is not None and existing.key_id is not None:
+        raise TicketLabError(f"{name} is already registered with key {existing.key_id[:12]}; revoke it first "
+                             f"(`ticketlab people revoke {name}`) to register a new one.")
+    kid = keys.fingerprint(pem)
+    for other in st.registry.people.values():
+        if kid in other.keys:
+            raise TicketLabError(f"that public key is already registered to {other.name}: one key, one person.")
+    body = {"name": name, "public_key": pem, "roles": _roles(roles) or sorted(existing.roles if existing else [])}
+    return records.write(ledger, admin, "register", body, name, doing=f"register {name}")
+
+
+def set_roles(ledger, admin: Signer, name: str, add=(), remove=()) -> dict:
+    st = state.load(ledger)
+    person = st.registry.people.get(name)
+    if person is None:
+        raise TicketLabError(f"{name} is not registered; register them first with `ticketlab people register`.")
+    new = (person.roles | set(_roles(add))) - set(_roles(remove))
+    if name == admin.name and "admin" in person.roles and "admin" not in new and \
+            sum("admin" in p.roles for p in st.registry.people.values()) == 1:
+        raise TicketLabError("you are the only admin: grant admin to someone else before giving it up.")
+    return records.write(ledger, admin, "roles", {"name": name, "roles": sorted(new)}, name,
+                         doing=f"change {name}'s roles")
+
+
+def revoke(ledger, actor: Signer, name: str, reason: str) -> dict:
+    if not (reason or "").strip():
+        raise TicketLabError("a key revocation needs --reason (lost, leaked, left the team...).")
+    st = state.load(ledger)
+    person = st.registry.people.get(name)
+    if person is None or person.key_id is None:
+        raise TicketLabError(f"{name} has no active key to revoke.")
+    return records.write(ledger, actor, "revoke", {"name": name, "key_id": person.key_id, "reason": reason.strip()},
+                         name, doing=f"revoke {name}'s key")
+
+
+def _policy_text(path: str | Path) -> str:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise TicketLabError(f"policy file {p} does not exist; start from the shipped {DEFAULT_POLICY}.")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise TicketLabError(f"policy file {p} is not UTF-8 text ({e}).") from e
+    parse_policy(text, str(p), hashlib.sha256(text.encode()).hexdigest())  # a broken policy is never pinned
+    return text
+
+
+def set_policy(ledger, admin: Signer, path: str | Path | None = None, text: str | None = None) -> dict:
+    text = _policy_text(path) if text is None else text
+    sha = hashlib.sha256(text.encode()).hexdigest()
+    pol = parse_policy(text, str(path or "<policy>"), sha)
+    current = state.policy_versions(ledger)
+    if current and current[-1]["sha256"] == sha:
+        raise TicketLabError(f"that policy is already pinned (version {current[-1]['version']}, {sha[:12]}).")
+    version = (current[-1]["version"] + 1) if current else 1
+    return records.write(ledger, admin, "policy", {"version": version, "name": pol.name, "sha256": sha, "text": text},
+                         f"policy v{version}", doing="pin a policy")

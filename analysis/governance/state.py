@@ -1,0 +1,250 @@
+"""The one read model of governance state: who is registered with which roles, the pinned policy, each
+ticket's signed creator and latest decision, and the deployment pointer of each dense model.
+
+Everything is a replay of the signed governance log (`chain.py`, checked by `people.replay`), read on
+one connection. Review, decide, deploy, export, report, `ticketlab tickets`, compare and the dashboard
+read governance state here and nowhere else. Functions take a `Ledger`, a reader `Snapshot`, or a
+`GovState` already loaded with `load` (so a page showing 50 tickets replays the log once).
+
+The unsigned tables of the previous schema (`legacy_*`) are history only: `legacy_history` shows them,
+they never make a ticket approved or deployed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pruning.errors import TicketLabError
+
+from . import chain, people
+from .policy import Policy, parse_policy
+from .reader import Snapshot, snapshot
+
+DENSE = "dense"
+
+
+@dataclass
+class GovState:
+    rows: list[dict]
+    registry: people.Registry
+    problems: dict[int, str]  # seq -> why that record's signature or role does not hold
+    link: tuple[int, str] | None  # first broken hash link (seq, why), or None
+    tickets: dict[str, str] = field(default_factory=dict)  # ticket id -> dense sha256 (from the tickets table)
+    legacy: dict[str, dict] = field(default_factory=dict)  # ticket id -> newest unsigned pre-signing decision
+
+    @property
+    def ledger_id(self) -> str | None:
+        return self.registry.ledger_id
+
+    @property
+    def head(self) -> tuple[int, str]:
+        return (self.rows[-1]["seq"], self.rows[-1]["row_hash"]) if self.rows else (0, chain.GENESIS)
+
+    def signed(self, row: dict) -> bool:
+        return row["seq"] not in self.problems and (self.link is None or row["seq"] < self.link[0])
+
+    def of_kind(self, *kinds: str) -> list[dict]:
+        return [r for r in self.rows if r["kind"] in kinds]
+
+
+@dataclass
+class TicketState:
+    ticket_id: str
+    creator: str | None  # the signer of the ticket's creation record; None: nobody has signed for it
+    review_status: str  # unreviewed | approved | rejected
+    decided_by: str | None = None
+    decided_at: object = None
+    override: bool = False
+    override_reason: str | None = None
+    unmet_rules: list[str] = field(default_factory=list)  # rules failing or lacking evidence at the decision
+    policy_sha256: str | None = None
+    policy_version: int | None = None
+    deployed: bool = False
+    signed: bool = True  # every governance record about this ticket verifies (signature and role)
+    decision_seq: int | None = None
+    decision_hash: str | None = None
+    creation_hash: str | None = None
+    legacy_decision: dict | None = None  # newest unsigned decision from before signed governance
+
+
+def load(ledger) -> GovState:
+    """Replay the log once. On a reader Snapshot the result is kept: the snapshot cannot change under it."""
+    if isinstance(ledger, GovState):
+        return ledger
+    cached = getattr(ledger, "_gov_state", None)
+    if cached is not None:
+        return cached
+    with snapshot(ledger) as db:
+        rows = db.query(f"SELECT * FROM {chain.TABLE} ORDER BY seq")
+        tickets = {r["id"]: r["dense_sha256"] for r in db.query("SELECT id, dense_sha256 FROM tickets")}
+        legacy = {}
+        if db.query("SELECT 1 FROM information_schema.tables WHERE table_name = 'legacy_decisions'"):
+            for r in db.query("SELECT * FROM legacy_decisions ORDER BY seq"):
+                legacy[r["ticket_id"]] = r
+    registry, problems = people.replay(rows)
+    row, why = chain.link_problem(rows)
+    out = GovState(rows, registry, problems, (row["seq"], why) if row else None, tickets, legacy)
+    if isinstance(ledger, Snapshot):
+        ledger._gov_state = out
+    return out
+
+
+# --- people and policy ---------------------------------------------------------------------------
+def roles(ledger) -> dict[str, set[str]]:
+    return load(ledger).registry.roles()
+
+
+def initialised(ledger) -> bool:
+    return load(ledger).ledger_id is not None
+
+
+def policy_versions(ledger) -> list[dict]:
+    st = load(ledger)
+    out = []
+    for r in st.of_kind("policy"):
+        if st.signed(r):
+            b = chain.body_of(r)
+            out.append({"version": b["version"], "name": b.get("name"), "sha256": b["sha256"], "text": b["text"],
+                        "by": r["actor"], "at": r["signed_at"], "seq": r["seq"]})
+    return out
+
+
+def current_policy(ledger) -> Policy:
+    """The policy in force: the newest policy an admin pinned with a valid signature."""
+    versions = policy_versions(ledger)
+    if not versions:
+        raise TicketLabError("no policy is pinned in this ledger: an admin pins one with `ticketlab policy set FILE` "
+                             "(`ticketlab init` pins the shipped default).")
+    v = versions[-1]
+    return parse_policy(v["text"], f"ledger policy v{v['version']}", v["sha256"])
+
+
+def pinned_version(ledger) -> int | None:
+    versions = policy_versions(ledger)
+    return versions[-1]["version"] if versions else None
+
+
+# --- tickets ---------------------------------------------------------------------------------------
+def creation_of(ledger, ticket_id: str) -> dict | None:
+    st = load(ledger)
+    for r in st.of_kind("create"):
+        if r["subject"] == ticket_id and st.signed(r):
+            return r
+    return None
+
+
+def creator_of(ledger, ticket_id: str) -> str | None:
+    r = creation_of(ledger, ticket_id)
+    return r["actor"] if r else None
+
+
+def _decision(st: GovState, r: dict) -> dict:
+    b = chain.body_of(r)
+    return {"seq": r["seq"], "ticket_id": r["subject"], "dense_sha256": b.get("dense_sha256"),
+            "decision": b["decision"], "reviewer": r["actor"], "reason": b.get("reason"),
+            "override": bool(b.get("override")), "override_reason": b.get("override_reason"),
+            "baseline": b.get("baseline"), "policy_name": b.get("policy_name"), "policy_sha256": b.get("policy_sha256"),
+            "policy_version": b.get("policy_version"), "policy_results": b.get("policy_results"),
+            "passed": bool(b.get("passed")), "unmet_rules": list(b.get("unmet_rules") or []),
+            "decided_at": r["signed_at"], "row_hash": r["row_hash"], "key_id": r["key_id"],
+            "signed": st.signed(r), "record": record_json(r)}
+
+
+def record_json(r: dict) -> dict:
+    """A record as carried in a bundle: enough to re-check its hash and signature without the ledger."""
+    return {k: (chain._at(r[k]) if k == "signed_at" else r[k]) for k in (*chain.FIELDS, "row_hash", "signature")}
+
+
+def decision_rows(ledger, ticket_id: str | None = None) -> list[dict]:
+    st = load(ledger)
+    return [_decision(st, r) for r in st.of_kind("decision") if ticket_id is None or r["subject"] == ticket_id]
+
+
+def latest_decision(ledger, ticket_id: str) -> dict | None:
+    rows = decision_rows(ledger, ticket_id)
+    return rows[-1] if rows else None
+
+
+def approval_of(ledger, ticket_id: str) -> dict | None:
+    """The decision that makes a ticket approved now: its latest decision, if that is a signed approval."""
+    d = latest_decision(ledger, ticket_id)
+    return d if d and d["decision"] == "approve" and d["signed"] else None
+
+
+def ticket_state(ledger, ticket_id: str) -> TicketState:
+    st = load(ledger)
+    creation = creation_of(st, ticket_id)
+    d = latest_decision(st, ticket_id)
+    own = [r for r in st.rows if r["subject"] == ticket_id or
+           (r["kind"] in ("promote", "rollback") and chain.body_of(r).get("target") == ticket_id)]
+    out = TicketState(ticket_id=ticket_id, creator=creation["actor"] if creation else None,
+                      review_status="unreviewed", creation_hash=creation["row_hash"] if creation else None,
+                      signed=all(st.signed(r) for r in own), deployed=ticket_id in deployment_pointers(st).values(),
+                      legacy_decision=st.legacy.get(ticket_id))
+    if d is not None:
+        out.review_status = "approved" if d["decision"] == "approve" else "rejected"
+        out.decided_by, out.decided_at = d["reviewer"], d["decided_at"]
+        out.override, out.override_reason = d["override"], d["override_reason"]
+        out.unmet_rules, out.policy_sha256, out.policy_version = d["unmet_rules"], d["policy_sha256"], d["policy_version"]
+        out.decision_seq, out.decision_hash = d["seq"], d["row_hash"]
+    return out
+
+
+def ticket_states(ledger) -> dict[str, TicketState]:
+    """Every ticket the ledger knows (or the log mentions), on one replay."""
+    st = load(ledger)
+    ids = set(st.tickets) | {r["subject"] for r in st.of_kind("create", "decision")}
+    return {t: ticket_state(st, t) for t in sorted(ids)}
+
+
+# --- deployments -----------------------------------------------------------------------------------
+def _move(st: GovState, r: dict) -> dict:
+    b = chain.body_of(r)
+    return {"seq": r["seq"], "moved_at": r["signed_at"], "dense_sha256": b["dense_sha256"], "action": r["kind"],
+            "previous": b.get("previous"), "target": b["target"], "by_user": r["actor"], "reason": b.get("reason"),
+            "decision_hash": b.get("decision_hash"), "policy_sha256": b.get("policy_sha256"),
+            "row_hash": r["row_hash"], "signed": st.signed(r)}
+
+
+def moves(ledger, dense_sha256: str | None = None) -> list[dict]:
+    st = load(ledger)
+    out = [_move(st, r) for r in st.of_kind("promote", "rollback")]
+    return [m for m in out if dense_sha256 is None or m["dense_sha256"] == dense_sha256]
+
+
+def stack(ledger, dense_sha256: str) -> list[str]:
+    """What was deployed, oldest first: a promotion pushes, a rollback pops back to its target."""
+    s = [DENSE]
+    for m in moves(ledger, dense_sha256):
+        if not m["signed"]:
+            continue  # an unsigned move does not move anything
+        if m["action"] == "rollback" and m["target"] in s:
+            del s[s.index(m["target"]) + 1:]
+        else:
+            s.append(m["target"])
+    return s
+
+
+def deployment_pointer(ledger, dense_sha256: str) -> str:
+    """What serves for this dense model now: a ticket id, or "dense"."""
+    return stack(ledger, dense_sha256)[-1]
+
+
+def deployment_pointers(ledger) -> dict[str, str]:
+    st = load(ledger)
+    return {d: deployment_pointer(st, d) for d in sorted({m["dense_sha256"] for m in moves(st)})}
+
+
+def history(ledger, dense_sha256: str | None = None) -> list[dict]:
+    return moves(ledger, dense_sha256)
+
+
+# --- unsigned history ------------------------------------------------------------------------------
+def legacy_history(ledger) -> dict[str, list[dict]]:
+    """Decisions, deployment moves and creators recorded before signed governance (nobody signed them)."""
+    out = {}
+    with snapshot(ledger) as db:
+        have = {r["table_name"] for r in db.query("SELECT table_name FROM information_schema.tables")}
+        for table in ("legacy_decisions", "legacy_deployments", "legacy_ticket_meta"):
+            out[table.removeprefix("legacy_")] = db.query(f"SELECT * FROM {table}") if table in have else []
+    return out

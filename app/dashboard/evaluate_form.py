@@ -1,0 +1,150 @@
+"""The evaluation form for people: suite and task pickers from the registered tasks, a numeric limit,
+presets "quick" and "full" with the time they took on this machine (from the ledger's finished eval
+runs), validation before any job starts, settings that survive a change of subject."""
+
+from __future__ import annotations
+
+import json
+import socket
+import statistics
+
+import streamlit as st
+
+from pruning.errors import TicketLabError
+
+from . import data, widgets
+
+PRESETS = ("quick", "full", "custom")
+
+
+def registered_tasks() -> dict[str, str]:
+    """Safety task -> its title, as the suite registers them (each task's YAML), never listed here."""
+    from analysis import metric_meta
+
+    return {t.name: t.title for t in metric_meta.registered_tasks("safety")}
+
+
+def suites() -> dict[str, str]:
+    """Evaluation suite -> what it measures."""
+    from analysis import metric_meta
+
+    return metric_meta.suites()
+
+
+def quick_limit() -> int:
+    from analysis.safety import QUICK_LIMIT
+
+    return int(QUICK_LIMIT)
+
+
+def preset_settings(preset: str) -> dict:
+    """quick: perplexity and the safety suite on the stated quick subset; full: every suite, no limit."""
+    if preset == "quick":
+        return {"suites": ["ppl", "safety"], "tasks": [], "quick": True, "limit": quick_limit()}
+    return {"suites": list(suites()), "tasks": [], "quick": False, "limit": quick_limit()}
+
+
+@st.cache_data(ttl=60, max_entries=16, show_spinner=False)
+def _durations(key: tuple) -> list[dict]:
+    df = data.frame("SELECT params, epoch(ended_at) - epoch(started_at) AS seconds, host FROM runs "
+                    "WHERE kind = 'eval' AND status = 'succeeded' AND ended_at IS NOT NULL")
+    out = []
+    for params, seconds, host in zip(df["params"], df["seconds"], df["host"], strict=True):
+        try:
+            p = json.loads(params) if isinstance(params, str) else (params or {})
+        except json.JSONDecodeError:
+            continue
+        out.append({"suites": sorted(p.get("suites") or []), "limit": p.get("limit"), "tasks": p.get("tasks"),
+                    "seconds": float(seconds), "host": host})
+    return out
+
+
+def estimate(chosen: list[str], tasks: list[str], limit: int | None) -> str:
+    """The measured time of runs like this one on this host: the median of identical runs, else the sum
+    of single-suite medians; 'not measured here yet' when the ledger has none."""
+    here = socket.gethostname()
+    runs = [r for r in _durations(data.stamp()) if r["host"] in (here, None)]
+    tasks_arg = ",".join(tasks) if tasks else None
+    same = [r["seconds"] for r in runs if r["suites"] == sorted(chosen) and r["limit"] == limit
+            and (r["tasks"] or None) == tasks_arg]
+    if same:
+        return f"≈ {_clock(statistics.median(same))} (median of {len(same)} such run(s) on this machine)"
+    parts = []
+    for s in chosen:
+        one = [r["seconds"] for r in runs if r["suites"] == [s] and r["limit"] == limit]
+        if not one:
+            return "time not measured on this machine yet: the first such run records it"
+        parts.append(statistics.median(one))
+    return f"≈ {_clock(sum(parts))} (sum of single-suite runs measured on this machine)"
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+def _apply_preset() -> None:
+    preset = st.session_state.get("ev_preset")
+    if preset in ("quick", "full"):
+        s = preset_settings(preset)
+        st.session_state.update(ev_suites=s["suites"], ev_tasks=s["tasks"], ev_quick=s["quick"], ev_limit=s["limit"])
+
+
+def _custom() -> None:
+    st.session_state["ev_preset"] = "custom"
+
+
+def validate(chosen: list[str], tasks: list[str], quick: bool, limit) -> list[str]:
+    """The argv tail for `ticketlab eval SUBJECT`; raises TicketLabError naming the problem."""
+    if not chosen:
+        raise TicketLabError("pick at least one suite to evaluate.")
+    unknown = [s for s in chosen if s not in suites()]
+    if unknown:
+        raise TicketLabError(f"unknown suite(s) {', '.join(unknown)}; choose from {', '.join(suites())}.")
+    argv = ["--suite", ",".join(chosen)]
+    if tasks:
+        if "safety" not in chosen:
+            raise TicketLabError("safety tasks are picked but the safety suite is not: add it, or clear the tasks.")
+        from analysis.safety import resolve_tasks
+
+        argv += ["--tasks", ",".join(resolve_tasks(tasks))]
+    if quick:
+        if isinstance(limit, bool) or not isinstance(limit, int | float) or limit != int(limit) or limit < 1:
+            raise TicketLabError(f"the limit must be a whole number of at least 1 (got {limit!r}).")
+        argv += ["--limit", str(int(limit))]
+    return argv
+
+
+def evaluate_form(subjects: list[str], labels: dict[str, str], model_of: dict[str, str]) -> None:
+    """The form; starts `ticketlab eval` as a background job only when every setting is valid."""
+    for k, v in {"ev_preset": "quick", **{f"ev_{k}": v for k, v in preset_settings("quick").items()}}.items():
+        st.session_state.setdefault(k, v)
+    subject = st.selectbox("evaluate", subjects, format_func=lambda s: labels.get(s, s), key="bm_eval_subject")
+    top = st.columns([1, 2])
+    top[0].segmented_control("preset", PRESETS, key="ev_preset", on_change=_apply_preset,
+                             help="quick: perplexity and the safety suite on the first "
+                                  f"{quick_limit()} documents of each task (indicative); full: every suite, no limit "
+                                  "(what decisions need)")
+    c1, c2 = st.columns(2)
+    described = suites()
+    chosen = c1.multiselect("suites", list(described), key="ev_suites", on_change=_custom,
+                            format_func=lambda s: f"{s} — {described.get(s, '')}")
+    known = registered_tasks()
+    tasks = c2.multiselect("safety tasks (none picked = all)", list(known), key="ev_tasks", on_change=_custom,
+                           disabled="safety" not in chosen, format_func=lambda t: f"{t} — {known.get(t, '')}")
+    c3, c4 = st.columns(2)
+    quick = c3.checkbox("quick subset (--limit)", key="ev_quick", on_change=_custom,
+                        help="ppl windows / documents per safety task / attribution pairs")
+    limit = c4.number_input("limit", min_value=1, max_value=100_000, step=1, key="ev_limit", on_change=_custom,
+                            disabled=not quick)
+    top[1].caption(f"**{estimate(chosen, tasks, int(limit) if quick else None)}**"
+                   + (" · quick runs are indicative: the policy's rules are only met by full runs" if quick else ""))
+    if st.button("Evaluate in the background", type="primary", key="ev_go"):
+        try:
+            tail = validate(chosen, tasks, quick, limit)
+        except TicketLabError as e:
+            st.error(str(e), icon=":material/warning:")
+            return
+        model = ["--model", model_of[subject]] if subject == "dense" and model_of.get(subject) else []
+        argv = ["eval", subject, *tail, *model, *widgets.json_flag("eval")]
+        widgets.start_job(argv, label=f"eval {labels.get(subject, subject)} · {' '.join(tail)}", kind="eval")

@@ -1,0 +1,227 @@
+"""Durable artifact writes: a reader sees the old version or the complete new one, never a part.
+
+Every writer of a file or folder that outlives the command (tickets, materialized models, bundles,
+reports, job status, the model cache) goes through here, so there is one place that gets it right:
+write into a temporary sibling (same directory, so the rename stays on one file system), fsync the
+data, give it the umask's permissions (mkstemp/mkdtemp make owner-only files; our artifacts are meant
+to be shared), rename it into place, then fsync the parent directory so the rename itself survives a
+power loss. Without the fsyncs a crash can leave a renamed but empty file.
+
+Temporary names are `.<final name>.tmp-<pid>-<random>`: hidden from listings, and a crashed writer's
+leftovers can be recognised (its pid is dead) and swept by `remove_stale_temps`.
+
+`crash_point(label)` is a deterministic kill hook for the crash-consistency tests: when the
+environment variable TICKETLAB_CRASH_AT names the label (optionally `label@N` for its N-th hit in
+this process), the process kills itself with SIGKILL right there, as `kill -9` would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import json
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from .procs import pid_alive
+
+CRASH_ENV = "TICKETLAB_CRASH_AT"
+_TMP_MARK = ".tmp-"
+_hits: dict[str, int] = {}
+
+
+def crash_point(label: str) -> None:
+    """Die here, as with `kill -9`, when TICKETLAB_CRASH_AT asks for this label (test hook)."""
+    want = os.environ.get(CRASH_ENV)
+    if not want:
+        return
+    name, _, nth = want.partition("@")
+    if name != label:
+        return
+    _hits[label] = _hits.get(label, 0) + 1
+    if _hits[label] >= int(nth or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _umask() -> int:
+    # os.umask can only be read by setting it; restore at once.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    return 0o666 & ~_umask()
+
+
+def dir_mode() -> int:
+    return 0o777 & ~_umask()
+
+
+def fsync_dir(directory: str | Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: str | Path) -> None:
+    """fsync every file and folder under root (bottom-up), without following links."""
+    for dirpath, _dirs, files in os.walk(root, topdown=False):
+        for f in files:
+            p = os.path.join(dirpath, f)
+            if os.path.islink(p):
+                continue
+            fd = os.open(p, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(dirpath)
+
+
+def _tmp_prefix(final: Path) -> str:
+    return f".{final.name}{_TMP_MARK}{os.getpid()}-"
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Replace `path` with `data` atomically and durably, with the umask's permissions."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fchmod(f.fileno(), file_mode())
+            os.fsync(f.fileno())
+        crash_point("durable.file.before_rename")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+    crash_point("durable.file.after_rename")
+
+
+def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> None:
+    atomic_write_bytes(path, text.encode(encoding))
+
+
+def atomic_write_json(path: str | Path, obj, **json_kwargs) -> None:
+    """json.dumps(obj, **json_kwargs) written atomically, with a final newline."""
+    atomic_write_text(path, json.dumps(obj, **json_kwargs) + "\n")
+
+
+def _relax_permissions(root: Path) -> None:
+    fm, dm = file_mode(), dir_mode()
+    for dirpath, _dirs, files in os.walk(root):
+        os.chmod(dirpath, dm)
+        for f in files:
+            p = os.path.join(dirpath, f)
+            if not os.path.islink(p):
+                os.chmod(p, fm)
+
+
+_RENAME_EXCHANGE = 2
+_libc = None
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE): readers never see neither.
+    False where the system cannot, and the caller falls back to two renames."""
+    global _libc
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL(None, use_errno=True)
+        fn = _libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    rc = fn(at_fdcwd, os.fsencode(str(a)), at_fdcwd, os.fsencode(str(b)), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, getattr(errno, "ENOTSUP", errno.EINVAL)):
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+@contextlib.contextmanager
+def atomic_dir(final: str | Path, *, replace: bool = False) -> Iterator[Path]:
+    """Build a folder in a temporary sibling and move it into place as a whole.
+
+    On clean exit every file is fsynced, permissions follow the umask, and the folder is renamed to
+    `final`. If `final` exists: with replace=True it is swapped out (atomically where the kernel can)
+    and removed; otherwise FileExistsError is raised and the new folder is discarded (the caller
+    decides, e.g. a ticket with the same id is the same content). On an exception the temporary
+    folder is removed and `final` is untouched."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(final), dir=final.parent))
+    try:
+        yield tmp
+        _relax_permissions(tmp)
+        fsync_tree(tmp)
+        crash_point("durable.dir.before_rename")
+        _move_into_place(tmp, final, replace)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    fsync_dir(final.parent)
+    crash_point("durable.dir.after_rename")
+
+
+def _move_into_place(tmp: Path, final: Path, replace: bool) -> None:
+    if not (final.exists() or final.is_symlink()):
+        try:
+            os.rename(tmp, final)
+            return
+        except OSError as e:  # someone else got there between the check and the rename
+            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+    if not replace:
+        raise FileExistsError(errno.EEXIST, "already exists", str(final))
+    if final.is_dir() and not final.is_symlink() and _exchange(tmp, final):
+        # tmp now holds the old folder; the finally of atomic_dir removes it.
+        return
+    old = Path(tempfile.mkdtemp(prefix=_tmp_prefix(final), dir=final.parent))
+    os.rename(final, old / "old")
+    try:
+        os.rename(tmp, final)
+    except BaseException:
+        os.rename(old / "old", final)
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def is_temp_name(name: str) -> bool:
+    return name.startswith(".") and _TMP_MARK in name
+
+
+def remove_stale_temps(directory: str | Path) -> list[Path]:
+    """Remove the temporary leftovers of writers that died (their pid is no longer running)."""
+    directory = Path(directory)
+    removed: list[Path] = []
+    if not directory.is_dir():
+        return removed
+    for p in directory.iterdir():
+        if not is_temp_name(p.name):
+            continue
+        pid_part = p.name.split(_TMP_MARK, 1)[1].split("-", 1)[0]
+        if not pid_part.isdigit() or int(pid_part) == os.getpid() or pid_alive(int(pid_part)):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+        removed.append(p)
+    return removed

@@ -1,0 +1,248 @@
+"""The pre-registered protocol of a lottery-ticket experiment: every choice fixed before the first step.
+
+A `Protocol` names the data split, the learning rate and training length T (or the pilot that picks
+them), the rewind point K, the rounds and rate, the arms, the seeds, the metric, the margin delta and
+the confidence level. It is validated as a whole before anything is trained or written (one
+`TicketLabError` naming the setting), stored with the experiment (`protocol.json`), and its hash is
+part of the experiment id: a changed protocol is a different experiment, in a different folder.
+
+The pilot (Protocol.lr / steps left as None): dense runs of the first seed's initialisation at each
+of `pilot_lrs` for `pilot_steps` steps, validation loss every `eval_every` steps; the learning rate
+with the lowest validation loss wins and T is the step of that minimum (at least K + eval_every).
+Its curves are stored with the experiment and shown by `imp-report` and the dashboard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+
+from .errors import TicketLabError
+from .tiny import CORPORA, EVERY, HELDOUT_INDEX, VALIDATION_INDEX, TinyConfig
+from .training import TrainConfig
+
+FORMAT = "ticketlab-imp-protocol/2"
+REWINDS = ("init", "step:K", "pretrained", "lr", "finetune")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    model: str = "tiny"  # "tiny" (trained from scratch) or any load_model spec (pretrained)
+    # the default experiment's model: hidden 96 / MLP 256 (0.8M MACs per token, ~0.57x the 128/384 model's)
+    # so that the whole protocol answers within the hour on the shared 2-core machine (benchmarks/imp.py)
+    tiny: TinyConfig = field(default_factory=lambda: TinyConfig(hidden_size=96, intermediate_size=256))
+    # data: articles of `corpora` split by index modulo `split_every` (tiny model only)
+    corpora: tuple[str, ...] = CORPORA
+    split_every: int = EVERY
+    validation_index: int = VALIDATION_INDEX
+    heldout_index: int = HELDOUT_INDEX
+    # training: lr and steps (T) None -> chosen by the pilot
+    lr: float | None = None
+    steps: int | None = None
+    batch_size: int = 8
+    seq_len: int = 128
+    weight_decay: float = 0.1
+    warmup_steps: int | None = 20
+    min_lr_ratio: float = 0.1
+    amp: str = "none"
+    pilot_lrs: tuple[float, ...] = (5e-3, 1e-2, 2e-2)
+    pilot_steps: int = 200
+    eval_every: int = 40
+    val_windows: int = 64  # validation windows scored at each evaluation (0: all)
+    heldout_windows: int = 0  # held-out windows scored once per run (0: all)
+    eval_batch: int = 16
+    # pruning
+    rewind: str = "step:20"  # init (= step:0) | step:K | pretrained | lr | finetune
+    rounds: int = 3
+    rate: float = 0.5
+    scope: str = "global"
+    unit: str = "weights"
+    prune_embeddings: bool = False
+    arms: tuple[str, ...] = ("ticket", "random", "reinit")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    recovery: str = "full"  # full | lora
+    lora_rank: int = 8
+    # analysis
+    metric: str = "heldout_loss"
+    delta: float = 0.02  # nats: "matching" means the upper bound of (ticket - dense) is below delta
+    confidence: float = 0.95
+    stability: str = "dense"  # none | dense (round 0 from K and from 0) | all (also every ticket, from K)
+    stability_points: int = 5
+    sanity: bool = True  # train the network with every prunable linear removed, to show the budget sees capacity
+    sanity_margin: float = 0.1  # nats the empty network must be worse than dense by (lower 95% bound)
+    device: str = "cpu"
+    dtype: str = "float32"
+
+    # --- derived -------------------------------------------------------------------------------------
+    @property
+    def is_tiny(self) -> bool:
+        return self.model == "tiny"
+
+    @property
+    def rewind_step(self) -> int | None:
+        """K for weight rewinding (init = 0); None for pretrained, lr and finetune."""
+        if self.rewind == "init":
+            return 0
+        return int(self.rewind.split(":", 1)[1]) if self.rewind.startswith("step:") else None
+
+    @property
+    def needs_pilot(self) -> bool:
+        return self.lr is None or self.steps is None
+
+    def train_config(self, lr: float | None = None, steps: int | None = None) -> TrainConfig:
+        lr, steps = lr if lr is not None else self.lr, steps if steps is not None else self.steps
+        if lr is None or steps is None:
+            raise TicketLabError("the learning rate and T are not fixed yet: run the pilot first.")
+        warm = min(self.warmup_steps, max(1, steps - 1)) if self.warmup_steps is not None else None
+        return TrainConfig(steps=steps, batch_size=self.batch_size, seq_len=self.seq_len, lr=lr,
+                           weight_decay=self.weight_decay, warmup_steps=warm, min_lr_ratio=self.min_lr_ratio,
+                           amp=self.amp)
+
+    def resolved(self, lr: float, steps: int) -> Protocol:
+        return replace(self, lr=lr, steps=steps)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["corpora"], d["pilot_lrs"] = list(self.corpora), list(self.pilot_lrs)
+        d["arms"], d["seeds"] = list(self.arms), list(self.seeds)
+        d["device"] = "cuda" if self.device.startswith("cuda") else self.device
+        return {"format": FORMAT, **d}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Protocol:
+        known = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in known}
+        kw["tiny"] = TinyConfig(**kw.get("tiny", {}))
+        for k in ("corpora", "pilot_lrs", "arms", "seeds"):
+            if k in kw:
+                kw[k] = tuple(kw[k])
+        return cls(**kw)
+
+    def digest(self, model_identity: dict | None = None) -> str:
+        """Hash of the protocol (with the pretrained weights' identity): the experiment id's body."""
+        body = {**self.to_dict(), "model_identity": model_identity}
+        body.pop("device", None)
+        body["device_kind"] = self.to_dict()["device"]
+        return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+    # --- validation ----------------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Every setting that cannot work, refused before any training (one error naming the setting)."""
+        from .arms import ARMS
+
+        def bad(setting: str, why: str) -> None:
+            raise TicketLabError(f"protocol setting {setting}: {why}")
+
+        if not 0.0 < self.rate < 1.0:
+            bad("rate", f"{self.rate} is outside (0, 1): it is the fraction of the remaining weights each round "
+                        f"removes (0.5 = half).")
+        if self.rounds < 1:
+            bad("rounds", f"{self.rounds}: at least one pruning round is needed.")
+        if len(self.seeds) < 2:
+            bad("seeds", f"{list(self.seeds)}: a verdict with a confidence interval needs at least 2 seeds "
+                         f"(3 or more recommended).")
+        if len(set(self.seeds)) != len(self.seeds):
+            bad("seeds", f"{list(self.seeds)} repeats a seed.")
+        if not 0.5 < self.confidence < 1.0:
+            bad("confidence", f"{self.confidence} must be in (0.5, 1), e.g. 0.95.")
+        if self.delta < 0:
+            bad("delta", f"{self.delta} must be >= 0 nats.")
+        if self.metric != "heldout_loss":
+            bad("metric", f"{self.metric!r}: only heldout_loss (nats/token at the validation-selected step).")
+        r = self.rewind
+        if r.startswith("step:"):
+            try:
+                int(r.split(":", 1)[1])
+            except ValueError:
+                bad("rewind", f"{r!r}: write step:K with an integer K (e.g. step:20).")
+        elif r not in ("init", "pretrained", "lr", "finetune"):
+            bad("rewind", f"{r!r}: choose init, step:K, pretrained, lr or finetune.")
+        if r == "pretrained" and self.is_tiny:
+            bad("rewind", "'pretrained' needs a pretrained model, and the tiny model is trained from scratch: use "
+                          "init or step:K (or --model <checkpoint>).")
+        if r == "init" and not self.is_tiny:
+            bad("rewind", f"{self.model} is pretrained: its starting point is the pretrained weights, so use "
+                          f"pretrained (or step:K, lr, finetune).")
+        k = self.rewind_step or 0
+        longest = self.steps if self.steps is not None else self.pilot_steps
+        if self.steps is not None and self.steps < 1:
+            bad("steps", f"T = {self.steps}: training needs at least 1 step.")
+        if k < 0 or k >= longest:
+            bad("rewind", f"K = {k} must be in [0, T) and T is {longest}: every arm trains steps K..T.")
+        if self.needs_pilot:
+            if not self.pilot_lrs or any(x <= 0 for x in self.pilot_lrs):
+                bad("pilot_lrs", f"{list(self.pilot_lrs)}: give one or more positive learning rates.")
+            if self.eval_every < 1 or k + self.eval_every > self.pilot_steps:
+                bad("eval_every", f"the pilot scores validation every {self.eval_every} steps up to "
+                                  f"{self.pilot_steps}; it needs a point after K = {k}.")
+        elif self.lr <= 0:
+            bad("lr", f"{self.lr} must be positive.")
+        if self.batch_size < 1 or self.seq_len < 2:
+            bad("batch_size/seq_len", f"{self.batch_size}/{self.seq_len}: need >= 1 and >= 2.")
+        if self.is_tiny and self.seq_len > self.tiny.max_positions:
+            bad("seq_len", f"{self.seq_len} exceeds the tiny model's context {self.tiny.max_positions}.")
+        if self.is_tiny and self.tiny.num_layers < 1:
+            bad("tiny.num_layers", "0: a model without decoder layers has no linear weights to prune.")
+        if self.split_every < 3 or self.validation_index == self.heldout_index or not all(
+                0 <= i < self.split_every for i in (self.validation_index, self.heldout_index)):
+            bad("split", f"every {self.split_every}, validation {self.validation_index}, held-out "
+                         f"{self.heldout_index}: use every >= 3 and two different indices in [0, every); otherwise "
+                         f"a set is empty.")
+        if self.scope not in ("global", "layer"):
+            bad("scope", f"{self.scope!r}: choose global or layer.")
+        if self.unit not in ("weights", "heads"):
+            bad("unit", f"{self.unit!r}: choose weights or heads.")
+        if self.unit == "heads" and self.prune_embeddings:
+            bad("prune_embeddings", "head pruning removes attention heads; it cannot also prune the embeddings.")
+        if self.recovery not in ("full", "lora"):
+            bad("recovery", f"{self.recovery!r}: choose full or lora.")
+        if self.recovery == "lora" and self.rewind not in ("pretrained", "lr", "finetune"):
+            bad("recovery", "LoRA recovery has no step:K checkpoint to rewind to; use pretrained, lr or finetune.")
+        if self.recovery == "lora" and self.stability != "none":
+            bad("stability", "the stability test trains full copies; use none with LoRA recovery.")
+        if self.stability not in ("none", "dense", "all"):
+            bad("stability", f"{self.stability!r}: choose none, dense or all.")
+        if self.stability != "none" and self.stability_points < 3:
+            bad("stability_points", f"{self.stability_points}: the barrier needs at least 3 points on the line.")
+        if self.dtype not in ("float32", "fp32"):
+            bad("dtype", f"{self.dtype}: training keeps float32 master weights (bf16 weights round small updates "
+                         f"away); load float32 and use amp bf16 on CUDA.")
+        if self.amp == "bf16" and not self.device.startswith("cuda"):
+            bad("amp", "bf16 autocast is for CUDA; on CPU use none.")
+        if self.val_windows < 0 or self.heldout_windows < 0 or self.eval_batch < 1:
+            bad("val_windows/heldout_windows/eval_batch", "windows must be >= 0 (0 = all) and the batch >= 1.")
+        if "ticket" not in self.arms:
+            bad("arms", "the ticket arm is the experiment; keep it.")
+        for a in self.arms:
+            if a not in ARMS:
+                bad("arms", f"unknown arm {a!r}: choose from {', '.join(sorted(ARMS))}.")
+            kind = "tiny" if self.is_tiny else "pretrained"
+            if kind not in ARMS[a].models:
+                bad("arms", f"arm {a!r} is for {', '.join(ARMS[a].models)} models, not a {kind} one.")
+            if ARMS[a].rewinds and self.rewind.split(":")[0] not in ARMS[a].rewinds:
+                bad("arms", f"arm {a!r} applies to rewind {'/'.join(ARMS[a].rewinds)}, not {self.rewind}.")
+        if self.unit == "heads" and any(a in ("magnitude", "wanda") for a in self.arms):
+            bad("arms", "the one-shot magnitude and Wanda controls prune weights; use unit weights.")
+
+
+def default_protocol(model: str = "tiny", **overrides) -> Protocol:
+    """The default protocol of a model kind, with any given (non-None) fields replaced.
+
+    Tiny: the default experiment (3 rounds at 50% -> 50/75/87.5% sparsity, K = 20, pilot over three
+    learning rates up to 200 steps, 3 seeds, arms ticket/random/reinit, stability of the dense network
+    from K and from 0, the sanity check). Pretrained: a short fine-tuning budget (see PRETRAINED_NOTE)."""
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if model == "tiny":
+        return Protocol(**overrides)
+    base = dict(model=model, lr=1e-4, steps=48, batch_size=4, seq_len=128, weight_decay=0.0, warmup_steps=4,
+                rewind="pretrained", rounds=1, rate=0.5, arms=("ticket", "random", "magnitude", "wanda",
+                                                              "dense_matched"),
+                val_windows=16, heldout_windows=32, eval_batch=4, eval_every=16, stability="none", sanity=True)
+    return Protocol(**{**base, **overrides})
+
+
+PRETRAINED_NOTE = (
+    "Pretrained default: 48 fine-tuning steps of 4 x 128 tokens at lr 1e-4 (prunable linears only), one round at "
+    "50%, arms ticket / random / one-shot magnitude / Wanda / compute-matched dense, validation every 16 steps on "
+    "16 windows, 32 held-out windows, 2 seeds minimum.")
