@@ -11,7 +11,7 @@ an export bundle. Then it renders every page with AppTest and reports, per page:
 - first: the first render in this process (Python imports, Plotly warm-up);
 - cold: median render right after the ledger changed (every ledger read goes to DuckDB);
 - warm: median render when nothing changed (reads come from the cache keyed by the ledger file).
-Target (issue 6): every page under 1 s with 50 tickets. Timings on a shared 2-core machine are noisy.
+Target (issues 6 and 11): every page under 1 s with 50 tickets, first render included. Timings on a shared 2-core machine are noisy.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 MAIN = REPO / "app" / "dashboard" / "main.py"
-PAGES = ("models", "prune", "survival", "benchmarks", "review", "export")
+PAGES = ("models", "prune", "survival", "benchmarks", "review", "export", "jobs")
 TARGET_S = 1.0
 
 
@@ -48,26 +48,26 @@ def _model(root: Path) -> Path:
     return out
 
 
-def _hash_once(ticket):
-    """`Ledger.ticket_rows` reads `ticket.id` once per survival row, and each read re-hashes every mask
-    (about 1,500 hashes for a 30-layer ticket: ~7 s). A ticket never changes after it is made, so
-    hashing it once gives the same rows; this keeps the set-up about the dashboard, not that cost."""
-    import functools
+def _team(root: Path, ledger) -> dict:
+    """Signed governance as a team runs it: keys for ada (admin), alice (reviewer), carol (engineer) and
+    dave (deployer) under root/keys, the ledger initialised with the shipped policy pinned."""
+    from analysis.governance import admin, keys
 
-    from pruning.ticket import Ticket
-
-    class HashedOnce(Ticket):
-        content_sha256 = functools.cached_property(Ticket.content_sha256.fget)
-
-    ticket.__class__ = HashedOnce
-    return ticket
+    os.environ["TICKETLAB_KEY_DIR"] = str(root / "keys")
+    people = {}
+    for name in ("ada", "alice", "carol", "dave"):
+        keys.generate(name, f"{name}-benchmark-passphrase")
+        people[name] = keys.unlock(name, f"{name}-benchmark-passphrase")
+    admin.init_ledger(ledger, people["ada"])
+    for name, roles in (("alice", ("reviewer",)), ("carol", ("engineer",)), ("dave", ("deployer",))):
+        admin.register(ledger, people["ada"], name, keys.public_path(name), roles)
+    return people
 
 
 def build(root: Path, n_tickets: int) -> dict:
     """The ledger the pages are timed against; returns what was made."""
     from analysis.evaluate import evaluate
     from analysis.governance import decisions, deploy, export
-    from analysis.governance.identity import record_creator
     from analysis.ledger import Ledger
     from analysis.recording import record_prune
     from pruning.models import load_model
@@ -76,16 +76,16 @@ def build(root: Path, n_tickets: int) -> dict:
     model_dir = _model(root)
     loaded = load_model(str(model_dir))
     ledger = Ledger()
+    people = _team(root, ledger)
     tickets = []
     start = time.perf_counter()
     for i in range(n_tickets):
         method = ("magnitude", "random")[i % 2]
         sparsity = (0.3, 0.5, 0.7, 0.9)[(i // 2) % 4]
         options = {"scope": ("layer", "global")[(i // 8) % 2]}
-        t = _hash_once(make_ticket(loaded, method, sparsity, options=options, seed=i))
+        t = make_ticket(loaded, method, sparsity, options=options, seed=i)
         t.save()
-        record_prune(loaded, t, "benchmark", ledger)
-        record_creator(ledger, t.id, "carol")
+        record_prune(loaded, t, "benchmark", ledger, signer=people["carol"])
         tickets.append(t)
     prune_s = time.perf_counter() - start
     start = time.perf_counter()
@@ -101,11 +101,11 @@ def build(root: Path, n_tickets: int) -> dict:
                     "--controls", "random", "--eval-windows", "2", "--batch-size", "2", "--seq-len", "32", "--quiet",
                     "--json"], cwd=REPO, check=True, stdout=subprocess.DEVNULL)
     imp_s = time.perf_counter() - start
-    (root / "reviewers.toml").write_text('reviewers = ["alice", "bob"]\n')
-    decisions.decide(ledger, tickets[0].id, "approve", "alice", "benchmark", override=True,
+    decisions.decide(ledger, tickets[0].id, "approve", people["alice"], "benchmark", override=True,
                      override_reason="limited evaluations in a benchmark")
-    deploy.promote(ledger, tickets[0].id, "alice", "benchmark")
-    export.export_bundle(ledger, tickets[0].id, root / "exports" / f"{tickets[0].id}-masks", "masks")
+    deploy.promote(ledger, tickets[0].id, people["dave"], "benchmark")
+    export.export_bundle(ledger, tickets[0].id, root / "exports" / f"{tickets[0].id}-masks", "masks",
+                         signer=people["alice"], loaded=loaded)
     return {"tickets": len(tickets), "prune_s": prune_s, "eval_s": eval_s, "imp_s": imp_s,
             "rows": {t: ledger.query(f"SELECT count(*) AS n FROM {t}")[0]["n"]
                      for t in ("tickets", "survival_layer", "survival_head", "survival_neuron", "metrics",
@@ -115,7 +115,11 @@ def build(root: Path, n_tickets: int) -> dict:
 def time_pages(repeats: int) -> list[dict]:
     from streamlit.testing.v1 import AppTest
 
-    from app.dashboard import data, governance
+    from app.dashboard import comparison, data, governance, verdict_line
+
+    caches = [comparison._rows, verdict_line._review] + [getattr(governance, n) for n in
+                                                         ("_review", "_audit", "_compare", "_gov_state_at")
+                                                         if hasattr(getattr(governance, n, None), "clear")]
 
     def run(at: AppTest) -> float:
         t = time.perf_counter()
@@ -134,9 +138,8 @@ def time_pages(repeats: int) -> list[dict]:
         cold, warm = [], []
         for _ in range(repeats):
             data.forget()  # as after a job wrote to the ledger
-            governance._review.clear()
-            governance._audit.clear()
-            governance._compare.clear()
+            for cache in caches:
+                cache.clear()
             cold.append(run(at))
             warm.append(run(at))
         results.append({"page": name, "first": first, "cold": statistics.median(cold), "cold_max": max(cold),
@@ -180,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'page':<12} {'first':>8} {'cold':>8} {'cold max':>9} {'warm':>8}  target")
     ok = True
     for r in results:
-        good = r["cold"] < TARGET_S and r["warm"] < TARGET_S
+        good = r["first"] < TARGET_S and r["cold"] < TARGET_S and r["warm"] < TARGET_S
         ok &= good
         print(f"{r['page']:<12} {r['first']:>7.2f}s {r['cold']:>7.2f}s {r['cold_max']:>8.2f}s {r['warm']:>7.2f}s  "
               f"{'ok' if good else 'MISSED'}" + (f"  errors: {r['errors']}" if r["errors"] else ""))

@@ -7,8 +7,9 @@ min-max normalised onto [0, 2*lambda], and layer l gets
 
     sparsity_l = target - (r_l - mean(r)),    r = normalised ratios,
 
-so layers with more outliers are pruned less, sparsities stay within target +- lambda, and their
-plain mean over decoder layers is exactly the target. That is the mean OWL's code uses; every decoder
+so layers with more outliers are pruned less, the highest and lowest layer sparsities are 2*lambda
+apart (symmetric, target +- lambda, only when the ratios are; one outlying layer can sit up to
+~2*lambda from the target), and their plain mean over decoder layers is exactly the target. That is the mean OWL's code uses; every decoder
 layer has the same linears, so it is also the mean weighted by layer size, and the model's achieved
 sparsity is the target (up to each row's rounding to whole weights).
 """

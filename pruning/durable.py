@@ -13,6 +13,7 @@ leftovers can be recognised (its pid is dead) and swept by `remove_stale_temps`.
 `crash_point(label)` is a deterministic kill hook for the crash-consistency tests: when the
 environment variable TICKETLAB_CRASH_AT names the label (optionally `label@N` for its N-th hit in
 this process), the process kills itself with SIGKILL right there, as `kill -9` would.
+TICKETLAB_CRASH_TRACE=FILE lists the labels a clean run passes (see tests/test_crash_matrix.py).
 """
 
 from __future__ import annotations
@@ -31,12 +32,19 @@ from pathlib import Path
 from .procs import pid_alive
 
 CRASH_ENV = "TICKETLAB_CRASH_AT"
+TRACE_ENV = "TICKETLAB_CRASH_TRACE"
 _TMP_MARK = ".tmp-"
 _hits: dict[str, int] = {}
 
 
 def crash_point(label: str) -> None:
-    """Die here, as with `kill -9`, when TICKETLAB_CRASH_AT asks for this label (test hook)."""
+    """Die here, as with `kill -9`, when TICKETLAB_CRASH_AT asks for this label (test hook). With
+    TICKETLAB_CRASH_TRACE=FILE every label passed is appended to FILE, so a test can choose its kill
+    points from a clean run instead of guessing them."""
+    trace = os.environ.get(TRACE_ENV)
+    if trace:
+        with open(trace, "a") as f:
+            f.write(label + "\n")
     want = os.environ.get(CRASH_ENV)
     if not want:
         return
@@ -94,6 +102,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Replace `path` with `data` atomically and durably, with the umask's permissions."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path.parent, path.name)
     fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -165,6 +174,7 @@ def atomic_dir(final: str | Path, *, replace: bool = False) -> Iterator[Path]:
     folder is removed and `final` is untouched."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(final.parent, final.name)  # what a killed earlier attempt left
     tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(final), dir=final.parent))
     try:
         yield tmp
@@ -206,14 +216,16 @@ def is_temp_name(name: str) -> bool:
     return name.startswith(".") and _TMP_MARK in name
 
 
-def remove_stale_temps(directory: str | Path) -> list[Path]:
-    """Remove the temporary leftovers of writers that died (their pid is no longer running)."""
+def remove_stale_temps(directory: str | Path, name: str | None = None) -> list[Path]:
+    """Remove the temporary leftovers of writers that died (their pid is no longer running); only those
+    for the final `name` when given."""
     directory = Path(directory)
     removed: list[Path] = []
     if not directory.is_dir():
         return removed
+    prefix = f".{name}{_TMP_MARK}" if name is not None else None
     for p in directory.iterdir():
-        if not is_temp_name(p.name):
+        if not is_temp_name(p.name) or (prefix is not None and not p.name.startswith(prefix)):
             continue
         pid_part = p.name.split(_TMP_MARK, 1)[1].split("-", 1)[0]
         if not pid_part.isdigit() or int(pid_part) == os.getpid() or pid_alive(int(pid_part)):

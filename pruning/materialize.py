@@ -109,7 +109,6 @@ class _Lines:
 def plan_for(adapter: ArchitectureAdapter, ticket: Ticket, units: UnitSlices | None = None) -> Plan:
     units = units or UnitSlices(adapter)
     lines = _Lines({n: m.bool().cpu() for n, m in ticket.masks.items()})
-    gs = adapter.group_size
     layers, removed, notes = [], [], []
     for i in range(adapter.num_layers):
         whole = units("layer", i)[0]
@@ -124,10 +123,10 @@ def plan_for(adapter: ArchitectureAdapter, ticket: Ticket, units: UnitSlices | N
             lines.allow(q[h])
         for j in set(range(adapter.intermediate_size)) - set(n_keep):
             lines.allow(neurons[j])
-        per_group = {g: [h for h in q_keep if h // gs == g] for g in range(adapter.num_kv_heads)}
-        for g, hs in per_group.items():
-            if not hs:  # no query head reads this KV head any more: its rows go, masked or not
-                lines.allow(kv_own[g])
+        # The GQA rule: a KV head whose query heads are all gone goes too (its rows, masked or not).
+        for g in adapter.close_heads(query=set(range(adapter.num_heads)) - set(q_keep)).kv:
+            lines.allow(kv_own[g])
+        per_group = {g: [h for h in q_keep if adapter.kv_head_of(h) == g] for g in range(adapter.num_kv_heads)}
         if not q_keep or not n_keep:
             raise TicketLabError(
                 f"ticket {ticket.id} removes every {'attention head' if not q_keep else 'MLP neuron'} of layer {i} "
@@ -136,7 +135,7 @@ def plan_for(adapter: ArchitectureAdapter, ticket: Ticket, units: UnitSlices | N
         if len(counts) == 1:
             kv_rows, expanded = [g for g, hs in per_group.items() if hs], False
         else:
-            kv_rows, expanded = [h // gs for h in q_keep], True
+            kv_rows, expanded = [adapter.kv_head_of(h) for h in q_keep], True
             notes.append(f"layer {i}: KV groups keep {sorted(len(hs) for hs in per_group.values())} query heads; "
                          f"materialized with one KV head per query head (key/value rows copied)")
         layers.append(LayerPlan(i, q_keep, kv_rows, n_keep, expanded))

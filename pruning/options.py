@@ -18,7 +18,7 @@ import typing
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import TicketLabError
 from .importance import IMPORTANCE
@@ -93,6 +93,14 @@ class MethodOptions(BaseModel):
                 raise TicketLabError(f"option {_named('pattern')}={self.pattern}: M={nm[1]} does not divide the "
                                      f"input width {width} of {ref.name}; choose M dividing every layer's input "
                                      f"width.")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bools_for_numbers(cls, value, info):
+        # pydantic's lax mode reads True as 1; a yes/no is never a block size or a lambda.
+        if isinstance(value, bool) and cls.model_fields[info.field_name].annotation is not bool:
+            raise ValueError("a true/false value is not a number or a choice")
+        return value
 
     @model_validator(mode="after")
     def _cross_field(self):

@@ -21,7 +21,6 @@ from .errors import TicketLabError
 from .options import MethodOptions, NoOptions, OptionInfo, describe, parse
 
 
-
 @dataclass
 class PruneOptions:
     sparsity: float

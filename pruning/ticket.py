@@ -89,7 +89,13 @@ class Ticket:
         return {"format": FORMAT, "dense_sha256": self.dense["weights_sha256"], "method": self.method,
                 "params": self.params, "target_sparsity": self.target_sparsity, "seed": self.seed,
                 "calibration": self.calibration, "parent": self.parent, "lineage": self.lineage,
-                "structure": self.structure}
+                "structure": self.stored_structure}
+
+    @property
+    def stored_structure(self) -> dict | None:
+        """The structure as saved: an older ticket's own schema (what its id was made from; `Ticket.load`
+        normalizes `structure` for readers), else `structure`."""
+        return self.__dict__.get("_stored_structure", self.structure)
 
     @property
     def content_sha256(self) -> str:
@@ -127,7 +133,7 @@ class Ticket:
                 "dense": self.dense, "method": self.method, "params": self.params,
                 "target_sparsity": self.target_sparsity, "achieved_sparsity": self.achieved_sparsity,
                 "seed": self.seed, "calibration": self.calibration, "parent": self.parent,
-                "lineage": self.lineage, "structure": self.structure,
+                "lineage": self.lineage, "structure": self.stored_structure,
                 "tensors": self.tensor_stats(),
                 "weights": {"file": "weights.safetensors", "tensors": sorted(self.weights)} if self.weights else None,
                 "mask_encoding": "numpy.packbits(mask.ravel(), bitorder='little'), uint8, 1 = kept",

@@ -146,8 +146,9 @@ def test_a_new_family_is_one_adapter_class(tiny_llama):
 
 
 def test_no_family_branches_outside_the_adapters():
-    """Architecture facts live in pruning/adapters/: nothing else compares a family or model type."""
-    pattern = re.compile(r"""(family|model_type)\s*[!=]=|[!=]=\s*["'](gpt2|llama)["']""")
+    """Architecture facts live in pruning/adapters/: nothing else compares a family or model type, or works
+    out which query heads share a KV head (`.group_size` arithmetic: the GQA rule is `close_heads`)."""
+    pattern = re.compile(r"""(family|model_type)\s*[!=]=|[!=]=\s*["'](gpt2|llama)["']|\.group_size\b""")
     offenders = []
     for top in ("pruning", "analysis", "app"):
         for path in sorted((REPO / top).rglob("*.py")):

@@ -1,6 +1,8 @@
 """A real browser through the dashboard: `ticketlab app` as a subprocess on a free port, Debian's chromium
-driven by Playwright, prune -> survival heatmap -> review -> export on a tiny model. Screenshots go to
-tests/artifacts/."""
+driven by Playwright, on a tiny model and a ledger with signed governance (real keys):
+prune -> survival heatmap -> the reviewer path on two tickets (switching candidates between decisions;
+the ledger must record each decision on the ticket it was made for) -> an evaluation that stays visible
+across a refresh -> a signed export. Screenshots go to tests/artifacts/."""
 
 from __future__ import annotations
 
@@ -23,9 +25,25 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
 
 @pytest.fixture
-def server(state, tiny_llama_dir):
-    (state / "reviewers.toml").write_text('reviewers = ["alice", "bob"]\n')
-    env = dict(os.environ, TICKETLAB_USER="carol")  # the creator; alice reviews (separation of duties)
+def governed(state, monkeypatch):
+    """Keys for ada (admin), alice (reviewer) and carol (engineer); the ledger initialised by ada."""
+    from govern_helpers import make_key, passphrase
+
+    from analysis.governance import admin, keys
+    from analysis.ledger import Ledger
+
+    monkeypatch.setenv("TICKETLAB_KEY_DIR", str(state / "keys"))
+    monkeypatch.delenv("TICKETLAB_PASSPHRASE", raising=False)
+    people = {n: make_key(n) for n in ("ada", "alice", "carol")}
+    admin.init_ledger(Ledger(), people["ada"])
+    admin.register(Ledger(), people["ada"], "alice", keys.public_path("alice"), ("reviewer",))
+    admin.register(Ledger(), people["ada"], "carol", keys.public_path("carol"), ("engineer",))
+    return people, passphrase
+
+
+@pytest.fixture
+def server(state, tiny_llama_dir, governed):
+    env = dict(os.environ, TICKETLAB_USER="carol")
     port = free_port()
     log = state / "server.log"
     proc = start_server(port, str(tiny_llama_dir), env=env, log=log)
@@ -37,15 +55,52 @@ def _shot(page, name: str) -> None:
     snapshot(page, ARTIFACTS / f"{name}.png")
 
 
-def test_prune_survival_review_export_in_a_browser(server, tiny_llama_dir, state):
+def _choose(page, label: str, option: str) -> None:
+    """Pick `option` (text it contains) in the Streamlit select box labelled `label`."""
+    box = page.get_by_test_id("stSelectbox").filter(has_text=label).first
+    box.locator("input").first.click()
+    page.get_by_role("option").filter(has_text=option).first.click()
+
+
+def _sign_in(page, who: str, passphrase) -> None:
+    from playwright.sync_api import expect
+
+    _choose(page, "who you are", who)
+    page.get_by_label("passphrase of your key").fill(passphrase(who))
+    page.get_by_role("button", name="Unlock my key").click()
+    expect(page.get_by_text(re.compile(f"signed in as {who}"))).to_be_visible()
+
+
+def _two_signed_tickets(tiny_llama_dir, carol) -> list[str]:
+    """Two candidates made by carol (signed creators), recorded as `ticketlab prune` records them."""
+    from analysis.recording import record_prune
+    from pruning.models import load_model
+    from pruning.prune import make_ticket
+
+    loaded = load_model(str(tiny_llama_dir))
+    out = []
+    for method, seed in (("magnitude", 1), ("random", 2)):
+        t = make_ticket(loaded, method, 0.6, seed=seed)
+        t.save()
+        record_prune(loaded, t, "test", signer=carol)
+        out.append(t.id)
+    return out
+
+
+def test_prune_survival_review_two_tickets_evaluate_export(server, tiny_llama_dir, state, governed):
     from playwright.sync_api import expect, sync_playwright
 
+    from analysis.governance.state import decision_rows
+    from analysis.ledger import Ledger
+    from app import jobs
+
+    people, passphrase = governed
     with sync_playwright() as pw:
         browser = launch(pw)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(60_000)
 
-        # empty ledger: one click prunes a first ticket in the background
+        # no tickets yet: one click prunes a first ticket in the background
         page.goto(server)
         settle(page)
         expect(page.get_by_text("The ledger is empty")).to_be_visible()
@@ -53,12 +108,12 @@ def test_prune_survival_review_export_in_a_browser(server, tiny_llama_dir, state
         expect(page.get_by_text(re.compile(r"Tickets \(1\)"))).to_be_visible(timeout=180_000)
         settle(page)
         _shot(page, "1-models")
-        ticket = next((state / "tickets").iterdir()).name
 
-        # survival heatmaps, with a hover value
-        page.get_by_role("link", name="Survival").click()
+        # survival heatmaps, with a hover value and the colour scale stated
+        page.get_by_role("link", name="Survival").first.click()
         settle(page)
         expect(page.get_by_text("Surviving weights: layer × matrix")).to_be_visible()
+        expect(page.get_by_text(re.compile("colour scale")).first).to_be_visible()
         plots = page.locator(".js-plotly-plot")
         assert plots.count() >= 3
         box = plots.first.locator(".nsewdrag").first.bounding_box()
@@ -66,35 +121,75 @@ def test_prune_survival_review_export_in_a_browser(server, tiny_llama_dir, state
         expect(page.locator(".hoverlayer .hovertext").first).to_contain_text("weights", timeout=10_000)
         _shot(page, "2-survival")
 
-        # review: approve with an override (no evaluations on a tiny model), promote
-        page.get_by_role("link", name="Review").click()
+        # the reviewer: two candidates, a decision on each, switching between them
+        first, second = _two_signed_tickets(tiny_llama_dir, people["carol"])
+        page.goto(f"{server}/review?ticket={first}")
         settle(page)
-        expect(page.get_by_text("Audit chain intact")).to_be_visible()
-        page.get_by_label("reason (recorded, and part of the hash chain)").fill("browser test")
-        page.get_by_text("override the policy").click()
-        page.get_by_label("override reason").fill("tiny test model has no evaluations")
-        page.get_by_role("button", name="Record decision").click()
-        expect(page.get_by_text(re.compile(r"recorded decision #1: approve"))).to_be_visible()
-        page.locator('[data-testid="stForm"]').filter(has_text="Promote").get_by_label("reason").fill("ship it")
-        page.get_by_role("button", name=f"Promote {ticket[:10]}").click()
-        expect(page.get_by_text(re.compile(f"promoted {ticket}"))).to_be_visible()
+        expect(page.get_by_text("Verdict").first).to_be_visible()
+        _sign_in(page, "alice", passphrase)
+        settle(page)
+        page.get_by_label("reason (recorded and signed)").fill("first candidate: acceptable")
+        override = page.get_by_text("override the pinned policy")
+        if override.count():  # the tiny model has no full evaluations: approving needs an override
+            override.click()
+            page.get_by_label("override reason").fill("tiny test model has no full evaluations")
+        page.get_by_role("button", name=f"Sign and record the decision on {first} as alice").click()
+        expect(page.get_by_text(re.compile(f"recorded decision #\\d+: approve of {first}"))).to_be_visible()
+        settle(page)
+        expect(page.get_by_text(re.compile("approved (with override )?by alice")).first).to_be_visible()
+        # switch the candidate: the form is the second ticket's, empty, and its button names it
+        _choose(page, "candidate ticket", second[:10])
+        settle(page)
+        assert page.get_by_label("reason (recorded and signed)").input_value() == ""
+        page.get_by_text("reject", exact=True).click()
+        page.get_by_label("reason (recorded and signed)").fill("second candidate: not better than the first")
+        page.get_by_role("button", name=f"Sign and record the decision on {second} as alice").click()
+        expect(page.get_by_text(re.compile(f"recorded decision #\\d+: reject of {second}"))).to_be_visible()
         settle(page)
         _shot(page, "3-review")
+        recorded = [(d["ticket_id"], d["decision"], d["reviewer"], d["reason"]) for d in decision_rows(Ledger())]
+        assert recorded == [(first, "approve", "alice", "first candidate: acceptable"),
+                            (second, "reject", "alice", "second candidate: not better than the first")]
 
-        # export the approved ticket in the background, verify it, download the zip
-        page.get_by_role("link", name="Export").click()
+        # an evaluation: the job stays visible across a refresh, in the sidebar of every page
+        page.get_by_role("link", name="Benchmarks").first.click()
         settle(page)
-        page.get_by_role("button", name="Export in the background").click()
-        expect(page.get_by_role("button", name="Verify every file's hash")).to_be_visible(timeout=180_000)
-        page.get_by_role("button", name="Verify every file's hash").click()
-        expect(page.get_by_text(re.compile("verified: .* files match the manifest"))).to_be_visible()
+        page.get_by_role("tab", name="Evaluate").click()
+        page.get_by_role("button", name="Evaluate in the background").click()
+        expect(page.get_by_role("link", name=re.compile(r"Jobs \(1 running\)"))).to_be_visible(timeout=30_000)
+        page.reload()
+        settle(page)
+        expect(page.get_by_role("link", name=re.compile(r"Jobs \(1 running\)"))).to_be_visible()
+        running = [j for j in jobs.list_jobs() if j["kind"] == "eval"][0]
+        expect(page.get_by_test_id("stSidebar").get_by_text(running["label"])).to_be_visible()
+        page.get_by_role("link", name=re.compile(r"Jobs \(1 running\)")).click()
+        settle(page)
+        expect(page.get_by_text(running["label"]).first).to_be_visible()
+        _shot(page, "5-jobs")
+        page.get_by_role("button", name="Cancel").first.click()
+        expect(page.get_by_text("cancelled").first).to_be_visible(timeout=30_000)
+
+        # export the approved ticket, signed by its reviewer; verify it; download the zip
+        page.get_by_role("link", name="Export").first.click()
+        settle(page)
+        _choose(page, "ticket", first[:10])
+        settle(page)
+        _sign_in(page, "alice", passphrase)
+        page.get_by_role("button", name=f"Export {first} signed by alice").click()
+        expect(page.get_by_text(re.compile("signed by alice")).first).to_be_visible(timeout=180_000)
+        settle(page)
+        _choose(page, "bundle", first)
+        settle(page)
+        page.get_by_role("button", name=re.compile("Verify the bundle")).click()
+        expect(page.get_by_text(re.compile("signed by alice; checked")).first).to_be_visible()
         with page.expect_download() as download:
             page.get_by_role("button", name="Download as zip").click()
         target = ARTIFACTS / "bundle.zip"
         download.value.save_as(target)
         with zipfile.ZipFile(target) as z:
-            manifest = json.loads(z.read(f"{ticket}-masks/manifest.json"))
-        assert manifest["ticket"]["id"] == ticket
+            name = next(n for n in z.namelist() if n.endswith("/manifest.json"))
+            manifest = json.loads(z.read(name))
+        assert manifest["ticket"]["id"] == first
         settle(page)
         _shot(page, "4-export")
         browser.close()

@@ -112,7 +112,7 @@ def test_ticket_b_in_ticket_a_folder_does_not_export_as_a(tiny_llama, state, mon
     shutil.rmtree(a.path)
     shutil.copytree(b.path, a.path)
     (a.path / "ticket.json").write_text((b.path / "ticket.json").read_text())
-    good = approved_ticket(lab, tiny_llama, sparsity=0.4)
+    good = approved_ticket(lab, tiny_llama, sparsity=0.6)
     export_bundle(lab.ledger, good.id, state / "g", "masks", signer=lab["alice"], loaded=tiny_llama)
     shutil.rmtree(state / "g" / "ticket")
     shutil.copytree(b.path, state / "g" / "ticket")

@@ -19,10 +19,10 @@ def test_stock_from_pretrained_gives_the_labs_logits(family, request, state, mon
     from transformers import AutoModelForCausalLM
 
     loaded = request.getfixturevalue(family)
-    lab = setup_lab(state, loaded, monkeypatch)
-    t = approved_ticket(lab, loaded, sparsity=0.5)
+    team = setup_lab(state, loaded, monkeypatch)
+    t = approved_ticket(team, loaded, sparsity=0.5)
     out = state / f"bundle-{family}"
-    manifest = export_bundle(lab.ledger, t.id, out, signer=lab["alice"], loaded=loaded)
+    manifest = export_bundle(team.ledger, t.id, out, signer=team["alice"], loaded=loaded)
     stock = AutoModelForCausalLM.from_pretrained(out)
     ids = torch.tensor([[1, 50, 300, 7000, 42, 9, 12000, 3]])
     with torch.no_grad(), applied(loaded, t):
@@ -34,7 +34,7 @@ def test_stock_from_pretrained_gives_the_labs_logits(family, request, state, mon
     assert 0 < sp["achieved_all_parameters"] < 0.5  # embeddings are not counted, and say so
     assert any("embed" in name or "wte" in name for name in sp["excluded"])
     assert manifest["dense_model"]["weights_sha256"] == loaded.weights_sha256
-    trust = gstate.load(lab.ledger).registry.trust()
+    trust = gstate.load(team.ledger).registry.trust()
     result = verify_bundle(out, trust=trust, loaded=loaded)
     assert result["ok"] and result["signed_by"] == "alice" and "surviving weights are the dense model's" in result["checked"]
 

@@ -94,6 +94,8 @@ def test_valid_options_are_typed_and_keep_their_dict():
         spec.parse({"scope": "global"})
     with pytest.raises(TicketLabError, match=r"option blocksize .*not a valid int"):
         spec.parse({"blocksize": "12.5"})
+    with pytest.raises(TicketLabError, match=r"option blocksize .*true/false"):
+        spec.parse({"blocksize": True})
 
 
 def test_owl_nan_no_longer_crashes_or_means_uniform(tiny_llama):
@@ -173,3 +175,27 @@ def test_flags_and_listing_come_from_the_options_models(capsys):
     assert any("blocksize" in r for r in listed["sparsegpt"]["rules"])
     assert listed["heads"]["params"]["unit"]["choices"] == ["kv_group", "query"]
     assert "unit" not in listed["neurons"]["params"]
+
+
+def test_same_flag_keeps_each_methods_own_choices(state, capsys):
+    """Two methods with a `pattern` option of different choices: each is checked against its own (the
+    CLI used to declare the flag once with the first method's choices)."""
+    from typing import Literal
+
+    from app.cli import build_parser, main
+    from pruning.options import MethodOptions
+    from pruning.registry import METHODS, PruneResult, register
+
+    class OnlyTwoFour(MethodOptions):
+        pattern: Literal["none", "2:4"] = "none"
+
+    register("aaa-test", "test method", options=OnlyTwoFour)(lambda loaded, calib, options: PruneResult({}))
+    try:
+        prune = build_parser()._subparsers._group_actions[0].choices["prune"]
+        help_ = next(a.help for a in prune._actions if "--pattern" in a.option_strings)
+        assert "aaa-test: none|2:4" in help_ and "none|2:4|4:8|1:4|2:8" in help_
+        assert main(["prune", "--model", "/nonexistent", "--method", "aaa-test", "--pattern", "4:8"]) == 2
+        assert "choose one of none, 2:4" in capsys.readouterr().err
+        assert get_method("magnitude").parse({"pattern": "4:8"}).pattern == "4:8"  # the other's choices stand
+    finally:
+        del METHODS["aaa-test"]

@@ -155,3 +155,41 @@ def test_tiny_checkpoint_loads_with_its_tokenizer(state, tmp_path):
     ids = loaded.tokenizer("the cat sat", add_special_tokens=False)["input_ids"]
     assert loaded.tokenizer.decode(ids) == "the cat sat" and max(ids) < MICRO.vocab_size
     assert math.isfinite(heldout_loss(loaded.model, torch.tensor([ids * 2]))[0])
+
+
+def test_resuming_at_k_runs_the_full_schedules_steps_and_learning_rates_from_k():
+    """A network rewound to step K trains steps K..T-1 at the learning rates the full run used there."""
+    cfg = TrainConfig(steps=8, batch_size=4, seq_len=16, lr=1e-2, warmup_steps=3)
+    model = build_model(MICRO, seed=0)
+    full = train(model, _data(), cfg, data_seed=0, checkpoint_steps=[3])
+    assert full.steps == list(range(8)) and full.lrs == [cfg.lr_at(s) for s in range(8)]
+    load_state(model, full.checkpoints[3])
+    resumed = train(model, _data(), cfg, data_seed=1, start_step=3, checkpoint_steps=[3])
+    assert resumed.steps == list(range(3, 8)) and resumed.lrs == full.lrs[3:]
+    assert len(resumed.losses) == 5 and resumed.lrs[0] > cfg.lr_at(0)  # no second warm-up
+    assert all(torch.equal(resumed.checkpoints[3][n], full.checkpoints[3][n]) for n in full.checkpoints[3])
+    with pytest.raises(TicketLabError, match="start step 8 is outside"):
+        train(model, _data(), cfg, start_step=8)
+
+
+def test_early_stopping_leaves_the_model_at_the_best_validation_step():
+    cfg = CFG
+    model = build_model(MICRO, seed=0)
+    planted = iter([3.0, 1.0, 2.0])  # the second evaluation (step 4) is the best
+    result = train(model, _data(), cfg, data_seed=0, evaluate=lambda m: next(planted), eval_every=2,
+                   checkpoint_steps=[4])
+    assert result.curve == [(2, 3.0), (4, 1.0), (6, 2.0)] and result.best_step == 4
+    after = cpu_state(model)
+    assert all(torch.equal(after[n], result.checkpoints[4][n]) for n in after)
+
+
+def test_half_precision_weights_are_refused_and_cpu_autocast_too():
+    """bf16 weights updated in place round small updates away: refused, with the fix in the message."""
+    model = build_model(MICRO, seed=0).to(torch.bfloat16)
+    with pytest.raises(TicketLabError, match="rounds small updates away.*float32"):
+        train(model, _data(), CFG)
+    model = build_model(MICRO, seed=0)
+    with pytest.raises(TicketLabError, match="bf16 autocast training is for CUDA"):
+        train(model, _data(), TrainConfig(**{**CFG.to_dict(), "amp": "bf16"}))
+    with pytest.raises(TicketLabError, match="amp 'fp8'"):
+        TrainConfig(steps=2, amp="fp8")

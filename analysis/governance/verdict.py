@@ -144,8 +144,23 @@ def verdict_of(ticket: str, state, review=None, rows: list[dict] | None = None, 
                    deltas=delta_words(headline(rows)), evidence=evidence_words(rows), baseline=baseline)
 
 
+def policy_in_force(ledger, policy=None):
+    """The policy a verdict is read against: the one given, else the ledger's pinned policy, else the
+    shipped default (a ledger nobody initialised)."""
+    from pruning.errors import TicketLabError
+
+    from .state import current_policy
+
+    if policy is not None:
+        return policy
+    try:
+        return current_policy(ledger)
+    except TicketLabError:
+        return None
+
+
 def verdict(ledger, ticket_id: str, baseline: str = "dense", policy=None, review=None, state=None) -> Verdict:
-    """Read everything from the ledger (a review is run when none is given)."""
+    """Read everything from the ledger (a review against the policy in force is run when none is given)."""
     from pruning.errors import TicketLabError
 
     from ..comparison import compare_to_baseline
@@ -154,7 +169,7 @@ def verdict(ledger, ticket_id: str, baseline: str = "dense", policy=None, review
 
     state = state if state is not None else ticket_state(ledger, ticket_id)
     if review is None:
-        review = review_ticket(ledger, ticket_id, baseline=baseline, policy=policy)
+        review = review_ticket(ledger, ticket_id, baseline=baseline, policy=policy_in_force(ledger, policy))
     subject = (getattr(review, "baseline", None) or {}).get("subject", baseline)
     label = (getattr(review, "baseline", None) or {}).get("label", baseline)
     try:

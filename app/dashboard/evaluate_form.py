@@ -83,6 +83,31 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
+def max_positions(dense_sha256: str) -> int | None:
+    """The model's context length, from its config in the ledger (None when unknown)."""
+    df = data.frame("SELECT config FROM models WHERE weights_sha256 = ?", [dense_sha256])
+    if df.empty or not isinstance(df["config"].iloc[0], str):
+        return None
+    try:
+        cfg = json.loads(df["config"].iloc[0])
+    except json.JSONDecodeError:
+        return None
+    for key in ("max_position_embeddings", "n_positions", "n_ctx"):
+        if isinstance(cfg.get(key), int) and cfg[key] > 0:
+            return cfg[key]
+    return None
+
+
+def window_args(chosen: list[str], dense_sha256: str) -> list[str]:
+    """`--seq-len` for a model shorter than the default perplexity window (else the job would fail)."""
+    from analysis.perplexity import DEFAULT_SEQ_LEN
+
+    limit = max_positions(dense_sha256)
+    if "ppl" in chosen and limit is not None and limit < DEFAULT_SEQ_LEN:
+        return ["--seq-len", str(limit)]
+    return []
+
+
 def _apply_preset() -> None:
     preset = st.session_state.get("ev_preset")
     if preset in ("quick", "full"):
@@ -115,7 +140,7 @@ def validate(chosen: list[str], tasks: list[str], quick: bool, limit) -> list[st
     return argv
 
 
-def evaluate_form(subjects: list[str], labels: dict[str, str], model_of: dict[str, str]) -> None:
+def evaluate_form(subjects: list[str], labels: dict[str, str], model_of: dict[str, str], dense_sha256: str) -> None:
     """The form; starts `ticketlab eval` as a background job only when every setting is valid."""
     for k, v in {"ev_preset": "quick", **{f"ev_{k}": v for k, v in preset_settings("quick").items()}}.items():
         st.session_state.setdefault(k, v)
@@ -146,5 +171,5 @@ def evaluate_form(subjects: list[str], labels: dict[str, str], model_of: dict[st
             st.error(str(e), icon=":material/warning:")
             return
         model = ["--model", model_of[subject]] if subject == "dense" and model_of.get(subject) else []
-        argv = ["eval", subject, *tail, *model, *widgets.json_flag("eval")]
+        argv = ["eval", subject, *tail, *window_args(chosen, dense_sha256), *model, *widgets.json_flag("eval")]
         widgets.start_job(argv, label=f"eval {labels.get(subject, subject)} · {' '.join(tail)}", kind="eval")

@@ -1,26 +1,129 @@
-"""The dashboard side of governance: forms and panels that call `analysis.governance` exactly as the
-`ticketlab review / decide / promote / rollback / history / audit` commands do."""
+"""The dashboard side of governance: sign-in, the decision form, the deployment panel, the audit and bundle
+signature status. Every action is taken as the signed-in person (their key, unlocked with their passphrase
+in this session), never for a name typed into a box, and calls `analysis.governance` exactly as the
+`ticketlab decide / promote / rollback / export / audit / verify` commands do.
+
+Forms are bound to their ticket: their widget keys carry the ticket id, so switching the candidate shows
+a fresh form, and each button names the ticket it acts on.
+"""
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
 import streamlit as st
 
+from pruning import settings
 from pruning.errors import TicketLabError
 
 from . import data
 
+SIGNER = "gov_signer"
+
 
 def modules() -> SimpleNamespace | None:
     """The governance modules, or None until they are installed."""
-    names = ("review", "decisions", "deploy", "policy", "identity", "verify", "export")
+    names = ("review", "decisions", "deploy", "policy", "identity", "verify", "export", "state", "audit", "keys")
     mods = {n: data.optional(f"analysis.governance.{n}") for n in names}
-    if any(mods[n] is None for n in ("review", "decisions", "deploy", "policy")):
+    if any(mods[n] is None for n in ("review", "decisions", "deploy", "policy", "state")):
         return None
     return SimpleNamespace(**mods)
+
+
+@st.cache_data(ttl=300, max_entries=4, show_spinner=False)
+def _gov_state_at(key: tuple):
+    return modules().state.load(data.ledger())
+
+
+def _gov_state():
+    """The replayed governance log, once per ledger change."""
+    return _gov_state_at(data.stamp())
+
+
+# --- sign-in ---------------------------------------------------------------------------------------
+def _oidc_person() -> str | None:
+    """The registered person an identity-provider sign-in maps to, where `st.login` is configured: the file
+    <state>/oidc-people.toml maps e-mail addresses to names (`"alice@lab.org" = "alice"`)."""
+    user = getattr(st, "user", None)
+    if user is None or not getattr(user, "is_logged_in", False):
+        return None
+    mapping = settings.state_dir() / "oidc-people.toml"
+    try:
+        people = tomllib.loads(mapping.read_text()).get("people", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    return people.get(getattr(user, "email", None))
+
+
+def signer():
+    """The signed-in person's unlocked key, if it is still their registered key."""
+    s = st.session_state.get(SIGNER)
+    if s is None:
+        return None
+    person = _gov_state().registry.people.get(s.name)
+    if person is None or person.key_id != s.key_id:  # revoked or replaced since: sign in again
+        st.session_state.pop(SIGNER, None)
+        return None
+    return s
+
+
+def sign_in(key: str = "gov") -> object | None:
+    """Who acts on this page. Offline: pick your registered name and unlock your key with its passphrase.
+    With an identity provider configured, the name comes from `st.login` and only the passphrase is asked."""
+    gov = modules()
+    me = signer()
+    st_ = _gov_state()
+    if st_.ledger_id is None:
+        st.info("This ledger has no signed registry yet: initialise it with `ticketlab init --admin NAME`; until "
+                "then nobody can decide, promote or export signed bundles.", icon=":material/key:")
+        return None
+    if me is not None:
+        roles = ", ".join(sorted(st_.registry.people[me.name].roles)) or "no role"
+        c1, c2 = st.columns([4, 1])
+        c1.caption(f"signed in as **{me.name}** ({roles}); actions are signed with key `{me.key_id[:12]}`")
+        if c2.button("Sign out", key=f"{key}_signout"):
+            st.session_state.pop(SIGNER, None)
+            st.rerun()
+        return me
+    oidc = _oidc_person()
+    with st.form(f"{key}_signin"):
+        names = sorted(n for n, p in st_.registry.people.items() if p.key_id)
+        if oidc:
+            st.markdown(f"signed in with your identity provider as **{oidc}**")
+            name = oidc
+        else:
+            name = st.selectbox("who you are (registered people)", names, index=None, key=f"{key}_signin_name")
+        pw = st.text_input("passphrase of your key", type="password", key=f"{key}_signin_pw")
+        go = st.form_submit_button("Unlock my key")
+    if go:
+        try:
+            if not name:
+                raise TicketLabError("pick your name first.")
+            s = gov.keys.unlock(name, pw)
+            person = st_.registry.people.get(s.name)
+            if person is None or person.key_id != s.key_id:
+                raise TicketLabError(f"the key for {name} in {gov.keys.key_dir()} is not {name}'s registered key.")
+        except TicketLabError as e:
+            st.error(str(e), icon=":material/lock:")
+        else:
+            st.session_state[SIGNER] = s
+            st.rerun()
+    return None
+
+
+# --- reviews ---------------------------------------------------------------------------------------
+@st.cache_data(ttl=300, max_entries=64, show_spinner=False)
+def _review(ticket: str, baseline: str, policy: str, key: tuple):
+    gov = modules()
+    if policy:
+        pol = gov.policy.load_policy(policy)
+    else:
+        st_ = gov.state.load(data.ledger())
+        pol = gov.state.current_policy(st_) if st_.ledger_id else gov.policy.load_policy(None)
+    return gov.review.review_ticket(data.ledger(), ticket, baseline=baseline, policy=pol)
 
 
 def _file_stamp(path: str) -> tuple:
@@ -31,18 +134,24 @@ def _file_stamp(path: str) -> tuple:
         return (0, 0)
 
 
-@st.cache_data(ttl=300, max_entries=64, show_spinner=False)
-def _review(ticket: str, baseline: str, policy: str, key: tuple):
-    return modules().review.review_ticket(data.ledger(), ticket, baseline=baseline, policy=policy or None)
+def review(ticket: str, baseline: str, policy: str = ""):
+    """The review under the pinned policy, or (a policy file given) a what-if preview under that file."""
+    return _review(ticket, baseline, policy or "", (data.stamp(), _file_stamp(policy) if policy else None))
 
 
-def review(ticket: str, baseline: str, policy: str):
-    return _review(ticket, baseline, policy, (data.stamp(), _file_stamp(policy)))
+def policy_box(key: str = "rev_policy") -> str:
+    """An optional what-if policy file; empty means the pinned policy. Returns the path or ''."""
+    path = st.text_input("what-if policy file (optional preview; decisions always use the pinned policy)",
+                         value="", key=key, placeholder="pinned policy")
+    if path.strip():
+        st.warning(f"WHAT-IF PREVIEW against {path.strip()}: this records nothing, and the decision form below "
+                   f"still evaluates the pinned policy.", icon=":material/science:")
+    return path.strip()
 
 
 @st.cache_data(ttl=300, max_entries=16, show_spinner=False)
 def _audit(key: tuple) -> dict:
-    return modules().decisions.audit(data.ledger())
+    return modules().audit.audit(data.ledger())
 
 
 @st.cache_data(ttl=300, max_entries=64, show_spinner=False)
@@ -68,6 +177,7 @@ def metric_deltas(ticket: str, baseline_subject: str) -> pd.DataFrame | None:
 
 def _after_write(message: str) -> None:
     data.forget()
+    _gov_state_at.clear()
     _review.clear()
     _audit.clear()
     _compare.clear()
@@ -81,93 +191,155 @@ def flash() -> None:
         st.success(msg, icon=":material/check_circle:")
 
 
-def decision_form(ticket: str, baseline: str, policy: str, review) -> None:
+def signed_records(ticket: str) -> None:
+    """Who signed what about this ticket: its creation, every decision, with whether each signature verifies."""
+    gov = modules()
+    st_ = _gov_state()
+    creation = gov.state.creation_of(st_, ticket)
+    st.caption(f"created by **{creation['actor']}** (signed record #{creation['seq']})" if creation else
+               "**nobody has signed as this ticket's creator**: it cannot be approved until its creator runs "
+               f"`ticketlab sign-ticket {ticket}` (or signs below)")
+    rows = gov.state.decision_rows(st_, ticket)
+    if rows:
+        df = pd.DataFrame(rows)[["seq", "decided_at", "decision", "reviewer", "signed", "reason", "override",
+                                 "override_reason", "policy_name", "policy_version", "passed"]]
+        df["signed"] = df["signed"].map({True: "verified", False: "DOES NOT VERIFY"})
+        st.dataframe(df, hide_index=True, width="stretch")
+
+
+def decision_form(ticket: str, baseline: str, policy: str = "", review=None) -> None:
+    """Approve or reject `ticket` as the signed-in reviewer, under the pinned policy."""
     gov = modules()
     flash()
-    try:
-        reviewers = gov.decisions.load_reviewers()
-    except TicketLabError as e:
-        reviewers = []
-        st.warning(str(e), icon=":material/warning:")
-    with st.form("decision"):
-        c1, c2 = st.columns([1, 1])
-        if reviewers:
-            reviewer = c1.selectbox("reviewer", reviewers, key="dec_reviewer")
-        else:
-            reviewer = c1.text_input("reviewer", key="dec_reviewer_text")
-        decision = c2.radio("decision", ["approve", "reject"], horizontal=True, key="dec_decision")
-        reason = st.text_area("reason (recorded, and part of the hash chain)", key="dec_reason", height=80)
-        override = st.checkbox("override the policy (approve although a rule fails or evidence is missing)",
-                               key="dec_override", disabled=review.passed)
-        override_reason = st.text_input("override reason", key="dec_override_reason", disabled=review.passed)
-        go = st.form_submit_button("Record decision", type="primary")
+    signed_records(ticket)
+    me = sign_in("dec")
+    if me is None:
+        return
+    st_ = _gov_state()
+    if gov.state.creation_of(st_, ticket) is None and "engineer" in st_.registry.people[me.name].roles:
+        if st.button(f"Sign as the creator of {ticket}", key=f"claim_{ticket}"):
+            try:
+                gov.identity.sign_creation(data.ledger(), me, ticket)
+            except TicketLabError as e:
+                st.error(str(e), icon=":material/warning:")
+            else:
+                _after_write(f"{me.name} signed as creator of {ticket}")
+    pinned = _review(ticket, baseline, "", (data.stamp(), None))
+    with st.form(f"decision_{ticket}"):  # keyed by ticket: another candidate gets a fresh, empty form
+        decision = st.radio("decision", ["approve", "reject"], horizontal=True, key=f"dec_decision_{ticket}")
+        reason = st.text_area("reason (recorded and signed)", key=f"dec_reason_{ticket}", height=80)
+        override = st.checkbox("override the pinned policy (approve although a rule fails or evidence is missing)",
+                               key=f"dec_override_{ticket}", disabled=pinned.passed)
+        override_reason = st.text_input("override reason", key=f"dec_override_reason_{ticket}", disabled=pinned.passed)
+        go = st.form_submit_button(f"Sign and record the decision on {ticket} as {me.name}", type="primary")
     if go:
         try:
-            row = gov.decisions.decide(data.ledger(), ticket, decision, reviewer, reason, override=override,
-                                       override_reason=override_reason, policy=policy or None, baseline=baseline)
+            row = gov.decisions.decide(data.ledger(), ticket, decision, me, reason, override=override,
+                                       override_reason=override_reason, baseline=baseline)
         except TicketLabError as e:
             st.error(str(e), icon=":material/warning:")
         else:
-            _after_write(f"recorded decision #{row['seq']}: {row['decision']} of {row['ticket_id']} by {row['reviewer']}"
-                         + (" (override)" if row["override"] else ""))
-    rows = gov.decisions.decision_rows(data.ledger(), ticket)
-    if rows:
-        df = pd.DataFrame(rows)[["seq", "decided_at", "decision", "reviewer", "reason", "override", "override_reason",
-                                 "baseline", "policy_name", "passed"]]
-        st.dataframe(df, hide_index=True, width="stretch")
+            _after_write(f"recorded decision #{row['seq']}: {row['decision']} of {row['ticket_id']} signed by "
+                         f"{row['reviewer']}" + (" (override)" if row["override"] else ""))
 
 
 def deployment_panel(ticket: str, dense_sha256: str) -> None:
     gov = modules()
-    ledger = data.ledger()
-    current = gov.deploy.current(ledger, dense_sha256)
-    stack = gov.deploy.stack(ledger, dense_sha256)
+    st_ = _gov_state()
+    current = gov.state.deployment_pointer(st_, dense_sha256)
+    stack = gov.state.stack(st_, dense_sha256)
     st.markdown(f"Deployed now for dense model `{dense_sha256[:12]}`: **{current}**"
                 + (" — this ticket" if current == ticket else ""))
-    user = gov.identity.current_user() if gov.identity else ""
-    left, right = st.columns(2)
-    with left.form("promote"):
-        by = st.text_input("by", value=user, key="dep_by")
-        reason = st.text_input("reason", key="dep_reason")
-        go = st.form_submit_button(f"Promote {ticket[:10]}", type="primary", disabled=current == ticket)
-    if go:
-        try:
-            row = gov.deploy.promote(ledger, ticket, by, reason)
-        except TicketLabError as e:
-            left.error(str(e), icon=":material/warning:")
-        else:
-            _after_write(f"promoted {row['target']} (was {row['previous']})")
-    with right.form("rollback"):
-        earlier = [t for t in reversed(stack[:-1])]
-        to = st.selectbox("roll back to", ["previous"] + earlier, key="rb_to", disabled=len(stack) < 2)
-        by_rb = st.text_input("by", value=user, key="rb_by")
-        reason_rb = st.text_input("reason", key="rb_reason")
-        go_rb = st.form_submit_button("Roll back", disabled=len(stack) < 2)
-    if go_rb:
-        try:
-            row = gov.deploy.rollback(ledger, by_rb, reason_rb, to=None if to == "previous" else to, model=dense_sha256)
-        except TicketLabError as e:
-            right.error(str(e), icon=":material/warning:")
-        else:
-            _after_write(f"rolled back to {row['target']} (was {row['previous']})")
-    hist = gov.deploy.history(ledger, dense_sha256)
+    hist = gov.state.history(st_, dense_sha256)
     if hist:
-        df = pd.DataFrame(hist).drop(columns=["dense_sha256", "row_hash", "decision_hash"], errors="ignore")
+        df = pd.DataFrame(hist).drop(columns=["dense_sha256", "row_hash", "decision_hash", "policy_sha256"],
+                                     errors="ignore")
+        df["signed"] = df["signed"].map({True: "verified", False: "DOES NOT VERIFY"})
         st.dataframe(df.sort_values("seq", ascending=False), hide_index=True, width="stretch")
     else:
         st.caption("No deployment moves yet: the dense model serves itself.")
+    me = signer()
+    if me is None:
+        st.caption("Sign in above (deployer role) to promote or roll back.")
+        return
+    left, right = st.columns(2)
+    with left.form(f"promote_{ticket}"):
+        reason = st.text_input("reason", key=f"dep_reason_{ticket}")
+        go = st.form_submit_button(f"Promote {ticket} as {me.name}", type="primary", disabled=current == ticket)
+    if go:
+        try:
+            row = gov.deploy.promote(data.ledger(), ticket, me, reason)
+        except TicketLabError as e:
+            left.error(str(e), icon=":material/warning:")
+        else:
+            _after_write(f"promoted {row['target']} (was {row['previous']}), signed by {row['by_user']}")
+    with right.form(f"rollback_{ticket}"):
+        earlier = list(reversed(stack[:-1]))
+        to = st.selectbox("roll back to", ["previous"] + earlier, key=f"rb_to_{ticket}", disabled=len(stack) < 2)
+        reason_rb = st.text_input("reason", key=f"rb_reason_{ticket}")
+        go_rb = st.form_submit_button(f"Roll back {dense_sha256[:12]} as {me.name}", disabled=len(stack) < 2)
+    if go_rb:
+        try:
+            row = gov.deploy.rollback(data.ledger(), me, reason_rb, to=None if to == "previous" else to,
+                                      model=dense_sha256)
+        except TicketLabError as e:
+            right.error(str(e), icon=":material/warning:")
+        else:
+            _after_write(f"rolled back to {row['target']} (was {row['previous']}), signed by {row['by_user']}")
 
 
 def audit_status() -> None:
-    gov = modules()
     try:
         report = _audit(data.stamp())
     except TicketLabError as e:
         st.error(str(e), icon=":material/warning:")
         return
-    tables = report.get("tables", {})
-    counts = ", ".join(f"{t}: {e.get('rows', 0)} rows" for t, e in tables.items())
-    if report["ok"]:
-        st.success(f"Audit chain intact ({counts}).", icon=":material/lock:")
+    if not report["initialised"]:
+        st.info("No signed governance records yet (`ticketlab init`).", icon=":material/key:")
+    elif report["ok"]:
+        st.success(f"Audit: {report['records']} signed records, every signature and role valid; the ledger holds "
+                   f"all {report['witnessed']} heads of the witness log.", icon=":material/lock:")
     else:
-        st.error(f"Audit chain BROKEN: {gov.decisions.audit_message(report)}", icon=":material/gpp_bad:")
+        st.error(f"Audit FAILS: {modules().audit.audit_message(report)}", icon=":material/gpp_bad:")
+    for note in report.get("notes", []):
+        st.caption(note)
+
+
+# --- bundles ---------------------------------------------------------------------------------------
+def bundle_status(bundle: Path) -> None:
+    """Verify a bundle with the local ledger's trusted keys: files, ticket id, signature and signer."""
+    gov = modules()
+    if not st.button("Verify the bundle (hashes, ticket id, signature, signer)", key=f"exp_verify_{bundle}"):
+        return
+    st_ = _gov_state()
+    trust = st_.registry.trust() if st_.ledger_id else None
+    try:
+        with st.spinner("hashing and checking the signature…"):
+            result = gov.verify.verify_bundle(bundle, trust=trust)
+    except TicketLabError as e:
+        st.error(str(e), icon=":material/gpp_bad:")
+        return
+    who = f"signed by **{result['signed_by']}**" if result["signed_by"] else "**unsigned**"
+    (st.success if result["ok"] else st.warning)(
+        f"{who}; checked: {', '.join(result['checked'])}" + "".join(f"  \nNOT CHECKED: {u}" for u in result["unchecked"]),
+        icon=":material/lock:" if result["ok"] else ":material/help:")
+
+
+def signed_export(ticket: str, fmt: str, out: str, overwrite: bool) -> None:
+    """Export an approved ticket signed by the signed-in approving reviewer (in this session: the key never
+    leaves it). Unreviewed exports run as background jobs and stay unsigned."""
+    gov = modules()
+    me = sign_in("exp")
+    if me is None:
+        return
+    approval = gov.state.approval_of(_gov_state(), ticket)
+    if approval is not None and approval["reviewer"] != me.name:
+        st.caption(f"only {approval['reviewer']}, who approved {ticket}, can sign its bundle.")
+    if st.button(f"Export {ticket} signed by {me.name}", type="primary", key=f"exp_signed_{ticket}_{fmt}"):
+        try:
+            with st.spinner(f"exporting {ticket} as {fmt}…"):
+                m = gov.export.export_bundle(data.ledger(), ticket, out, fmt, signer=me, overwrite=overwrite)
+        except TicketLabError as e:
+            st.error(str(e), icon=":material/warning:")
+        else:
+            st.success(f"bundle {out}: {len(m['files'])} files, signed by {me.name}", icon=":material/lock:")

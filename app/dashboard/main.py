@@ -15,7 +15,7 @@ if str(ROOT) not in sys.path:  # `streamlit run` puts only this folder on the pa
 
 import streamlit as st  # noqa: E402
 
-from app.dashboard import data, jobs_panel  # noqa: E402
+from app.dashboard import data, jobs_panel, widgets  # noqa: E402
 from pruning import settings  # noqa: E402
 from pruning.errors import TicketLabError  # noqa: E402
 
@@ -28,6 +28,7 @@ PAGES = {
         st.Page(HERE / "views" / "models.py", title="Models & tickets", icon=":material/table_chart:", default=True),
         st.Page(HERE / "views" / "survival.py", title="Survival", icon=":material/grid_on:"),
         st.Page(HERE / "views" / "benchmarks.py", title="Benchmarks", icon=":material/bar_chart:"),
+        st.Page(HERE / "views" / "experiments.py", title="Experiments", icon=":material/science:"),
     ],
     "Make": [
         st.Page(HERE / "views" / "prune.py", title="Prune", icon=":material/content_cut:"),
@@ -44,6 +45,7 @@ page = st.navigation(PAGES)
 with st.sidebar:
     st.caption(f"model **{data.app_model()}**  \nstate `{settings.state_dir()}`  \nledger `{settings.ledger_path().name}`")
     jobs_panel.sidebar_jobs()  # every page: running jobs with their progress, and the Jobs page
+widgets.started_toast()
 
 try:
     page.run()

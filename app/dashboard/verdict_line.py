@@ -38,7 +38,8 @@ def _review(ticket: str, baseline: str, key: tuple):
     from analysis.governance.review import review_ticket
 
     try:
-        return review_ticket(data.ledger(), ticket, baseline=baseline), None
+        policy = vd.policy_in_force(data.ledger())
+        return review_ticket(data.ledger(), ticket, baseline=baseline, policy=policy), None
     except TicketLabError as e:  # no policy pinned yet, a baseline without results...
         return None, str(e)
 

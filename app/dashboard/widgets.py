@@ -16,14 +16,23 @@ from . import jobs_panel as _jobs_panel
 
 
 def start_job(argv: list[str], label: str, kind: str | None = None) -> dict | None:
+    """Start a background job and rerun the page, so the sidebar of every page lists it at once."""
     try:
         job = jobs.start(argv, label=label, kind=kind)
     except (TicketLabError, OSError) as e:
         st.error(f"could not start the job: {e}")
         return None
     st.session_state.setdefault("my_jobs", []).append(job["id"])
-    st.toast(f"started: {label}", icon=":material/hourglass_top:")
-    return job
+    st.session_state["job_started"] = label
+    st.rerun()
+    return job  # not reached: st.rerun ends this run
+
+
+def started_toast() -> None:
+    """The toast for a job started in the previous run (shown after the rerun that lists it)."""
+    label = st.session_state.pop("job_started", None)
+    if label:
+        st.toast(f"started: {label}", icon=":material/hourglass_top:")
 
 
 def check_model_spec(spec: str) -> str | None:

@@ -120,5 +120,5 @@ with tab_eval:
         st.info("Evaluations start here once `ticketlab eval` is installed.")
     else:
         model_of = {"dense": specs[dense]}
-        evaluate_form.evaluate_form(["dense"] + list(mine["id"]), labels, model_of)
+        evaluate_form.evaluate_form(["dense"] + list(mine["id"]), labels, model_of, dense)
     jobs_panel.jobs_panel(kind="eval", limit=4, title=None)

@@ -44,7 +44,9 @@ with left:
                                     "materialized: the physically smaller model (structured tickets)")
             out = st.text_input("bundle directory", value=str(exports_dir / f"{tid}-{fmt}"), key=f"exp_out_{tid}_{fmt}")
             overwrite = st.checkbox("replace an earlier bundle there", key="exp_overwrite")
-            if st.button("Export in the background", type="primary", key="exp_go"):
+            if tickets.set_index("id").loc[tid, "review"] == "approved":
+                governance.signed_export(tid, fmt, out, overwrite)  # signed by the approving reviewer, here
+            elif st.button("Export in the background (unsigned)", type="primary", key="exp_go"):
                 if "export" not in widgets.cli_parsers():
                     st.error("the `ticketlab export` command is not installed.")
                 else:
@@ -98,15 +100,7 @@ with right:
         verdict_line.show(bundle_ticket)  # the ticket's state now, which may have moved on since the export
     if isinstance(deployer.get("loader"), dict) and deployer["loader"].get("how"):
         st.caption(f"load with {deployer['loader']['how']}")
-    if st.button("Verify every file's hash", key="exp_verify"):
-        try:
-            with st.spinner("hashing…"):
-                result = gov.verify.verify_bundle(chosen)
-        except TicketLabError as e:
-            st.error(str(e), icon=":material/gpp_bad:")
-        else:
-            st.success(f"verified: {result['files']} files match the manifest; ticket id {result['ticket']} "
-                       "recomputed from the masks.", icon=":material/lock:")
+    governance.bundle_status(chosen)  # hashes, ticket id, signature and signer, with the ledger's trusted keys
     from app.dashboard.bundle_zip import zippable
 
     try:

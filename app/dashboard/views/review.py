@@ -34,7 +34,7 @@ same = tickets[(tickets["dense_sha256"] == dense) & (tickets["id"] != tid)]
 with c2:
     baseline = widgets.ticket_picker(same, "baseline", key="rev_baseline", include=["dense", "deployed"])
 with c3:
-    policy_path = st.text_input("policy file", value=str(gov.policy.default_policy_path()), key="rev_policy")
+    policy_path = governance.policy_box()  # empty: the pinned policy; a file: a labelled what-if preview
 
 try:
     review = governance.review(tid, baseline, policy_path)

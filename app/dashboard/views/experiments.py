@@ -1,0 +1,119 @@
+"""Experiments: a lottery-ticket experiment's verdict sentence, the sparsity x arm table (mean, 95%
+interval, n seeds), the largest matching sparsity, learning curves with interval bands, the pilot, the
+sanity check and the instability barrier. Everything is read from the ledger (analysis.experiments)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import streamlit as st
+
+from app.dashboard import data
+from pruning.errors import TicketLabError
+
+st.title("Experiments")
+
+
+@st.cache_data(ttl=300, max_entries=16, show_spinner=False)
+def _report(experiment: str, stamp: tuple) -> tuple[pd.DataFrame, dict, pd.DataFrame, dict | None]:
+    from analysis.experiments import imp_report, learning_curves, pilot_record
+
+    ledger = data.ledger()
+    table = imp_report(experiment, ledger)
+    return table, table.attrs["verdict"], learning_curves(experiment, ledger), pilot_record(experiment, ledger)
+
+
+def _cell(mean: float, low: float, high: float) -> str:
+    if mean is None or math.isnan(mean):
+        return "–"
+    return f"{mean:.4f}" if math.isnan(low) else f"{mean:.4f} [{low:.4f}, {high:.4f}]"
+
+
+exp_mod = data.optional("analysis.experiments")
+experiments = data.frame("SELECT id, status, created_at, params, summary FROM experiments "
+                         "WHERE kind = 'imp' ORDER BY created_at DESC")
+if experiments.empty or exp_mod is None:
+    st.info("No lottery-ticket experiments yet: start one on the Prune page (IMP experiment) or with `ticketlab imp`.")
+    st.stop()
+
+status = experiments.set_index("id")["status"].to_dict()
+exp_id = st.selectbox("experiment", list(experiments["id"]), key="exp_pick",
+                      format_func=lambda e: f"{e} ({status[e]})")
+params = experiments.set_index("id").loc[exp_id, "params"]
+protocol = json.loads(params) if isinstance(params, str) else (params or {})
+try:
+    table, verdict, curves, pilot = _report(exp_id, data.stamp())
+except TicketLabError as e:
+    st.info(str(e))
+    st.stop()
+
+st.markdown(f"**Verdict.** {verdict['sentence']}")
+if status[exp_id] != "complete":
+    st.caption(f"The experiment is {status[exp_id]}: the verdict covers the units recorded so far.")
+cols = st.columns(4)
+largest = verdict["largest_matching_sparsity"]
+cols[0].metric("largest matching sparsity", "none" if largest is None else f"{largest:.1%}",
+               help=f"upper {verdict['confidence']:.0%} bound of (ticket - dense) below delta = "
+                    f"{verdict['delta']:g} nats")
+cols[1].metric("seeds", verdict["n_seeds"])
+sanity = verdict.get("sanity")
+cols[2].metric("sanity check", "–" if sanity is None else ("passed" if sanity["passed"] else "FAILED"),
+               help="every prunable linear removed must be clearly worse than dense (lower bound > "
+                    f"{sanity['margin'] if sanity else 0.1:g} nats)")
+cols[3].metric("rewind", str(table.attrs.get("rewind")))
+
+st.subheader("Held-out loss by sparsity and arm")
+st.caption(f"Mean over seeds [{verdict['confidence']:.0%} t-interval], nats/token at each run's validation-selected "
+           f"step; round 0 is the dense network. 'ticket - dense' is paired by seed; matching when its upper bound "
+           f"is below delta = {verdict['delta']:g} nats; winning when matching, the random control is not, and "
+           f"random - ticket > 0.")
+arms = table.attrs["arms"]
+shown = pd.DataFrame([{
+    "round": r["round"], "sparsity": f"{r['sparsity']:.1%}",
+    **{arm: _cell(r[f"{arm}_mean"], r[f"{arm}_low"], r[f"{arm}_high"]) for arm in arms},
+    "n": r["n_seeds"],
+    "ticket - dense": "–" if r["round"] == 0 else _cell(r["ticket_minus_dense"], r["tmd_low"], r["tmd_high"]),
+    "matching": "" if r["round"] == 0 else ("yes" if r["matching"] else "no"),
+    "winning": "" if r["round"] == 0 else ("yes" if r["winning"] else "no"),
+} for r in table.to_dict("records")])
+st.dataframe(shown, hide_index=True, width="stretch")
+st.plotly_chart(exp_mod.imp_figure(table), key="exp_curve")
+
+with st.expander("Controls against the ticket (paired differences)"):
+    from analysis.verdict import rows_table
+
+    st.dataframe(pd.DataFrame(rows_table(verdict)), hide_index=True, width="stretch")
+
+st.subheader("Learning curves")
+if curves.empty:
+    st.caption("No validation curves recorded.")
+else:
+    rounds = sorted(curves["round"].unique())
+    pick = st.multiselect("rounds", rounds, default=rounds[:2], key="exp_rounds")
+    st.plotly_chart(exp_mod.curves_figure(curves, pick), key="exp_lc")
+
+left, right = st.columns(2)
+with left:
+    st.subheader("Pilot")
+    if pilot:
+        st.caption(f"Chosen: lr {pilot['lr']:g}, T = {pilot['steps']} ({pilot['rule']}).")
+        st.plotly_chart(exp_mod.pilot_figure(pilot), key="exp_pilot")
+    else:
+        st.caption("This protocol fixed lr and T itself (no pilot).")
+with right:
+    st.subheader("Sanity check and barrier")
+    if sanity:
+        e = sanity["empty_minus_dense"]
+        st.write(f"Every prunable linear removed − dense: {_cell(e['mean'], e['low'], e['high'])} nats "
+                 f"(needs lower bound > {sanity['margin']:g}): **{'passed' if sanity['passed'] else 'failed'}**.")
+    b = verdict.get("barrier")
+    if b:
+        st.dataframe(pd.DataFrame([{"from step": k, "barrier": _cell(i["mean"], i["low"], i["high"]), "n": i["n"]}
+                                   for k, i in b["by_rewind_step"].items()]), hide_index=True)
+        st.caption("Loss barrier on the line between two copies trained with different data orders from the same "
+                   "point (Frankle et al. 2020); near 0 = stable.")
+
+with st.expander("Protocol (fixed before the run; its hash is the experiment id)"):
+    st.json(protocol)
