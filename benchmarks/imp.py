@@ -14,7 +14,10 @@ Quick mode (`--quick` or TICKETLAB_BENCH_QUICK=1) times 20 steps and extrapolate
 --pretrained SPEC times each pretrained arm's retraining for N steps (one seed) to state the
 pretrained default budget per arm (the per-arm CPU time; a GPU estimate is derived from tokens/s).
 
-Timings on a shared machine are noisy. Run with OMP_NUM_THREADS=2 (the whole machine) or 1.
+Timings on a shared machine are noisy. Run with OMP_NUM_THREADS=1 when others use the cores: measured
+on this 2-core machine at load average ~9, one training step of the default model cost 0.12 CPU-s on
+one thread but 1.67 CPU-s on two (OpenMP threads spin-waiting for a descheduled partner: 8.4 s wall
+per step against 1.0 s). On a quiet machine two threads are faster.
 """
 
 from __future__ import annotations

@@ -204,8 +204,13 @@ class Ticket:
             masks[name] = unpack_mask(packed[name], stats["shape"])
         weights = {}
         if meta.get("weights"):
+            wfile = str(meta["weights"].get("file") or "")
+            if Path(wfile).is_absolute() or not (path / wfile).resolve().is_relative_to(path.resolve()):
+                # a ticket's files live in its own folder; `../` or an absolute path would load weights from elsewhere
+                raise TicketLabError(f"{meta_file}: weights.file {wfile!r} points outside the ticket folder; "
+                                     f"re-create the ticket.")
             try:
-                weights = load_file(str(path / meta["weights"]["file"]))
+                weights = load_file(str(path / wfile))
             except Exception as e:
                 raise TicketLabError(f"{path}: weights.safetensors is truncated or corrupt ({e}).") from e
         t = cls(masks=masks, dense=meta["dense"], method=meta["method"], params=meta["params"],

@@ -12,6 +12,7 @@ from analysis.governance.export import export_bundle
 from analysis.governance.verify import file_digests, manifest_digest, verify_bundle
 from app.cli import main
 from pruning.errors import TicketLabError
+from pruning.ticket import Ticket
 
 
 @pytest.fixture
@@ -130,4 +131,6 @@ def test_weights_file_outside_the_ticket_is_refused(tiny_llama, state, monkeypat
         (t.path / "ticket.json").write_text(json.dumps(meta))
         with pytest.raises(TicketLabError, match="weights.file .* points outside the ticket folder"):
             export_bundle(lab.ledger, t.id, state / "out", "masks", signer=lab["alice"], loaded=tiny_llama)
+        with pytest.raises(TicketLabError, match="points outside the ticket folder"):
+            Ticket.load(t.path)  # every loader refuses it, not only export
     assert not (state / "out").exists()

@@ -4,7 +4,9 @@ Each command first runs cleanly (in this process) with TICKETLAB_CRASH_TRACE, wh
 points it passes (`pruning.durable.crash_point`: durable renames, ticket writing, ledger commits,
 spilled results); from that list the matrix picks a few kill points per command. Each kill is a
 real subprocess on a copy of one prepared lab (tiny model, signed team, tickets) that SIGKILLs
-itself at the point (TICKETLAB_CRASH_AT=label@N). Afterwards:
+itself at the point (TICKETLAB_CRASH_AT=label@N). The subprocesses are forked from one warm
+interpreter that has imported the CLI once (importing torch and every command takes seconds; the
+killed process is still a separate process, killed for real). Afterwards:
 - no partial ticket, bundle, materialized model or run result is visible;
 - the ledger and the signed decision trail verify (`ticketlab audit`);
 - every command works, and rerunning the killed one finishes with the same ids as the clean run;
@@ -27,6 +29,62 @@ import pytest
 from govern_helpers import make_recorded_ticket, passphrase, setup_lab
 
 REPO = Path(__file__).resolve().parents[1]
+
+# A warm interpreter: imports the CLI once, then for each request forks a child that runs one command
+# with the given environment (output to a log file) and reports how the child ended.
+ZYGOTE = """
+import json, os, sys, traceback
+from app import cli
+cli.build_parser()
+print("ready", flush=True)
+for line in sys.stdin:
+    req = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        rc = 99
+        try:
+            os.environ.clear()
+            os.environ.update(req["env"])
+            fd = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            rc = cli.main(req["argv"])
+        except SystemExit as e:
+            rc = e.code if isinstance(e.code, int) else 1
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(int(rc or 0))
+    _, status = os.waitpid(pid, 0)
+    print(json.dumps({"signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+                      "code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None}), flush=True)
+"""
+
+
+class Zygote:
+    def __init__(self):
+        self.proc = subprocess.Popen([sys.executable, "-c", ZYGOTE], cwd=REPO, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True,
+                                     env={**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"})
+        assert self.proc.stdout.readline().strip() == "ready"
+
+    def run(self, argv: list[str], env: dict, log: Path) -> dict:
+        self.proc.stdin.write(json.dumps({"argv": argv, "env": env, "log": str(log)}) + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def zygote():
+    z = Zygote()
+    yield z
+    z.close()
 
 
 # --- the prepared lab -----------------------------------------------------------------------------------
@@ -154,7 +212,8 @@ CASES = [(name, label, which) for name, points in POINTS.items() for label, whic
 
 
 @pytest.mark.parametrize("name,label,which", CASES, ids=[f"{n}-{lb}-{w}" for n, lb, w in CASES])
-def test_kill_9_then_everything_works_and_nothing_partial_is_visible(lab, clean, tmp_path, name, label, which):
+def test_kill_9_then_everything_works_and_nothing_partial_is_visible(lab, clean, zygote, tmp_path, name, label,
+                                                                   which):
     argv, user, where, keys = _commands(lab)[name]
     nth = _hit(clean[name]["labels"], label, which)
     state = _copy(lab, tmp_path / "state")
@@ -162,11 +221,11 @@ def test_kill_9_then_everything_works_and_nothing_partial_is_visible(lab, clean,
     env = {**os.environ, "TICKETLAB_STATE_DIR": str(state), "TICKETLAB_DATA_DIR": str(lab["data"]),
            "TICKETLAB_KEY_DIR": str(state / "keys"), "TICKETLAB_USER": user,
            "TICKETLAB_PASSPHRASE": passphrase(user), "TICKETLAB_CRASH_AT": f"{label}@{nth}", "OMP_NUM_THREADS": "1"}
-    for k in ("TICKETLAB_LEDGER", "TICKETLAB_WITNESS", "TICKETLAB_CRASH_TRACE"):
+    for k in ("TICKETLAB_LEDGER", "TICKETLAB_WITNESS", "TICKETLAB_CRASH_TRACE", "PYTEST_CURRENT_TEST"):
         env.pop(k, None)
-    killed = subprocess.run([sys.executable, "-m", "app.cli", *argv], cwd=REPO, env=env, capture_output=True,
-                            text=True, timeout=300)
-    assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr[-3000:])
+    log = tmp_path / "killed.log"
+    killed = zygote.run(argv, env, log)
+    assert killed["signal"] == signal.SIGKILL, (killed, log.read_text()[-3000:])
 
     with pytest.MonkeyPatch.context() as mp:
         _env(mp, state, lab["data"], TICKETLAB_USER=user, TICKETLAB_PASSPHRASE=passphrase(user))

@@ -320,3 +320,16 @@ def test_cli_bad_input_is_one_line_and_exit_2(tiny_llama, state, monkeypatch, ca
         assert err.startswith("error: ") and message in err and "\n" not in err, (argv, err)
     assert _records(lab.ledger) == before
     assert sorted(TEAM) == sorted(gstate.roles(lab.ledger))
+
+
+def test_promote_evaluates_the_pinned_policy_on_todays_evidence(tiny_llama, state, monkeypatch):
+    lab = setup_lab(state, tiny_llama, monkeypatch)
+    t = approved_ticket(lab, tiny_llama)
+    write_metrics(lab.ledger, t.id, tiny_llama.weights_sha256, 1, scale=1.4)  # a newer, worse full evaluation
+    with pytest.raises(TicketLabError, match="now fails perplexity.*did not override: a reviewer must decide again"):
+        deploy.promote(lab.ledger, t.id, lab["dave"], "ship")
+    assert gstate.deployment_pointer(lab.ledger, tiny_llama.weights_sha256) == "dense"
+    decisions.decide(lab.ledger, t.id, "approve", lab["alice"], "known regression", override=True,
+                     override_reason="accepted for the demo")
+    move = deploy.promote(lab.ledger, t.id, lab["dave"], "ship")
+    assert move["policy_sha256"] == gstate.current_policy(lab.ledger).sha256 and move["signed"]

@@ -304,3 +304,40 @@ def test_processes_writing_at_once_never_fail_or_fork(ledger):
     assert all(rc == 0 for rc, _ in results), results
     _check_trail(ledger, 15)
     assert ledger.query("SELECT count(*) n FROM runs WHERE status = 'succeeded'") == [{"n": 16}]
+
+
+def test_two_decisions_at_the_same_moment_from_two_tabs_are_both_recorded_in_one_trail(state, tiny_llama, monkeypatch):
+    from govern_helpers import make_recorded_ticket, setup_lab
+
+    from analysis.governance import decisions
+
+    lab = setup_lab(state, tiny_llama, monkeypatch)
+    tickets = [make_recorded_ticket(tiny_llama, lab.ledger, s, signer=lab["carol"]) for s in (0.5, 0.6)]
+    start, errors, done = threading.Barrier(4), [], []
+
+    def tab(i: int) -> None:
+        reviewer = lab["alice"] if i % 2 else lab["bob"]
+        start.wait()
+        for _ in range(8):  # a tab told "record it again" (another decision landed first) clicks again
+            try:
+                done.append(decisions.decide(Ledger(), tickets[i % 2].id, "approve" if i < 2 else "reject",
+                                             reviewer, f"tab {i}"))
+                return
+            except TicketLabError as e:
+                if "again" not in str(e):
+                    errors.append(e)
+                    return
+            except BaseException as e:  # noqa: BLE001 - an uncaught error: reported below
+                errors.append(e)
+                return
+
+    threads = [threading.Thread(target=tab, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    assert len(done) == 4
+    assert decisions.audit(lab.ledger)["ok"]
+    seqs = [r["seq"] for r in lab.ledger.query("SELECT seq FROM governance_log ORDER BY seq")]
+    assert seqs == list(range(1, len(seqs) + 1))  # one chain: no fork, no gap

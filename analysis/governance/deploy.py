@@ -15,6 +15,7 @@ from . import records, state
 from .audit import require_intact
 from .keys import Signer
 from .reader import snapshot
+from .review import review_ticket
 from .state import DENSE, history, moves, stack  # noqa: F401  (re-exported for callers of the old API)
 
 
@@ -63,8 +64,18 @@ def _promotion(ledger, ticket_ref: str, by: Signer, reason: str) -> dict:
     now = state.deployment_pointer(st, dense)
     if now == tid:
         raise TicketLabError(f"{tid} is already deployed for dense model {dense[:12]}.")
+    # the pinned policy is evaluated again on today's evidence: a rule failing now that the approval did not
+    # knowingly override (new or worse results since) sends the ticket back to a reviewer
+    review = review_ticket(ledger, tid, baseline=approval["baseline"] or "dense", policy=pol,
+                           reviewer=approval["reviewer"])
+    unmet = list(dict.fromkeys(r.rule for r in review.failures))
+    new = [r for r in unmet if r not in approval["unmet_rules"]]
+    if new:
+        raise TicketLabError(f"{tid} now fails {', '.join(new)} under the pinned policy {pol.name}, which its approval "
+                             f"(decision #{approval['seq']}) did not override: a reviewer must decide again.")
     return {"dense_sha256": dense, "target": tid, "previous": now, "reason": reason.strip(),
-            "decision_hash": approval["row_hash"], "policy_sha256": pol.sha256}
+            "decision_hash": approval["row_hash"], "policy_sha256": pol.sha256, "policy_passed": review.passed,
+            "unmet_rules": unmet}
 
 
 def _dense_for(st: state.GovState, ledger, model: str | None) -> str:

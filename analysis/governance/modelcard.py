@@ -47,7 +47,10 @@ def model_card(manifest: dict) -> str:
         f"{dep['dense_checkpoint_bytes'] or 0:,} bytes); {dep['size_note']}",
         f"- speed against dense: {dep['speed_note']}",
         f"- counted in the sparsity: {dep['sparsity']['counted']}; not counted: {dep['sparsity']['excluded_note']}",
-        "- `manifest.json` lists the sha256 of every file; check them with `ticketlab verify DIR`.", "",
+        "- `manifest.json` lists the sha256 of every file; check them with `ticketlab verify DIR --trust TRUST.json`.",
+        (f"- signed by {manifest['exported_by']}, the approving reviewer, with OpenSSF model-signing (`model.sig` "
+         f"covers every file, this card and the manifest included)" if manifest.get("exported_by") else
+         "- **not signed**: nobody vouches for this bundle"), "",
         "## Review", "",
         f"- status: **{status}**" + (f" by {review['decision']['reviewer']} at {review['decision']['decided_at']} "
                                      f"(decision #{review['decision']['seq']}): {review['decision']['reason']}"

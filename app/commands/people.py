@@ -83,6 +83,7 @@ def run(args) -> int:
         reg = state.load(ledger).registry
         if args.json:
             print(json.dumps(reg.trust(), indent=2))
+            return 0
         for n, p in sorted(reg.people.items()):
             print(f"{n:<16} {', '.join(sorted(p.roles)) or '-':<32} key {(p.key_id or 'REVOKED')[:16]}")
         return 0
