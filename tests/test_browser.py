@@ -43,7 +43,7 @@ def governed(state, monkeypatch):
 
 @pytest.fixture
 def server(state, tiny_llama_dir, governed):
-    env = dict(os.environ, TICKETLAB_USER="carol")
+    env = dict(os.environ, TICKETLAB_USER="operator")  # the server's user has no key: its tickets are unsigned
     port = free_port()
     log = state / "server.log"
     proc = start_server(port, str(tiny_llama_dir), env=env, log=log)
@@ -56,10 +56,23 @@ def _shot(page, name: str) -> None:
 
 
 def _choose(page, label: str, option: str) -> None:
-    """Pick `option` (text it contains) in the Streamlit select box labelled `label`."""
+    """Pick `option` (text it contains) in the Streamlit select box labelled `label` (a rerun that lands
+    while the list opens closes it again: try a few times)."""
     box = page.get_by_test_id("stSelectbox").filter(has_text=label).first
-    box.locator("input").first.click()
-    page.get_by_role("option").filter(has_text=option).first.click()
+    for attempt in range(4):
+        settle(page)
+        box.locator("input").first.click()
+        choice = page.get_by_role("option").filter(has_text=option).first
+        try:
+            choice.wait_for(state="visible", timeout=5_000)
+        except Exception:
+            if attempt == 3:
+                _shot(page, f"failed-choose-{label.replace(' ', '_')}")
+                raise
+            page.keyboard.press("Escape")
+            continue
+        choice.click()
+        return
 
 
 def _sign_in(page, who: str, passphrase) -> None:

@@ -109,3 +109,15 @@ def test_export_signed_by_the_approver_and_its_signature_shown(state, tiny_llama
     button(ex, "Verify the bundle (hashes, ticket id, signature, signer)").click().run()
     shown = "\n".join(s.value for s in ex.success)
     assert "signed by **alice**" in shown and "model-signing signature" in shown
+
+
+def test_review_page_on_a_ledger_without_signed_registry(state, tiny_llama, monkeypatch):
+    from analysis.ledger import Ledger
+
+    monkeypatch.setenv("TICKETLAB_APP_MODEL", tiny_llama.spec)
+    monkeypatch.setenv("TICKETLAB_KEY_DIR", str(state / "keys"))
+    t = make_recorded_ticket(tiny_llama, Ledger(), signer=None)
+    at = page("review", ticket=t.id)
+    assert not at.exception, [e.value for e in at.exception]
+    assert "no signed registry yet" in texts(at) and "nobody has signed as this ticket's creator" in texts(at)
+    assert not [bt for bt in at.button if bt.label.startswith(("Sign and record", "Promote"))]

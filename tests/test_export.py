@@ -76,6 +76,10 @@ def test_masks_bundle_and_tampered_ticket_file(tiny_llama, state, monkeypatch, c
     assert m["review"]["status"] == "unreviewed" and m["review"]["unreviewed"]
     assert "Unreviewed export" in (out / "README.md").read_text()
     assert not (out / "model.safetensors").exists() and m["deployer"]["loader"]["stock_transformers"] is False
+    from analysis.governance import audit
+
+    assert m["ledger_head"]["seq"] == gstate.load(ledger).head[0]  # unsigned, yet an anchor for the audit
+    assert audit.audit(ledger, against=[out])["ok"]
     unsigned = verify_bundle(out)  # files check out, but nobody vouches for it: not "ok"
     assert not unsigned["ok"] and "not signed" in unsigned["unchecked"][0]
     meta = json.loads((out / "ticket" / "ticket.json").read_text())

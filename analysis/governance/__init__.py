@@ -1,2 +1,3 @@
-"""Governance: review policies, tamper-evident decisions, the deployment pointer, verified export bundles
-and the HTML scorecard. Everything is recorded in the ledger (schema migration 2)."""
+"""Governance: signed identities and roles, a policy pinned in the ledger, signed decisions and deployment
+moves in one chain anchored by a witness log, signed export bundles and the HTML scorecard. The read model
+is `state.py`; every write goes through `records.write` (schema migration 3)."""

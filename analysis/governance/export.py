@@ -88,6 +88,9 @@ def export_bundle(ledger: Ledger, ticket_ref: str, out: str | Path, fmt: str = "
             manifest["signature"] = {"method": signing.METHOD, "file": signing.SIG_FILE, "signer": signer.name,
                                      "key_id": signer.key_id}
             manifest["ledger_head"] = witness.signed_head(signer, st.ledger_id, st.rows[-1])
+        elif st.rows:  # unsigned, but still an anchor for `audit --against`: the newest witnessed head
+            heads = [h for h in witness.read(witness.path_for(ledger)) if h["seq"] == st.head[0]]
+            manifest["ledger_head"] = heads[-1] if heads else None
         manifest["manifest_sha256"] = manifest_digest(manifest)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
         if signer is not None:

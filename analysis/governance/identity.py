@@ -49,8 +49,8 @@ def creation_signer(ledger, name: str | None = None) -> Signer | None:
     Checked before any work is done, so a refusal costs nothing."""
     if not name:
         default = current_user()
-        if not keys.NAME_RE.match(default) or not keys.private_path(default).is_file():
-            return None
+        if not keys.NAME_RE.match(default) or not keys.private_path(default).is_file() or not state.initialised(ledger):
+            return None  # nobody asked to sign: an uninitialised ledger or no key means an unsigned ticket
     signer = unlock(name)
     check_can_create(ledger, signer)
     return signer

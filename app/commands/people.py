@@ -21,7 +21,8 @@ def add_parser(sub, parent):
     i.add_argument("--policy", help="policy TOML to pin (default: the shipped default policy)")
     p = sub.add_parser("people", parents=[parent], help="the registry: list, register, role, revoke, export")
     ps = p.add_subparsers(dest="people_action", required=True, metavar="ACTION")
-    ps.add_parser("list", parents=[parent], help="who is registered, with which key and roles")
+    ls = ps.add_parser("list", parents=[parent], help="who is registered, with which key and roles")
+    ls.add_argument("--json", action="store_true", help="print the trust file's JSON")
     r = ps.add_parser("register", parents=[parent], help="register a person's public key and roles (admin)")
     r.add_argument("name")
     r.add_argument("--key", required=True, help="their public key file (NAME.pub.pem from `ticketlab keygen`)")
@@ -42,15 +43,14 @@ def add_parser(sub, parent):
     po = sub.add_parser("policy", parents=[parent], help="the pinned policy: show, history, set (admin)")
     pos = po.add_subparsers(dest="policy_action", required=True, metavar="ACTION")
     pos.add_parser("show", parents=[parent], help="print the policy in force (TOML)")
-    pos.add_parser("history", parents=[parent], help="every pinned version")
+    hi = pos.add_parser("history", parents=[parent], help="every pinned version")
+    hi.add_argument("--json", action="store_true")
     s = pos.add_parser("set", parents=[parent], help="pin a new policy version (admin)")
     s.add_argument("file")
     _as(s, "the admin")
     c = sub.add_parser("sign-ticket", parents=[parent], help="sign as the creator of a ticket nobody has signed for")
     c.add_argument("ticket")
     _as(c, "the creator (engineer role)")
-    for q in (k, i, p, po, c):
-        q.add_argument("--json", action="store_true", help="print JSON")
     return [k, i, p, po, c]
 
 
@@ -81,7 +81,7 @@ def run(args) -> int:
     action = args.people_action
     if action == "list":
         reg = state.load(ledger).registry
-        if args.json:
+        if getattr(args, "json", False):
             print(json.dumps(reg.trust(), indent=2))
             return 0
         for n, p in sorted(reg.people.items()):
@@ -116,7 +116,7 @@ def _policy(args, ledger) -> int:
         if not versions:
             state.current_policy(ledger)  # raises the clear "no policy pinned" error
         print(versions[-1]["text"])
-    elif args.json:
+    elif getattr(args, "json", False):
         print(json.dumps([{k: v for k, v in x.items() if k != "text"} for x in versions], indent=2, default=str))
     else:
         for v in versions:

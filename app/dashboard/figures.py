@@ -29,22 +29,28 @@ def _grid(df: pd.DataFrame, col: str, order: list | None = None):
     return cols, layers, frac, kept.to_numpy(), total.to_numpy()
 
 
+MIN_SPAN = 0.02  # a colour scale spans at least 2 percentage points: rounding noise is not painted as contrast
+
+
 def data_range(z, diff: bool = False) -> tuple[float, float]:
     """The colour range of a map: the data's own range (a 50 % ticket is not one flat colour on a 0-1
-    scale); symmetric around 0 for differences. A constant map gets a small band around its value."""
+    scale), widened to at least MIN_SPAN around its middle so a uniform map stays one colour;
+    symmetric around 0 for differences."""
     finite = np.asarray(z, dtype=float)
     finite = finite[np.isfinite(finite)]
     if finite.size == 0:
         return (-1.0, 1.0) if diff else (0.0, 1.0)
     if diff:
-        m = float(np.abs(finite).max())
-        m = m if m > 1e-9 else 0.01
+        m = max(float(np.abs(finite).max()), MIN_SPAN / 2)
         return -m, m
     lo, hi = float(finite.min()), float(finite.max())
-    if hi - lo < 1e-9:
-        lo, hi = max(0.0, lo - 0.005), min(1.0, hi + 0.005)
-        if hi - lo < 1e-9:  # a constant 0 or 1 map
-            lo, hi = (0.0, 1.0)
+    if hi - lo < MIN_SPAN:
+        mid = (lo + hi) / 2
+        lo, hi = mid - MIN_SPAN / 2, mid + MIN_SPAN / 2
+        if lo < 0:
+            lo, hi = 0.0, MIN_SPAN
+        if hi > 1:
+            lo, hi = 1.0 - MIN_SPAN, 1.0
     return lo, hi
 
 

@@ -55,6 +55,17 @@ def pct(v) -> str:
     return ("+" if v > 0 else "−" if v < 0 else "±") + f"{abs(v):.1f} %"
 
 
+def plain(text) -> str:
+    """A text cell shown literally where cells are rendered as Markdown (st.table): `bbq*/*bias*` keeps its
+    asterisks and `>= 0.2` does not become a quote."""
+    if is_blank(text):
+        return ""
+    out = str(text).replace(">=", "≥").replace("<=", "≤")
+    for ch in ("\\", "*", "_", "`", "[", "]", "<", ">", "#", "|"):
+        out = out.replace(ch, "\\" + ch)
+    return out
+
+
 def tone(change: str | None, within_noise: bool | None) -> str:
     """The text colour of a delta: grey within noise, else green better / red worse."""
     if within_noise:

@@ -59,7 +59,8 @@ if not rules.empty:
         ["status", "rule", "item", "baseline", "candidate", "delta", "limit", "detail"]]
     styled = shown.style.map(lambda s: f"background-color: {tables.STATUS_BG.get(s.split(' ')[0], 'white')}",
                              subset=["status"]).format(
-        {"baseline": tables.num, "candidate": tables.num, "delta": tables.signed})
+        {"baseline": tables.num, "candidate": tables.num, "delta": tables.signed,
+         **{c: tables.plain for c in ("item", "limit", "detail")}}).hide(axis="index")
     st.table(styled)  # a static table wraps long details instead of cutting them off
 
 st.subheader(f"Evidence: the ticket against {review.baseline['label']}")
