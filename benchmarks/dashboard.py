@@ -97,9 +97,10 @@ def build(root: Path, n_tickets: int) -> dict:
         evaluate(loaded, subject, suite="attribution", limit=2, ledger=ledger)
     eval_s = time.perf_counter() - start
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "app.cli", "imp", "--rounds", "1", "--train-steps", "3", "--seeds", "0",
-                    "--controls", "random", "--eval-windows", "2", "--batch-size", "2", "--seq-len", "32", "--quiet",
-                    "--json"], cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "app.cli", "imp", "--rounds", "1", "--train-steps", "3", "--lr", "0.001",
+                    "--seeds", "0,1", "--arms", "ticket,random", "--rewind", "init", "--val-windows", "2",
+                    "--heldout-windows", "2", "--batch-size", "2", "--seq-len", "32", "--no-sanity", "--stability",
+                    "none", "--quiet", "--json"], cwd=REPO, check=True, stdout=subprocess.DEVNULL)
     imp_s = time.perf_counter() - start
     decisions.decide(ledger, tickets[0].id, "approve", people["alice"], "benchmark", override=True,
                      override_reason="limited evaluations in a benchmark")

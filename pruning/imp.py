@@ -219,7 +219,12 @@ class ImpExperiment:
             best = min(curves.values(), key=lambda c: min(v for _, v in c["curve"]))
             step, _ = min(best["curve"], key=lambda sv: sv[1])
             steps = step if step > k else min(st for st, _ in best["curve"] if st > k)
+            edge = [w for w, hit in (("the smallest learning rate tried", best["lr"] == min(p.pilot_lrs)),
+                                     ("the largest learning rate tried", best["lr"] == max(p.pilot_lrs)),
+                                     ("the longest T tried (validation still falling)", steps == p.pilot_steps))
+                    if hit and len(p.pilot_lrs) > 1 or (hit and w.startswith("the longest"))]
             out = {"curves": list(curves.values()), "lr": best["lr"], "steps": steps, "seed": p.seeds[0],
+                   "edge": edge,
                    "rule": "lr with the lowest validation loss; T = the step of that minimum (> K)",
                    "schedule_note": f"pilot runs use one cosine schedule over {p.pilot_steps} steps"}
             atomic_write_json(path, out, indent=2, sort_keys=True)

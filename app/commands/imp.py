@@ -203,6 +203,9 @@ def _report(args) -> int:
         if pilot:
             print(f"pilot: lr {pilot['lr']:g}, T = {pilot['steps']} ({pilot['rule']}); validation minimum per lr: "
                   + ", ".join(f"{c['lr']:g}: {min(v for _, v in c['curve']):.3f}" for c in pilot["curves"]))
+            if pilot.get("edge"):
+                print(f"  note: the pilot's choice is {' and '.join(pilot['edge'])}: the grid may not bracket the "
+                      f"optimum (a wider grid is a new protocol)")
         print(format_report(table))
         print(f"figure: {out}\n")
     if len(args.experiment) > 1:

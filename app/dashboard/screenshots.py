@@ -21,8 +21,8 @@ from pathlib import Path
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-PAGES = {"models": "", "prune": "prune", "survival": "survival", "benchmarks": "benchmarks", "review": "review",
-         "export": "export"}
+PAGES = {"models": "", "prune": "prune", "jobs": "jobs", "survival": "survival", "benchmarks": "benchmarks",
+         "experiments": "experiments", "review": "review", "export": "export"}
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -131,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             browser = launch(pw)
             page = browser.new_page(viewport={"width": 1440, "height": 1000}, device_scale_factor=1)
             for name, path in PAGES.items():
+                if not (REPO / "app" / "dashboard" / "views" / f"{path or 'models'}.py").exists():
+                    continue
                 query = queries.get(name)
                 target = shoot(page, f"http://127.0.0.1:{port}", path + (f"?{query}" if query else ""),
                                Path(args.out) / f"{name}.png", height=args.height or None)

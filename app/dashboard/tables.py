@@ -61,7 +61,7 @@ def plain(text) -> str:
     if is_blank(text):
         return ""
     out = str(text).replace(">=", "≥").replace("<=", "≤")
-    for ch in ("\\", "*", "_", "`", "[", "]", "<", ">", "#", "|"):
+    for ch in ("\\", "*", "_", "[", "]", "<", ">", "#", "|"):  # `code` stays code
         out = out.replace(ch, "\\" + ch)
     return out
 

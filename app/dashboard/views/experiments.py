@@ -99,6 +99,8 @@ with left:
     st.subheader("Pilot")
     if pilot:
         st.caption(f"Chosen: lr {pilot['lr']:g}, T = {pilot['steps']} ({pilot['rule']}).")
+        if pilot.get("edge"):
+            st.warning(f"The pilot's choice is {' and '.join(pilot['edge'])}: the grid may not bracket the optimum.")
         st.plotly_chart(exp_mod.pilot_figure(pilot), key="exp_pilot")
     else:
         st.caption("This protocol fixed lr and T itself (no pilot).")

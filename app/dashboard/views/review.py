@@ -57,10 +57,11 @@ if not rules.empty:
     rules["_order"] = [order.get(s.split(" ")[0], 4) for s in rules["status"]]
     shown = rules.sort_values(["_order", "rule"], kind="stable")[
         ["status", "rule", "item", "baseline", "candidate", "delta", "limit", "detail"]]
-    styled = shown.style.map(lambda s: f"background-color: {tables.STATUS_BG.get(s.split(' ')[0], 'white')}",
-                             subset=["status"]).format(
-        {"baseline": tables.num, "candidate": tables.num, "delta": tables.signed,
-         **{c: tables.plain for c in ("item", "limit", "detail")}}).hide(axis="index")
+    # st.table always draws the index: make it the status, coloured, instead of a row number
+    shown = shown.set_index("status")
+    styled = shown.style.map_index(lambda s: f"background-color: {tables.STATUS_BG.get(s.split(' ')[0], 'white')}")
+    styled = styled.format({"baseline": tables.num, "candidate": tables.num, "delta": tables.signed,
+                            **{c: tables.plain for c in ("item", "limit", "detail")}})
     st.table(styled)  # a static table wraps long details instead of cutting them off
 
 st.subheader(f"Evidence: the ticket against {review.baseline['label']}")
