@@ -135,6 +135,7 @@ def time_pages(repeats: int) -> list[dict]:
     for name in PAGES:
         if name != "models":
             at.switch_page(f"views/{name}.py")
+            at.query_params.clear()  # as the sidebar's links do: a page opens on its own defaults
         first = initial if name == "models" else run(at)
         cold, warm = [], []
         for _ in range(repeats):

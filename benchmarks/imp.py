@@ -149,12 +149,14 @@ def pretrained_arms(spec: str, steps: int) -> dict:
         exp.resolved = p
         exp.write_protocol()
         start = time.perf_counter()
-        times: dict[str, float] = {}
+        times: dict[str, dict] = {}
         last = [start]
 
         def on_round(r):
             now = time.perf_counter()
-            times[f"{r.arm} r{r.round}"] = now - last[0]
+            times[f"{r.arm} r{r.round}"] = {"unit_s": now - last[0], "train_s": r.train_seconds,
+                                            "train_s_per_step": r.train_seconds / max(1, r.record["optimizer_steps"]),
+                                            "tokens_per_s": r.tokens_per_second}
             last[0] = now
             if r.seed == 0 and r.round == 1 and r.arm == p.arms[-1]:
                 raise KeyboardInterrupt  # one seed is enough to time the arms
@@ -164,7 +166,8 @@ def pretrained_arms(spec: str, steps: int) -> dict:
         except KeyboardInterrupt:
             pass
         tokens = steps * p.batch_size * p.seq_len
-    return {"spec": spec, "steps": steps, "tokens_per_arm": tokens, "seconds_per_arm": times}
+    return {"spec": spec, "steps": steps, "tokens_per_arm": tokens, "per_arm": times,
+            "threads": torch.get_num_threads()}
 
 
 def main(argv: list[str] | None = None) -> int:

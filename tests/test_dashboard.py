@@ -447,9 +447,9 @@ def test_models_table_links_and_quick_evidence(lab):
 
 def test_failed_and_killed_jobs_show_their_error(state, tiny_llama_dir):
     bad = jobs.start(["prune", "--model", str(tiny_llama_dir), "--method", "magnitude", "--sparsity", "1.5", "--json"])
-    slow = jobs.start(["prune", "--model", str(tiny_llama_dir), "--method", "magnitude", "--json"])
     failed = jobs.wait(bad["id"], timeout=120)
     assert failed["status"] == "failed" and "outside [0, 1)" in failed["error"]
+    slow = jobs.start(["prune", "--model", str(tiny_llama_dir), "--method", "magnitude", "--json"])
     deadline = time.monotonic() + 30
     while jobs.get(slow["id"])["status"] == "starting" and time.monotonic() < deadline:
         time.sleep(0.1)

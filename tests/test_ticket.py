@@ -159,17 +159,24 @@ for go in sys.argv[2:]:
 
 
 def test_two_processes_saving_the_same_ticket_both_succeed_with_one_result(state, tiny_llama_dir, tmp_path):
-    rounds = [tmp_path / f"go{i}" for i in range(4)]  # a few rounds: the interleaving differs each time
+    rounds = [tmp_path / f"go{i}" for i in range(6)]  # a few rounds: the interleaving differs each time
+    tid_seen: list[str] = []
     procs = [subprocess.Popen([sys.executable, "-c", SAVER, str(tiny_llama_dir), *map(str, rounds)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     try:
-        for go in rounds:
+        for i, go in enumerate(rounds):
             for p in procs:  # both at the start line, then released together
                 assert p.stdout.readline().strip() == "ready", p.stderr.read()[-2000:]
+            if i % 2 and tid_seen:  # every other round: both find a half-written leftover to repair
+                leftover = state / "tickets" / tid_seen[0]
+                leftover.mkdir(parents=True)
+                for j in range(300):
+                    (leftover / f"part{j}").write_bytes(b"x")
             go.touch()
             lines = {p.stdout.readline().strip() for p in procs}
             assert len(lines) == 1, lines  # both succeeded, with the same ticket
             tid, where = lines.pop().split()
+            tid_seen[:] = [tid]
             assert Ticket.load(where).id == tid
             assert sorted(p.name for p in (state / "tickets").iterdir()) == [tid]  # one copy, no leftovers
             shutil.rmtree(state / "tickets")

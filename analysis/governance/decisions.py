@@ -20,6 +20,12 @@ from .state import approval_of, decision_rows, latest_decision  # noqa: F401  (r
 
 def decide(ledger, ticket_ref: str, decision: str, reviewer: Signer, reason: str, *, override: bool = False,
            override_reason: str | None = None, baseline: str = "dense") -> dict:
+    return records.retrying(lambda: _decide(ledger, ticket_ref, decision, reviewer, reason, override=override,
+                                            override_reason=override_reason, baseline=baseline))
+
+
+def _decide(ledger, ticket_ref: str, decision: str, reviewer: Signer, reason: str, *, override: bool,
+            override_reason: str | None, baseline: str) -> dict:
     if decision not in ("approve", "reject"):
         raise TicketLabError(f"decision must be approve or reject, not {decision!r}.")
     if not isinstance(reviewer, Signer):
@@ -70,7 +76,8 @@ def _check_approval(review: Review, override: bool) -> None:
                              f"this cannot be overridden.")
     failing = review.failures
     if failing and not override:
-        listed = ", ".join(f"{r.rule} {r.item}: {r.status}" for r in failing[:6])
+        listed = ", ".join(f"{r.rule} {r.item}: {r.status}{' (indicative)' if r.indicative else ''}"
+                           for r in failing[:6])
         more = f" and {len(failing) - 6} more" if len(failing) > 6 else ""
         raise TicketLabError(f"{review.ticket} does not pass the pinned policy {review.policy['name']} ({listed}{more}); "
                              f"approving it needs --override --override-reason TEXT, which is recorded. See "

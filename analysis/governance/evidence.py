@@ -85,10 +85,6 @@ def like_for_like(candidate: dict, rows: list[dict]) -> tuple[dict | None, str]:
     return ok[-1], ""
 
 
-def ticket_row(ledger: Ledger, ref: str) -> dict:
-    return ledger.get_ticket(ref)
-
-
 def resolve_baseline(ledger: Ledger, ticket: dict, ref: str) -> Subject:
     dense = ticket["dense_sha256"]
     if ref == "dense":

@@ -20,6 +20,25 @@ VERBS = {"register": "register people", "roles": "change roles", "policy": "pin 
          "rollback": "roll deployments back"}
 
 
+class ChainMoved(TicketLabError):
+    """Another governance record landed between reading the trail and writing: the checks must be redone."""
+
+
+def retrying(attempt, tries: int = 5):
+    """Run `attempt()` (read, check, write) again when another writer got in between.
+
+    Two dashboard tabs deciding at the same moment both succeed, each on a trail that includes the
+    other's record; neither forks the chain. The checks are redone each time, so a record the other
+    writer made (a new policy, a revoked key) is taken into account.
+    """
+    for left in range(tries - 1, -1, -1):
+        try:
+            return attempt()
+        except ChainMoved:
+            if left == 0:
+                raise
+
+
 def not_initialised(ledger) -> TicketLabError:
     legacy = state.legacy_history(ledger)
     old = (f" It predates signed governance: its {len(legacy['decisions'])} decisions and "
@@ -61,7 +80,7 @@ def write(ledger, signer: Signer, kind: str, body: dict, subject: str | None = N
     ledger_id = body["ledger_id"] if kind == "init" else st.ledger_id
     with ledger.transaction() as con:
         if chain.head(con) != st.head:
-            raise TicketLabError(f"another governance record was written while this one was prepared; {doing} again.")
+            raise ChainMoved(f"another governance record was written while this one was prepared; {doing} again.")
         row = chain.append(con, signer, kind, body, subject)
     witness.append(witness.path_for(ledger), witness.signed_head(signer, ledger_id, row))
     return row

@@ -45,7 +45,7 @@ def rows(baseline: str, ticket: str) -> pd.DataFrame:
 
 def _table(df: pd.DataFrame, key: str) -> None:
     shown = df[[c for c in SHOWN if c in df]].reset_index(drop=True)
-    st.dataframe(tables.styled_comparison(shown), hide_index=True, width="stretch", key=key,
+    st.dataframe(tables.styled_comparison(shown), hide_index=True, width="stretch", placeholder="—", key=key,
                  column_config=CONFIG, height=min(36 * (len(shown) + 1) + 3, 560))
 
 

@@ -185,6 +185,11 @@ def structure(value) -> dict:
     return value if isinstance(value, dict) else {}
 
 
+def is_structured(row) -> bool:
+    s = structure(row.get("structure"))
+    return "unit_sparsity" in s or s.get("kind") == "layers"
+
+
 def size_text(row) -> str:
     """How much a ticket removes, in the ticket's own units: a structured ticket's share of units
     (heads, neurons, layers) beside the share of weights; an unstructured one's weight sparsity."""

@@ -82,10 +82,11 @@ def match_ticket(ref: str, ids: list[str]) -> tuple[str | None, str | None]:
 
 
 def ticket_picker(df: pd.DataFrame, label: str, key: str, query_param: str | None = None,
-                  include: list[str] | None = None, index: int = 0) -> str | None:
+                  include: list[str] | None = None, index: int = 0, why_not: str = "") -> str | None:
     """A select box over tickets (and optional extra choices like 'dense'); the choice can come from a
     query parameter so a link opens a given ticket. A reference in the URL that names no ticket, or
-    several, is shown as an error naming it, and nothing is picked in its place."""
+    several, or a ticket this picker does not offer (`why_not` says why), is shown as an error naming
+    it, and nothing is picked in its place."""
     options = list(include or []) + list(df["id"])
     if not options:
         return None
@@ -95,6 +96,11 @@ def ticket_picker(df: pd.DataFrame, label: str, key: str, query_param: str | Non
     if wanted and st.session_state.get(applied) != wanted and wanted != st.session_state.get(key):
         # a new link (or the first visit): the URL decides, once; later picks change the URL
         hit, problem = (wanted, None) if wanted in (include or []) else match_ticket(wanted, list(df["id"]))
+        if problem and why_not:
+            everywhere = list(data.frame("SELECT id FROM tickets")["id"])
+            other, _ = match_ticket(wanted, everywhere)
+            if other is not None:
+                problem = f"ticket {other} is not offered here: {why_not}"
         if problem:
             st.error(problem, icon=":material/warning:")
             st.selectbox(label, options, index=None, key=f"{key}_unresolved", placeholder="pick a ticket",

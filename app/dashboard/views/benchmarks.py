@@ -80,7 +80,7 @@ with tab_metrics:
             quick = sel[sel["limit"].notna()].groupby("who")["limit"].max()
             wide = wide.rename(columns={w: f"{w} (quick, limit {int(q)})" for w, q in quick.items()})
             with st.expander(f"all metrics ({len(wide)})"):
-                st.dataframe(wide.reset_index(), hide_index=True, width="stretch",
+                st.dataframe(wide.reset_index(), hide_index=True, width="stretch", placeholder="—",
                              column_config={c: st.column_config.NumberColumn(c, format="%.4g") for c in wide.columns})
 
 with tab_compare:
@@ -113,7 +113,7 @@ with tab_imp:
             st.plotly_chart(exp_mod.imp_figure(report), key="bm_imp")
             st.caption("Held-out loss against weights remaining: the rewound ticket against its controls "
                        "(re-initialised, random mask); error bars are the spread over seeds.")
-            st.dataframe(report, hide_index=True, width="stretch")
+            st.dataframe(report, hide_index=True, width="stretch", placeholder="—")
 
 with tab_eval:
     if "eval" not in widgets.cli_parsers():

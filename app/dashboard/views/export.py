@@ -34,7 +34,9 @@ with left:
         if pool.empty:
             st.info("No approved ticket yet: approve one on the Review page first.")
         else:
-            tid = widgets.ticket_picker(pool, "ticket", key="exp_ticket", query_param="ticket")
+            tid = widgets.ticket_picker(pool, "ticket", key="exp_ticket", query_param="ticket",
+                                        why_not="it is not approved (tick “also offer tickets that are not "
+                                                "approved” to export it unreviewed).")
             if tid is None:
                 st.stop()
             verdict_line.show(tid)

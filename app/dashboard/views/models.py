@@ -15,7 +15,7 @@ def ticket_table(df, headline: list[str], experiment: bool = False) -> None:
     view = df.assign(
         deployed=df["deployed"].map({True: "deployed", False: ""}),
         setting=[data.setting(m, p) for m, p in zip(df["method"], df["params"], strict=True)],
-        size=[data.size_text(r) for r in df.to_dict("records")],
+        size=[data.size_text(r) if data.is_structured(r) else "" for r in df.to_dict("records")],
         review=[verdict_line.review_words(t) for t in df["id"]],
         model=df["model"].fillna("").map(lambda s: Path(s).name if "/" in s else s))
     view, link_config = links.link_columns(view)
@@ -27,11 +27,11 @@ def ticket_table(df, headline: list[str], experiment: bool = False) -> None:
         cols.insert(1, "experiment")
     labels = data.headline_labels(headline)
     quick = (view["evidence"].str.startswith("quick")).any()
-    st.dataframe(tables.clean_text(view[cols]), hide_index=True, width="stretch", column_config={
-        "id": st.column_config.TextColumn("ticket", width="small"),
+    st.dataframe(tables.clean_text(view[cols]), hide_index=True, width="stretch", placeholder="—", column_config={
+        "id": st.column_config.TextColumn("ticket", width="medium"),
         "achieved_sparsity": st.column_config.NumberColumn("weights removed", format="percent"),
-        "size": st.column_config.TextColumn("removed", help="structured tickets: the share of units (heads, neurons, "
-                                                            "layers) and of weights"),
+        "size": st.column_config.TextColumn("units removed", help="structured tickets: the share of units (heads, "
+                                                                  "neurons, layers) and of weights"),
         **{c: st.column_config.NumberColumn(labels[c], format="%.4g", help=c + " (latest run; see evidence)")
            for c in headline},
         "evidence": st.column_config.TextColumn("evidence", help="full: the headline values come from full runs; "
@@ -57,7 +57,7 @@ else:
         deployed=[deployed.get(s, "dense") for s in models["weights_sha256"]],
         params_M=(models["n_params"] / 1e6).round(1))
     st.dataframe(view[["spec", "family", "model_type", "params_M", "weights", "tickets", "deployed"]],
-                 hide_index=True, width="stretch", column_config={"params_M": st.column_config.NumberColumn(
+                 hide_index=True, width="stretch", placeholder="—", column_config={"params_M": st.column_config.NumberColumn(
                      "params (M)", format="%.1f")})
 
     oneshot = tickets[tickets["experiment"].isna()]

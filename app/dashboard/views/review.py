@@ -57,9 +57,12 @@ if not rules.empty:
     rules["_order"] = [order.get(s.split(" ")[0], 4) for s in rules["status"]]
     shown = rules.sort_values(["_order", "rule"], kind="stable")[
         ["status", "rule", "item", "baseline", "candidate", "delta", "limit", "detail"]]
-    # st.table always draws the index: make it the status, coloured, instead of a row number
-    shown = shown.set_index("status")
-    styled = shown.style.map_index(lambda s: f"background-color: {tables.STATUS_BG.get(s.split(' ')[0], 'white')}")
+    # st.table always draws the index (and does not colour it): make it the status, and colour the rule
+    colours = [f"background-color: {tables.STATUS_BG.get(s.split(' ')[0], 'white')}" for s in shown["status"]]
+    # the Styler needs a unique index: zero-width spaces keep equal statuses apart and read the same
+    shown = shown.set_index(pd.Index([s + "\u200b" * i for i, s in enumerate(shown["status"])], name="status"))
+    shown = shown.drop(columns="status")
+    styled = shown.style.apply(lambda col: colours, subset=["rule", "item"])
     styled = styled.format({"baseline": tables.num, "candidate": tables.num, "delta": tables.signed,
                             **{c: tables.plain for c in ("item", "limit", "detail")}})
     st.table(styled)  # a static table wraps long details instead of cutting them off

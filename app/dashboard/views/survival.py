@@ -113,7 +113,7 @@ if st.button("Compare the masks", key="iou_go") or st.session_state.get("iou_pai
         whole = overlap.random_iou(int(iou["kept_a"].sum()), int(iou["kept_b"].sum()), int(iou["total"].sum()))
         overall = iou["intersection"].sum() / iou["union"].sum()
         c2.markdown(f"IoU over all layers **{overall:.3f}**; random masks at these sparsities: **{whole:.3f}**")
-        c2.dataframe(summary, hide_index=True, width="stretch", column_config={
+        c2.dataframe(summary, hide_index=True, width="stretch", placeholder="—", column_config={
             "iou": st.column_config.ProgressColumn("IoU", min_value=0, max_value=1, format="%.3f"),
             "random_iou": st.column_config.NumberColumn("random masks", format="%.3f",
                                                         help="expected IoU of two random masks at the same sparsities"),
