@@ -164,6 +164,14 @@ def sentence(v: dict) -> str:
         elif largest is not None:
             parts.append("It is not a winning ticket at any sparsity: the random-mask control also matches or is "
                          "not worse than the ticket at the confidence level.")
+        beats = [e for e in v["rounds"] if e["controls"].get("random", {}).get("worse_than_ticket")
+                 and not e["winning"]]
+        if beats:
+            parts.append("The ticket does beat the random-mask control (random - ticket > 0 at "
+                         f"{v['confidence']:.0%}) at " + ", ".join(
+                             f"{e['sparsity']:.1%} ({_iv(e['controls']['random']['minus_ticket']).text()})"
+                             for e in beats)
+                         + ", where the random control also matches dense or the ticket does not.")
         if sanity is not None:
             parts.append(f"Sanity check passed: with every prunable linear removed the loss is "
                          f"{_iv(sanity['empty_minus_dense']).text()} nats worse than dense.")

@@ -310,24 +310,28 @@ def test_prune_job_progress_and_cancel(state, tiny_llama_dir, monkeypatch):
         os.killpg(status["pid"], 0)
 
 
-def test_imp_form_runs_an_experiment_and_draws_its_curves(state):
+def _by_label(widgets, label: str):
+    hits = [w for w in widgets if w.label == label]
+    assert hits, f"no widget {label!r}; have {[w.label for w in widgets]}"
+    return hits[0]
+
+
+def test_imp_form_starts_an_imp_job(state):
+    """The IMP form (its fields belong to the experiments work) starts `ticketlab imp` as a kind-imp job
+    that the Jobs page lists; the experiment itself is tested with the Experiments page."""
     at = page("prune")
-    for key, value in (("imp_train_steps", "3"), ("imp_seeds", "0"), ("imp_controls", "random"),
-                       ("imp_eval_windows", "2"), ("imp_batch_size", "2"), ("imp_seq_len", "32")):
-        at.text_input(key=key).set_value(value)
-    at.number_input(key="imp_rounds").set_value(1)
+    _by_label(at.text_input, "seeds").set_value("0,1")
+    _by_label(at.text_input, "T (steps)").set_value("3")
+    _by_label(at.text_input, "lr").set_value("0.001")
+    _by_label(at.number_input, "rounds").set_value(1)
     button(at, "Start the IMP experiment").click().run()
     no_crash(at)
     job = jobs.list_jobs()[0]
-    assert job["kind"] == "imp" and "--train-steps" in job["argv"] and "--json" in job["argv"]
-    done = jobs.wait(job["id"], timeout=240)
-    assert done["status"] == "succeeded", done
-    bm = page("benchmarks")
-    bm.run()
-    no_crash(bm)
-    assert bm.selectbox(key="bm_exp").value == done["result"]["experiment"]
-    charts = [c for c in bm.get("plotly_chart") if "weights remaining" in c.proto.spec]
-    assert charts and '"random"' in charts[0].proto.spec
+    assert job["kind"] == "imp" and job["argv"][0] == "imp" and "--json" in job["argv"]
+    assert job["argv"][job["argv"].index("--train-steps") + 1] == "3"
+    listing = page("jobs")
+    assert any(job["label"] in m.value for m in listing.markdown)
+    assert jobs.cancel(job["id"])["status"] == "cancelled"
 
 
 def _eval_jobs() -> list[dict]:

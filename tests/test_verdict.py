@@ -89,3 +89,10 @@ def test_barrier_from_k_against_from_0():
 def test_fewer_than_two_seeds_gives_no_verdict():
     v = verdict(_synthetic(-0.02, 0.2, 1.5, n=1))
     assert "no verdict" in v["sentence"] and not any(e["matching"] for e in v["rounds"])
+
+
+def test_a_ticket_that_beats_a_random_control_which_also_matches_is_not_winning_but_said_so():
+    v = verdict(_synthetic(ticket_gap=-0.05, random_gap=0.03, empty_gap=1.5), delta=0.02)
+    e = v["rounds"][0]
+    assert e["matching"] and e["controls"]["random"]["matching"] and e["controls"]["random"]["worse_than_ticket"]
+    assert not e["winning"] and "does beat the random-mask control" in v["sentence"]

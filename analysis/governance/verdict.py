@@ -110,10 +110,12 @@ def _fmt_delta(row: dict) -> str:
 def delta_words(rows: list[dict]) -> list[Part]:
     """The headline rows (analysis.comparison.headline) as 'perplexity +80.2 % (worse)'."""
     out = []
+    names = [r["metric"] for r in rows]
     for r in rows:
         if r.get("delta") is None:
             continue
-        name = r["metric"] if r["task"] != "bbq" else f"BBQ {r['metric']}"
+        # a name two headlines share (acc) says whose it is
+        name = r["metric"] if names.count(r["metric"]) == 1 else f"{r['task']} {r['metric']}"
         if r.get("within_noise"):
             out.append(Part(f"{name} {_fmt_delta(r)} (within noise)", NEUTRAL))
         elif r.get("change") in ("better", "worse"):

@@ -34,11 +34,14 @@ def eval_headline(result: dict, argv: list[str]) -> str:
 
     shown = []
     res = result.get("results") or {}
-    for task, metric in metric_meta.headline_metrics():
+    heads = metric_meta.headline_metrics()
+    names = [m for _, m in heads]
+    for task, metric in heads:
         values = res.get(task) or {}
         for key, value in values.items():
             if key.split(",")[0] == metric:
-                shown.append(f"{metric if task != 'bbq' else 'BBQ ' + metric} **{_num(value)}**")
+                label = metric if names.count(metric) == 1 else f"{task} {metric}"  # acc of which task
+                shown.append(f"{label} **{_num(value)}**")
                 break
     if not shown:  # no headline metric in this suite: the first few of whatever was measured
         for task, values in list(res.items())[:3]:

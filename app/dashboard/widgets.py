@@ -127,7 +127,7 @@ def ticket_picker(df: pd.DataFrame, label: str, key: str, query_param: str | Non
 jobs_panel = _jobs_panel.jobs_panel
 
 
-# --- forms from the CLI's own parser ------------------------------------------------------------
+# --- the CLI's own parser (which commands a job can run) ------------------------------------------------------------
 @st.cache_resource(max_entries=1, show_spinner=False)
 def cli_parsers() -> dict[str, argparse.ArgumentParser]:
     """`ticketlab` subcommand -> its argparse parser: forms for commands built from their real options."""
@@ -144,58 +144,3 @@ def json_flag(command: str) -> list[str]:
     parser = cli_parsers().get(command)
     has = parser is not None and any("--json" in a.option_strings for a in parser._actions)
     return ["--json"] if has else []
-
-
-SKIP = {"help", "data_dir", "state_dir", "ledger", "json", "device", "dtype", "quiet"}
-
-
-def argparse_form(command: str, key: str, fixed: dict[str, str] | None = None) -> list[str] | None:
-    """Widgets for a subcommand's own options (call it inside a form); returns the argv they spell, or
-    None when the command does not exist (yet). Options left at their default are not passed."""
-    parser = cli_parsers().get(command)
-    if parser is None:
-        return None
-    fixed = fixed or {}
-    options: list[str] = []
-    positional: list[str] = []
-    cols = st.columns(3)
-    shown = 0
-    for action in parser._actions:
-        if action.dest in SKIP or isinstance(action, argparse._HelpAction):
-            continue
-        flag = action.option_strings[-1] if action.option_strings else None
-        if action.dest in fixed:
-            value = fixed[action.dest]
-        else:
-            col = cols[shown % 3]
-            shown += 1
-            label = flag.lstrip("-") if flag else action.dest
-            wkey = f"{key}_{action.dest}"
-            help_ = (action.help or "").replace("%(default)s", str(action.default))
-            if isinstance(action, argparse._StoreTrueAction):
-                if col.checkbox(label, value=bool(action.default), key=wkey, help=help_):
-                    options.append(flag)
-                continue
-            if action.choices:
-                choices = [str(c) for c in action.choices]
-                if not action.required and flag:
-                    choices = [""] + choices
-                default = str(action.default) if action.default is not None else ""
-                value = col.selectbox(label, choices, key=wkey, help=help_,
-                                      index=choices.index(default) if default in choices else 0)
-            elif action.type in (int, float) and action.default is not None and action.nargs is None:
-                value = col.number_input(label, value=action.type(action.default), key=wkey, help=help_,
-                                         step=1 if action.type is int else 0.05,
-                                         format=None if action.type is int else "%g")
-            else:
-                default = "" if action.default in (None, argparse.SUPPRESS) else str(action.default)
-                value = col.text_input(label, value=default, key=wkey, help=help_)
-            value = "" if value is None else str(value)
-            is_default = action.default is not None and value == str(action.default)
-            if not action.required and flag and (value == "" or is_default):
-                continue
-        if flag:
-            options += [flag, str(value)]
-        else:
-            positional.append(str(value))
-    return [command, *positional, *options]
