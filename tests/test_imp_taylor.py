@@ -38,7 +38,7 @@ def _gated(loaded, calib, module_of, width_of, group):
 
 @pytest.fixture
 def calib():
-    return CalibrationSet(torch.randint(0, 1000, (3, 8), generator=torch.Generator().manual_seed(0)))
+    return CalibrationSet(torch.randint(0, 1000, (4, 12), generator=torch.Generator().manual_seed(0)))
 
 
 def test_head_taylor_is_the_mean_absolute_gate_gradient_per_example(tiny_llama, calib):

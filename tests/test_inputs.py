@@ -89,3 +89,13 @@ def test_the_dashboard_zips_only_bundles_under_the_state_folder_and_never_follow
         with pytest.raises(TicketLabError, match="only"):
             zip_bundle(folder)
     assert zip_bundle(exports / ".." / "exports" / "t-masks")  # the same bundle, spelt another way
+
+
+def test_prune_refuses_a_calib_len_beyond_the_models_positions(state, tiny_llama_dir, capsys):
+    from app.cli import main
+
+    rc = main(["prune", "--model", str(tiny_llama_dir), "--method", "wanda", "--sparsity", "0.5",
+               "--calib-samples", "2", "--calib-len", "300"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--calib-len 300 is longer than the model's maximum positions (256)" in err, err
+    assert not (state / "tickets").exists() or not list((state / "tickets").iterdir())
