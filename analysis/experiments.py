@@ -21,6 +21,7 @@ import pandas as pd
 
 from pruning.errors import TicketLabError
 from pruning.imp import RoundResult
+from pruning.refs import resolve_ref
 
 from .ledger import Ledger, MetricRow
 from .recording import record_prune
@@ -89,14 +90,15 @@ def record_experiment(experiment: str, params: dict, status: str, summary: dict 
 
 def find_experiment(ref: str, ledger: Ledger | None = None) -> dict:
     ledger = ledger or Ledger()
-    rows = ledger.query("SELECT * FROM experiments WHERE id = ? OR id LIKE ? ORDER BY id", [ref, ref + "%"])
-    exact = [r for r in rows if r["id"] == ref]
-    if exact or len(rows) == 1:
-        return (exact or rows)[0]
-    if not rows:
+    ids = [r["id"] for r in ledger.query("SELECT id FROM experiments")]
+    if not ids:
         raise TicketLabError(f"no experiment {ref!r} in the ledger {ledger.path}; run `ticketlab imp` first "
                              f"(its output names the experiment).")
-    raise TicketLabError(f"experiment prefix {ref!r} is ambiguous: {', '.join(r['id'] for r in rows[:5])}")
+    # experiment ids are "imp-<hex>": the hex part follows the one reference rule (literal, >= 6 digits)
+    by_hex = {i.removeprefix("imp-"): i for i in ids}
+    hit = by_hex[resolve_ref(ref.removeprefix("imp-"), by_hex, "experiment", f"the ledger {ledger.path}")] \
+        if ref not in ids else ref
+    return ledger.query("SELECT * FROM experiments WHERE id = ?", [hit])[0]
 
 
 def _params(row: dict) -> dict:

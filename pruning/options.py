@@ -39,7 +39,7 @@ OwlM = Annotated[float, Field(gt=0.0, description="OWL: a weight is an outlier w
                                                            "M x the layer mean")]
 Importance = Annotated[Literal[IMPORTANCE], Field(  # type: ignore[valid-type]
     description="unit importance: weight norm, activation norm on the calibration data, or first-order "
-                "Taylor (|sum grad x weight|, Michel et al. 2019)")]
+                "Taylor (mean over calibration sequences of |dL/d gate| on each unit's output, Michel et al. 2019)")]
 PerLayer = Annotated[Literal["uniform", "global"], Field(
     description="structured: the same fraction of units in every layer (uniform), or chosen by one ranking "
                 "over all layers after normalising each layer's scores (global)")]

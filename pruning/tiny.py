@@ -24,10 +24,7 @@ with every checkpoint as a `PreTrainedTokenizerFast`, so `pruning.models.load_mo
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -35,6 +32,7 @@ import torch
 
 from . import settings
 from .calibration import sha256_file
+from .durable import atomic_dir
 from .errors import TicketLabError
 
 CORPORA = ("corpora/wikitext-2/valid.txt", "corpora/wikitext-2/test.txt")
@@ -170,13 +168,7 @@ def save_checkpoint(model, tokenizer_source: Path | str | None, target: Path) ->
 
 
 def _atomic_dir(target: Path, write) -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+    # an existing folder here is incomplete (callers check completeness first): replace it
+    with atomic_dir(target, replace=True) as tmp:
         write(tmp)
-        if target.exists():  # incomplete (callers check completeness first): replace it
-            shutil.rmtree(target)
-        os.rename(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target

@@ -397,8 +397,9 @@ def test_unknown_or_ambiguous_ticket_in_the_url_is_an_error_naming_it(lab):
     at = page("survival", ticket=lab.ids[2][:8])  # a unique prefix opens that ticket
     assert at.selectbox(key="surv_ticket").value == lab.ids[2] and not errors(at)
     ids = ["abcdef01" + "0" * 56, "abcdef02" + "0" * 56]
-    assert match_ticket("abcdef", ids)[1].startswith("ticket reference 'abcdef' is ambiguous")
-    assert "too short" in match_ticket("abc", ids)[1]
+    assert match_ticket("abcdef", ids)[1].startswith("ticket prefix 'abcdef' is ambiguous")
+    assert "at least 6 of its leading hex digits" in match_ticket("abc", ids)[1]
+    assert match_ticket("%", ids)[0] is None  # never a LIKE / glob pattern
 
 
 def test_load_box_takes_a_ticket_id_and_says_what_it_loaded(lab):

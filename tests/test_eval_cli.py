@@ -57,6 +57,7 @@ def test_compare_tickets_and_export(state, tiny_llama_dir, ticket_id, capsys, tm
     listing = _json(capsys)
     assert listing[0]["id"] == ticket_id and listing[0]["method"] == "magnitude"
     assert listing[0]["metrics"]["wikitext2.perplexity"]["limit"] == 2
+    assert listing[0]["review"] == "unreviewed"  # the signed log's state, in the verdict line's words
     assert main(["tickets"]) == 0
     assert ticket_id in capsys.readouterr().out
     assert main(["ledger", "export", "--out", str(tmp_path / "export")]) == 0

@@ -339,7 +339,7 @@ def test_ledger_report_verdict_and_figures(state):
     record_experiment(exp.id, {**p.to_dict(), "rewind_step": 3, "folder": str(exp.dir)}, "running", ledger=ledger)
     res = exp.run(on_round=lambda r: record_round(r, ledger))
     assert not any(record_round(r, ledger) for r in res)  # replaying is a no-op
-    table = imp_report(exp.id[:8], ledger)
+    table = imp_report(exp.id[:10], ledger)
     assert list(table["round"]) == [0, 1] and list(table["n_seeds"]) == [2, 2]
     v = experiment_verdict(exp.id, ledger)
     assert v["n_seeds"] == 2 and v["sanity"] is not None and set(v["barrier"]["by_rewind_step"]) == {"0", "3"}

@@ -123,8 +123,11 @@ def _compare(args) -> int:
 
 
 def ticket_listing(ledger) -> list[dict]:
-    """Tickets with their headline metrics (the newest full run, else the newest limited one)."""
+    """Tickets with their headline metrics (the newest full run, else the newest limited one) and their
+    review state as the signed governance log has it (the verdict line's own words)."""
     from analysis import metric_meta
+    from analysis.governance import state as gov_state
+    from analysis.governance.verdict import review_words
 
     tickets = ledger.query("SELECT id, name, method, target_sparsity, achieved_sparsity, dense_sha256, parent, "
                            "experiment, created_at FROM tickets ORDER BY created_at, id")
@@ -134,14 +137,17 @@ def ticket_listing(ledger) -> list[dict]:
     best: dict[tuple, dict] = {}
     for m in metrics:
         best.setdefault((m["subject"], m["task"], m["metric"]), m)
+    states = gov_state.ticket_states(ledger) if tickets else {}
     out = []
     for t in tickets:
+        known = states.get(t["id"])
+        review = review_words(known).text if known is not None else "unreviewed"
         key = {}
         for task, metric in metric_meta.KEY_METRICS:
             m = best.get((t["id"], task, metric))
             if m is not None:
                 key[f"{task}.{metric}"] = {"value": m["value"], "stderr": m["stderr"], "limit": m["limit"]}
-        out.append({**t, "created_at": str(t["created_at"]), "metrics": key})
+        out.append({**t, "created_at": str(t["created_at"]), "review": review, "metrics": key})
     return out
 
 
@@ -160,7 +166,7 @@ def _tickets(args) -> int:
         shown = "  ".join(f"{k.split('.', 1)[0]}.{k.split('.', 1)[1]}={v['value']:.4g}"
                           + ("*" if v["limit"] is not None else "") for k, v in r["metrics"].items()
                           if v["value"] is not None)
-        print(f"{r['id']}  {r['method']:<12} sparsity {sparsity:.3f}  {r['name'] or ''}  {shown}")
+        print(f"{r['id']}  {r['method']:<12} sparsity {sparsity:.3f}  [{r['review']}]  {r['name'] or ''}  {shown}")
     print("(* = measured with --limit)")
     return 0
 

@@ -154,33 +154,11 @@ def _audit(key: tuple) -> dict:
     return modules().audit.audit(data.ledger())
 
 
-@st.cache_data(ttl=300, max_entries=64, show_spinner=False)
-def _compare(baseline: str, ticket: str, key: tuple) -> dict:
-    return data.optional("analysis.compare").compare(baseline, ticket, data.ledger())
-
-
-def metric_deltas(ticket: str, baseline_subject: str) -> pd.DataFrame | None:
-    """Every metric both have, like with like: analysis.compare's rows (delta = ticket - baseline)."""
-    if data.optional("analysis.compare") is None:
-        return None
-    try:
-        result = _compare(baseline_subject, ticket, data.stamp())
-    except TicketLabError:
-        return None
-    if not result["rows"]:
-        return None
-    df = pd.DataFrame(result["rows"]).rename(columns={"a": "baseline", "b": "ticket", "a_stderr": "baseline_stderr",
-                                                      "b_stderr": "ticket_stderr"})
-    return df[["suite", "task", "metric", "baseline", "baseline_stderr", "ticket", "ticket_stderr", "delta",
-               "within_stderr", "change"]]
-
-
 def _after_write(message: str) -> None:
     data.forget()
     _gov_state_at.clear()
     _review.clear()
     _audit.clear()
-    _compare.clear()
     st.session_state["gov_flash"] = message
     st.rerun()
 

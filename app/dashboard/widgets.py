@@ -10,6 +10,7 @@ import streamlit as st
 
 from app import jobs
 from pruning.errors import TicketLabError
+from pruning.refs import resolve_ref
 
 from . import data
 from . import jobs_panel as _jobs_panel
@@ -67,18 +68,10 @@ def first_steps() -> None:
 def match_ticket(ref: str, ids: list[str]) -> tuple[str | None, str | None]:
     """(the one ticket id `ref` names, or None with the reason): a full id, or a unique prefix of at
     least 6 characters. Never a guess: an unknown or ambiguous reference is an error naming it."""
-    ref = ref.strip()
-    if ref in ids:
-        return ref, None
-    if len(ref) < 6:
-        return None, f"ticket reference {ref!r} is too short: give at least 6 characters of the id."
-    hits = [i for i in ids if i.startswith(ref)]
-    if len(hits) == 1:
-        return hits[0], None
-    if not hits:
-        return None, f"no ticket {ref!r} in the ledger ({len(ids)} tickets): check the link or pick one below."
-    return None, (f"ticket reference {ref!r} is ambiguous: it matches {', '.join(h[:12] for h in hits[:6])}"
-                  + (" …" if len(hits) > 6 else "") + "; give more characters.")
+    try:
+        return resolve_ref(ref.strip(), ids, "ticket", f"the ledger ({len(ids)} tickets)"), None
+    except TicketLabError as e:
+        return None, str(e)
 
 
 def ticket_picker(df: pd.DataFrame, label: str, key: str, query_param: str | None = None,

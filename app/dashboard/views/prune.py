@@ -13,10 +13,8 @@ st.title("Prune")
 
 def _needs_calibration(method, values: dict) -> bool:
     """The engine's own rule (OWL allocation reads activations whatever the method)."""
-    try:
-        from pruning.prune import calibration_needed
-    except ImportError:
-        return method.needs_calibration
+    from pruning.prune import calibration_needed
+
     try:
         return calibration_needed(method, method.validate(values))
     except TicketLabError:
