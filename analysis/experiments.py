@@ -90,7 +90,8 @@ def record_experiment(experiment: str, params: dict, status: str, summary: dict 
 
 def find_experiment(ref: str, ledger: Ledger | None = None) -> dict:
     ledger = ledger or Ledger()
-    ids = [r["id"] for r in ledger.query("SELECT id FROM experiments")]
+    rows = {r["id"]: r for r in ledger.query("SELECT * FROM experiments")}  # a handful of rows: one query
+    ids = list(rows)
     if not ids:
         raise TicketLabError(f"no experiment {ref!r} in the ledger {ledger.path}; run `ticketlab imp` first "
                              f"(its output names the experiment).")
@@ -98,7 +99,7 @@ def find_experiment(ref: str, ledger: Ledger | None = None) -> dict:
     by_hex = {i.removeprefix("imp-"): i for i in ids}
     hit = by_hex[resolve_ref(ref.removeprefix("imp-"), by_hex, "experiment", f"the ledger {ledger.path}")] \
         if ref not in ids else ref
-    return ledger.query("SELECT * FROM experiments WHERE id = ?", [hit])[0]
+    return rows[hit]
 
 
 def _params(row: dict) -> dict:
@@ -128,8 +129,11 @@ def experiment_verdict(experiment: str, ledger: Ledger | None = None) -> dict:
     confidence and sanity margin."""
     ledger = ledger or Ledger()
     row = find_experiment(experiment, ledger)
+    return _verdict_of(ledger, row, _losses(ledger, row["id"]))
+
+
+def _verdict_of(ledger: Ledger, row: dict, df: pd.DataFrame) -> dict:
     proto = _params(row)
-    df = _losses(ledger, row["id"])
     bar = _metric_frame(ledger, row["id"], "stability", "loss_barrier")
     dense_bar = bar[(bar["round"] == 0)].drop_duplicates(["seed", "rewind_step"], keep="last") if not bar.empty \
         else bar
@@ -146,9 +150,10 @@ def imp_report(experiment: str, ledger: Ledger | None = None) -> pd.DataFrame:
     with its 95% t-interval and n; the paired (ticket - dense) interval, `matching` and `winning` from the
     verdict. attrs: experiment, rewind, verdict (dict), sentence."""
     ledger = ledger or Ledger()
-    exp = find_experiment(experiment, ledger)["id"]
+    row = find_experiment(experiment, ledger)
+    exp = row["id"]
     df = _losses(ledger, exp)
-    v = experiment_verdict(exp, ledger)
+    v = _verdict_of(ledger, row, df)  # the rows already read, not a second round of queries
     conf = v["confidence"]
     dense = t_interval(df[(df.arm == "ticket") & (df["round"] == 0)]["value"], conf)
     by_round = {e["round"]: e for e in v["rounds"]}

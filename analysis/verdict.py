@@ -51,9 +51,11 @@ class Interval:
 
 
 def t_quantile(confidence: float, df: int) -> float:
-    from scipy.stats import t
+    # scipy.special's inverse Student-t CDF is the same function as scipy.stats.t.ppf (agrees to 1e-12),
+    # without importing scipy.stats (0.8 s), which the dashboard's first render of a verdict paid for
+    from scipy.special import stdtrit
 
-    return float(t.ppf((1.0 + confidence) / 2.0, df))
+    return float(stdtrit(df, (1.0 + confidence) / 2.0))
 
 
 def t_interval(values: Iterable[float], confidence: float = 0.95) -> Interval:
