@@ -24,6 +24,7 @@ install: $(STAMP) data-link
 data-link:
 	@mkdir -p data
 	@if [ -d "$(SHARED_DATA)" ] && [ ! -e data/reference ]; then ln -s "$(SHARED_DATA)" data/reference; echo "linked data/reference -> $(SHARED_DATA)"; fi
+	@if [ ! -e data/reference ] && [ -z "$$TICKETLAB_DATA_DIR" ]; then echo "note: no reference data ($(SHARED_DATA) is missing): perplexity, calibration and the safety suite need it. Run 'make SHARED_DATA=/path/to/data ...' or set TICKETLAB_DATA_DIR; tests that need it will skip (CI fails them)." >&2; fi
 
 # Debian's chromium for the Playwright browser test (no browser download). The path is the one the
 # test uses (app/dashboard/screenshots.py CHROMIUM; tests/test_ci.py checks they agree).
