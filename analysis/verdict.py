@@ -177,6 +177,10 @@ def sentence(v: dict) -> str:
         if sanity is not None:
             parts.append(f"Sanity check passed: with every prunable linear removed the loss is "
                          f"{_iv(sanity['empty_minus_dense']).text()} nats worse than dense.")
+        else:
+            # --no-sanity (or an experiment recorded without it): what was not checked is said, not implied
+            parts.append("Sanity check not run: whether this budget can show a capacity difference at all is "
+                         "unchecked.")
     b = v.get("barrier")
     if b:
         by = b["by_rewind_step"]

@@ -96,3 +96,12 @@ def test_a_ticket_that_beats_a_random_control_which_also_matches_is_not_winning_
     e = v["rounds"][0]
     assert e["matching"] and e["controls"]["random"]["matching"] and e["controls"]["random"]["worse_than_ticket"]
     assert not e["winning"] and "does beat the random-mask control" in v["sentence"]
+
+
+def test_a_verdict_without_the_sanity_check_says_it_was_not_run():
+    rows = [r for r in _synthetic(ticket_gap=-0.02, random_gap=0.2, empty_gap=1.5) if r["arm"] != "empty"]
+    v = verdict(rows, delta=0.02)
+    assert v["sanity"] is None and "matches dense up to 75.0%" in v["sentence"]
+    assert "Sanity check not run" in v["sentence"]
+    with_it = verdict(_synthetic(ticket_gap=-0.02, random_gap=0.2, empty_gap=1.5), delta=0.02)
+    assert "Sanity check passed" in with_it["sentence"] and "not run" not in with_it["sentence"]
