@@ -7,10 +7,8 @@ ledger by the engine and the analysis code; this module only selects them.
 
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
-from types import ModuleType
 
 import pandas as pd
 import streamlit as st
@@ -69,16 +67,6 @@ def forget() -> None:
 def tables() -> set[str]:
     df = frame("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'")
     return set(df["table_name"])
-
-
-def optional(module: str) -> ModuleType | None:
-    """An analysis module that another part of the project provides, or None until it exists."""
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name and (module == e.name or module.startswith(e.name + ".")):
-            return None
-        raise
 
 
 # --- ledger views ----------------------------------------------------------------------------------

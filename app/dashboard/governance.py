@@ -24,13 +24,23 @@ from . import data
 SIGNER = "gov_signer"
 
 
-def modules() -> SimpleNamespace | None:
-    """The governance modules, or None until they are installed."""
-    names = ("review", "decisions", "deploy", "policy", "identity", "verify", "export", "state", "audit", "keys")
-    mods = {n: data.optional(f"analysis.governance.{n}") for n in names}
-    if any(mods[n] is None for n in ("review", "decisions", "deploy", "policy", "state")):
-        return None
-    return SimpleNamespace(**mods)
+def modules() -> SimpleNamespace:
+    """The governance modules the pages call, imported on first use (pages without governance skip the cost)."""
+    from analysis.governance import (
+        audit,
+        decisions,
+        deploy,
+        export,
+        identity,
+        keys,
+        policy,
+        review,
+        state,
+        verify,
+    )
+
+    return SimpleNamespace(review=review, decisions=decisions, deploy=deploy, policy=policy, identity=identity,
+                           verify=verify, export=export, state=state, audit=audit, keys=keys)
 
 
 @st.cache_data(ttl=300, max_entries=4, show_spinner=False)

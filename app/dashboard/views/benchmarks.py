@@ -112,7 +112,9 @@ with tab_imp:
         else:
             st.plotly_chart(exp_mod.imp_figure(report), key="bm_imp")
             st.caption("Held-out loss against weights remaining: the rewound ticket against its controls "
-                       "(re-initialised, random mask); error bars are the spread over seeds.")
+                       "(re-initialised, random mask); error bars are 95% t-intervals over seeds.")
+            st.page_link("views/experiments.py", label="The verdict, learning curves, pilot and sanity check: "
+                         "Experiments page", icon=":material/science:")
             st.dataframe(report, hide_index=True, width="stretch", placeholder="—")
 
 with tab_eval:

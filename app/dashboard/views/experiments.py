@@ -10,6 +10,7 @@ import math
 import pandas as pd
 import streamlit as st
 
+from analysis import experiments as exp_mod
 from app.dashboard import data
 from pruning.errors import TicketLabError
 
@@ -31,10 +32,9 @@ def _cell(mean: float, low: float, high: float) -> str:
     return f"{mean:.4f}" if math.isnan(low) else f"{mean:.4f} [{low:.4f}, {high:.4f}]"
 
 
-exp_mod = data.optional("analysis.experiments")
 experiments = data.frame("SELECT id, status, created_at, params, summary FROM experiments "
                          "WHERE kind = 'imp' ORDER BY created_at DESC")
-if experiments.empty or exp_mod is None:
+if experiments.empty:
     st.info("No lottery-ticket experiments yet: start one on the Prune page (IMP experiment) or with `ticketlab imp`.")
     st.stop()
 

@@ -15,9 +15,6 @@ from pruning.errors import TicketLabError
 st.title("Export")
 
 gov = governance.modules()
-if gov is None or gov.export is None or gov.verify is None:
-    st.info("Export appears here once the governance module (analysis.governance) is installed.")
-    st.stop()
 
 tickets = data.tickets()
 exports_dir = settings.state_dir() / "exports"

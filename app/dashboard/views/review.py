@@ -19,9 +19,6 @@ if tickets.empty:
     widgets.first_steps()
     st.stop()
 gov = governance.modules()
-if gov is None:
-    st.info("Reviews appear here once the governance module (analysis.governance) is installed.")
-    st.stop()
 
 c1, c2, c3 = st.columns([2, 2, 2])
 with c1:
