@@ -45,6 +45,14 @@ def data_dir() -> Path:
 
 
 @pytest.fixture
+def reference_data(data_dir, monkeypatch) -> Path:
+    """For tests that read the reference data through `settings`: skipped without it (a failure in CI),
+    and settings pointed at the copy found."""
+    monkeypatch.setenv("TICKETLAB_DATA_DIR", str(data_dir))
+    return data_dir
+
+
+@pytest.fixture
 def state(tmp_path, embedded_dir, data_dir, monkeypatch):
     """A fresh state directory with the embedded model cache linked in (no 20 s GGUF rebuild)."""
     from pruning import settings

@@ -178,7 +178,7 @@ def test_a_bbq_category_added_through_data_alone(tiny_llama, tmp_path, monkeypat
     assert r.config["task_setup"] == {"bbq": {"bbq_per_category": 8}}
 
 
-def test_own_category_entries_aggregate_like_lm_evals_placeholders():
+def test_own_category_entries_aggregate_like_lm_evals_placeholders(reference_data):
     """Keeping only a document's own category entries gives lm-eval's numbers (it pads the other ten with NaN)."""
     import datasets
     from lm_eval.tasks.bbq import utils as U

@@ -148,7 +148,7 @@ def test_yamls_are_lm_evals_definitions():
                     assert _same(m["aggregation"], theirs_metrics[m["metric"]]["aggregation"]), m["metric"]
 
 
-def test_local_data_matches_lm_evals_columns():
+def test_local_data_matches_lm_evals_columns(reference_data):
     crows = L.crows_pairs_rows()
     assert len(crows) == 1508 and {"sent_more", "sent_less", "bias_type"} <= set(crows[0])
     tqa = L.truthfulqa_rows()
@@ -161,7 +161,7 @@ def test_local_data_matches_lm_evals_columns():
     assert [r["occupation"], r["participant"]][r["label"]] == r["target"]
 
 
-def test_bbq_cap_is_stratified_whole_instances():
+def test_bbq_cap_is_stratified_whole_instances(reference_data):
     rows = L.bbq_rows(per_category=40)
     assert len(rows) == 6 * 40
     for cat in BBQ_CATEGORIES:
