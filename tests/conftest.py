@@ -41,7 +41,7 @@ def data_dir() -> Path:
     for candidate in [Path(env)] if env else [REPO_STATE / "reference", REPO.parent / "shared" / "data"]:
         if (candidate / "corpora").exists():
             return candidate.resolve()
-    pytest.skip("reference data not found: run `make install` (links ../shared/data) or set TICKETLAB_DATA_DIR")
+    pytest.skip("reference data not found: run `make install` (links ../shared/data), `make SHARED_DATA=/path/to/data install`, or set TICKETLAB_DATA_DIR")
 
 
 @pytest.fixture
