@@ -165,6 +165,8 @@ def _commands(lab: dict) -> dict:
                         "carol", "materialized", ("path", "ticket")),
         "decision": (["decide", lab["pending"], "approve", "--as", "bob", "--reason", "fine", "--json"],
                      "bob", None, ("ticket_id", "decision", "seq")),
+        "promote": (["promote", lab["approved"], "--as", "dave", "--reason", "ship", "--json"],
+                    "dave", None, ("target", "seq", "action")),
     }
 
 
@@ -174,7 +176,10 @@ POINTS = {
     "eval": [("ledger.run.finished", "first"), ("ledger.commit", "last")],
     "export": [("durable.dir.before_rename", "last"), ("durable.dir.after_rename", "last")],
     "materialize": [("durable.dir.before_rename", "first"), ("durable.dir.after_rename", "first")],
-    "decision": [("ledger.commit", "first"), ("ledger.commit", "last")],
+    # governance.committed: after the commit, before the witness; the rerun must not record a second
+    # decision or promotion (idempotent) and must witness the one the killed run committed
+    "decision": [("ledger.commit", "first"), ("ledger.commit", "last"), ("governance.committed", "first")],
+    "promote": [("ledger.commit", "first"), ("governance.committed", "first")],
 }
 
 
