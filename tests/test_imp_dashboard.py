@@ -7,7 +7,7 @@ from pathlib import Path
 from streamlit.testing.v1 import AppTest
 
 from app import jobs
-from pruning.protocol import Protocol
+from pruning.lottery.protocol import Protocol
 
 MAIN = Path(__file__).resolve().parents[1] / "app" / "dashboard" / "main.py"
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from analysis.verdict import INCONCLUSIVE, paired, t_interval, verdict
+from analysis.lottery.lottery_verdict import INCONCLUSIVE, paired, t_interval, verdict
 
 
 def test_t_interval_matches_a_hand_computed_example():

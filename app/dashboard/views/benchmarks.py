@@ -17,7 +17,7 @@ SUITE_ORDER = ("safety", "ppl", "latency", "attribution")
 PREFERRED = ("pct_stereotype", "amb_bias_score", "disamb_bias_score", "perplexity", "acc")
 @st.cache_data(ttl=300, max_entries=32, show_spinner=False)
 def imp_table(experiment: str, stamp: tuple) -> pd.DataFrame:
-    from analysis.experiments import imp_report
+    from analysis.lottery.experiments import imp_report
 
     return imp_report(experiment, data.ledger())
 

@@ -1,6 +1,6 @@
 """Experiments: a lottery-ticket experiment's verdict sentence, the sparsity x arm table (mean, 95%
 interval, n seeds), the largest matching sparsity, learning curves with interval bands, the pilot, the
-sanity check and the instability barrier. Everything is read from the ledger (analysis.experiments)."""
+sanity check and the instability barrier. Everything is read from the ledger (analysis.lottery.experiments)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ st.title("Experiments")
 
 @st.cache_data(ttl=300, max_entries=16, show_spinner=False)
 def _report(experiment: str, stamp: tuple) -> tuple[pd.DataFrame, dict, pd.DataFrame, dict | None]:
-    from analysis.experiments import imp_report, learning_curves, pilot_record
+    from analysis.lottery.experiments import imp_report, learning_curves, pilot_record
 
     ledger = data.ledger()
     table = imp_report(experiment, ledger)
@@ -82,7 +82,7 @@ st.dataframe(shown, hide_index=True, width="stretch")
 st.plotly_chart(exp_mod.imp_figure(table), key="exp_curve")
 
 with st.expander("Controls against the ticket (paired differences)"):
-    from analysis.verdict import rows_table
+    from analysis.lottery.lottery_verdict import rows_table
 
     st.dataframe(pd.DataFrame(rows_table(verdict)), hide_index=True, width="stretch")
 

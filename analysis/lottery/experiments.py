@@ -20,12 +20,12 @@ from pathlib import Path
 import pandas as pd
 
 from pruning.errors import TicketLabError
-from pruning.imp import RoundResult
+from pruning.lottery.runner import RoundResult
 from pruning.refs import resolve_ref
 
-from .ledger import Ledger, MetricRow
-from .recording import record_prune
-from .verdict import t_interval, verdict
+from ..ledger import Ledger, MetricRow
+from ..recording import record_prune
+from .lottery_verdict import t_interval, verdict
 
 ARM_ORDER = ("ticket", "random", "reinit", "magnitude", "wanda", "dense_matched")
 COLORS = {"ticket": "#1f77b4", "reinit": "#ff7f0e", "random": "#2ca02c", "magnitude": "#9467bd",
@@ -125,7 +125,7 @@ def _losses(ledger: Ledger, exp: str) -> pd.DataFrame:
 
 
 def experiment_verdict(experiment: str, ledger: Ledger | None = None) -> dict:
-    """The verdict (analysis.verdict) from the recorded per-seed losses, with the protocol's delta,
+    """The verdict (analysis.lottery.lottery_verdict) from the recorded per-seed losses, with the protocol's delta,
     confidence and sanity margin."""
     ledger = ledger or Ledger()
     row = find_experiment(experiment, ledger)
