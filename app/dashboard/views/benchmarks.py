@@ -97,7 +97,7 @@ with tab_compare:
             comparison.comparison_view(cmp_base, cmp_ticket, key="bm_cmp", baseline_label=labels.get(cmp_base, cmp_base))
 
 with tab_imp:
-    from analysis import experiments as exp_mod
+    from analysis.lottery import experiments as exp_mod
 
     experiments = data.frame("SELECT id, kind, status, created_at, params FROM experiments ORDER BY created_at DESC")
     if experiments.empty:

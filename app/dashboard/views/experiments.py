@@ -10,7 +10,7 @@ import math
 import pandas as pd
 import streamlit as st
 
-from analysis import experiments as exp_mod
+from analysis.lottery import experiments as exp_mod
 from app.dashboard import data
 from pruning.errors import TicketLabError
 
