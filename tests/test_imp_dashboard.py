@@ -52,5 +52,5 @@ def test_imp_form_offers_the_protocol_defaults_and_the_page_shows_the_verdict(st
     specs = [c.proto.spec for c in ex.get("plotly_chart")]
     assert any("weights remaining" in s for s in specs) and any("learning curves" in s for s in specs)
     # the sanity check is the random mask at the highest sparsity tested; the TOST outcome is a column
-    assert "(the highest sparsity tested) − dense" in "\n".join(str(x.value) for x in ex.markdown)
+    assert "sparsity (the highest tested) - dense" in "\n".join(str(x.value) for x in ex.markdown)
     assert "TOST" in table.columns and "testing stopped at" in [m.label for m in ex.metric]

@@ -25,7 +25,7 @@ from pruning.refs import resolve_ref
 
 from ..ledger import Ledger, MetricRow
 from ..recording import record_prune
-from .lottery_verdict import t_interval, verdict
+from .lottery_verdict import sanity_text, t_interval, verdict
 
 ARM_ORDER = ("ticket", "random", "reinit", "magnitude", "wanda", "dense_matched")
 COLORS = {"ticket": "#1f77b4", "reinit": "#ff7f0e", "random": "#2ca02c", "magnitude": "#9467bd",
@@ -229,13 +229,7 @@ def format_report(table: pd.DataFrame) -> str:
                      f"{'' if e['tested'] else ' (not tested: after the first failure)'}")
     s = v.get("sanity")
     if s:
-        e = s["minus_dense"]
-        what = ("every prunable linear removed" if s["kind"] == "empty"
-                else f"random mask at {s['sparsity']:.1%} (highest sparsity tested)")
-        need = (f"lower bound > {s['margin']:g}" if s["kind"] == "empty"
-                else f"worse by more than delta {s['margin']:g} (one-sided p {s['p']:.3g})")
-        lines.append(f"sanity check: {what} - dense: {cell(e['mean'], e['low'], e['high'])} nats, needs {need}: "
-                     f"{'passed' if s['passed'] else 'FAILED'}")
+        lines.append(f"sanity check: {sanity_text(s)}: {'passed' if s['passed'] else 'FAILED'}")
     b = v.get("barrier")
     if b:
         lines.append("instability barrier of the dense network: " + "; ".join(

@@ -32,7 +32,7 @@ from pruning.lottery.stats import (
     tost,
 )
 
-__all__ = ["INCONCLUSIVE", "Interval", "paired", "rows_table", "sentence", "t_interval", "t_quantile", "verdict"]
+__all__ = ["INCONCLUSIVE", "Interval", "paired", "rows_table", "sanity_text", "sentence", "t_interval", "t_quantile", "verdict"]
 
 INCONCLUSIVE = "inconclusive: the budget cannot show a capacity difference"
 
@@ -156,7 +156,8 @@ def _iv(d: dict) -> Interval:
     return Interval(**d)
 
 
-def _sanity_text(sanity: dict) -> str:
+def sanity_text(sanity: dict) -> str:
+    """The sanity check in words (for the sentence, the report and the dashboard)."""
     iv = _iv(sanity["minus_dense"]).text()
     if sanity["kind"] == "empty":
         return f"every prunable linear removed - dense = {iv} nats (needed > {sanity['margin']:g})"
@@ -183,7 +184,7 @@ def sentence(v: dict) -> str:
     sanity = v.get("sanity")
     parts = []
     if sanity is not None and not sanity["passed"]:
-        parts.append(f"{INCONCLUSIVE} ({_sanity_text(sanity)}).")
+        parts.append(f"{INCONCLUSIVE} ({sanity_text(sanity)}).")
     else:
         largest = v["largest_matching_sparsity"]
         stop = v.get("stopping_sparsity")
@@ -212,7 +213,7 @@ def sentence(v: dict) -> str:
                          + ", where the random control also matches dense, the ticket does not, or the level was "
                            "not reached by the testing order.")
         if sanity is not None:
-            parts.append(f"Sanity check passed: {_sanity_text(sanity)}.")
+            parts.append(f"Sanity check passed: {sanity_text(sanity)}.")
         else:
             # an experiment without a random control or the older empty arm: what was not checked is said
             parts.append("Sanity check not run: whether this budget can show a capacity difference at all is "

@@ -117,12 +117,9 @@ with left:
 with right:
     st.subheader("Sanity check and barrier")
     if sanity:
-        e = sanity["minus_dense"]
-        what = ("Every prunable linear removed" if sanity["kind"] == "empty"
-                else f"Random mask at {sanity['sparsity']:.1%} (the highest sparsity tested)")
-        need = (f"lower bound > {sanity['margin']:g}" if sanity["kind"] == "empty"
-                else f"worse by more than delta = {sanity['margin']:g}, one-sided p = {sanity['p']:.3g}")
-        st.write(f"{what} − dense: {_cell(e['mean'], e['low'], e['high'])} nats ({need}): "
+        from analysis.lottery.lottery_verdict import sanity_text
+
+        st.write(f"{sanity_text(sanity)[0].upper()}{sanity_text(sanity)[1:]}: "
                  f"**{'passed' if sanity['passed'] else 'failed'}**.")
     b = verdict.get("barrier")
     if b:
