@@ -87,7 +87,8 @@ def test_decide_and_deploy_only_as_the_signed_in_person(state, tiny_llama, monke
     assert "every signature and role valid" in texts(at)
 
 
-def test_export_signed_by_the_approver_and_its_signature_shown(state, tiny_llama, monkeypatch):
+def test_export_signed_by_the_approver_or_a_deployer_and_its_signature_shown(state, tiny_llama, monkeypatch):
+    """Issue 21: the deployer's main button used to be an export that could only fail."""
     from analysis.governance import decisions
 
     monkeypatch.setenv("TICKETLAB_APP_MODEL", tiny_llama.spec)
@@ -97,18 +98,19 @@ def test_export_signed_by_the_approver_and_its_signature_shown(state, tiny_llama
     ex = page("export", ticket=t.id)
     ex.selectbox(key="exp_format").set_value("masks").run()
     sign_in(ex, "exp", "bob", passphrase("bob"))
-    assert f"only alice, who approved {t.id}, can sign its bundle" in texts(ex)
-    button(ex, f"Export {t.id} signed by bob").click().run()
-    assert "bob did not approve" in errors(ex)
+    # bob neither approved it nor deploys: told whom to ask, and offered no button that can only fail
+    assert "bob cannot sign this bundle: it is signed by alice, who approved it, or by a deployer (dave)" in texts(ex)
+    assert not [b for b in ex.button if b.label.startswith("Export")]
     button(ex, "Sign out").click().run()
-    sign_in(ex, "exp", "alice", passphrase("alice"))
-    button(ex, f"Export {t.id} signed by alice").click().run()
+    sign_in(ex, "exp", "dave", passphrase("dave"))
+    button(ex, f"Export {t.id} signed by dave (as deployer; carries alice's signed approval)").click().run()
     assert not ex.exception, [e.value for e in ex.exception]
-    assert "signed by alice" in texts(ex)
+    assert not ex.error, [e.value for e in ex.error]
+    assert "signed by dave" in texts(ex)
     ex = page("export", ticket=t.id)
     button(ex, "Verify the bundle (hashes, ticket id, signature, signer)").click().run()
     shown = "\n".join(s.value for s in ex.success)
-    assert "signed by **alice**" in shown and "model-signing signature" in shown
+    assert "Verified: signed by **dave** · approved by **alice**" in shown and "model-signing signature" in shown
 
 
 def test_review_page_on_a_ledger_without_signed_registry(state, tiny_llama, monkeypatch):

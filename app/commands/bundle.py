@@ -11,8 +11,8 @@ def add_parser(sub, parent):
     e.add_argument("ticket", help="ticket id or unique prefix")
     e.add_argument("--out", required=True, help="bundle directory (must not exist unless --overwrite)")
     e.add_argument("--format", default="masked-weights", choices=("masks", "masked-weights", "materialized"))
-    e.add_argument("--as", dest="as_name", help="the approving reviewer, whose key signs the bundle "
-                                                "(default $TICKETLAB_USER)")
+    e.add_argument("--as", dest="as_name", help="who signs the bundle: the approving reviewer or a "
+                                                "deployer (default $TICKETLAB_USER)")
     e.add_argument("--unreviewed", action="store_true",
                    help="export a ticket that is not approved (unsigned; the manifest says so)")
     e.add_argument("--overwrite", action="store_true", help="replace an earlier bundle at --out")

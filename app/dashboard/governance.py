@@ -307,27 +307,62 @@ def bundle_status(bundle: Path) -> None:
     except TicketLabError as e:
         st.error(str(e), icon=":material/gpp_bad:")
         return
-    who = f"signed by **{result['signed_by']}**" if result["signed_by"] else "**unsigned**"
-    (st.success if result["ok"] else st.warning)(
-        f"{who}; checked: {', '.join(result['checked'])}" + "".join(f"  \nNOT CHECKED: {u}" for u in result["unchecked"]),
-        icon=":material/lock:" if result["ok"] else ":material/help:")
+    (st.success if result["ok"] else st.warning)(verified_words(result),
+                                                 icon=":material/lock:" if result["ok"] else ":material/help:")
+
+
+def verified_words(result: dict) -> str:
+    """What `verify_bundle` established, in words: who signed, who approved (and whether by override), what
+    was checked and, first, what was not. Never "verified" for an unsigned or unchecked bundle."""
+    who = f"signed by **{result['signed_by']}**" if result["signed_by"] else "**UNSIGNED: nobody vouches for it**"
+    review = result.get("review") or "unreviewed"
+    approved = f" · {review}" + (f" by **{result['approved_by']}**" if result.get("approved_by") else "")
+    head = ("Verified: " if result["ok"] else "NOT verified: ") + who + approved
+    missing = "".join(f"  \nNOT CHECKED: {u}" for u in result["unchecked"])
+    return f"{head}{missing}  \nchecked: {', '.join(result['checked'])}"
+
+
+def exporters(ticket: str) -> tuple[dict | None, list[str]]:
+    """(the approval, who may sign its bundle: the approving reviewer, then every deployer)."""
+    st_ = _gov_state()
+    approval = modules().state.approval_of(st_, ticket)
+    if approval is None:
+        return None, []
+    deployers = sorted(n for n, p in st_.registry.people.items() if "deployer" in p.roles and p.key_id)
+    return approval, [approval["reviewer"]] + [n for n in deployers if n != approval["reviewer"]]
+
+
+def approval_words(approval: dict) -> str:
+    """'approved by alice (#12)', or 'approved by OVERRIDE of the policy by alice (#12): reason'."""
+    if approval.get("override"):
+        return (f"approved by **override** of the policy by {approval['reviewer']} (decision #{approval['seq']}): "
+                f"{approval.get('override_reason') or 'no reason given'}")
+    return f"approved by {approval['reviewer']} (decision #{approval['seq']})"
 
 
 def signed_export(ticket: str, fmt: str, out: str, overwrite: bool) -> None:
-    """Export an approved ticket signed by the signed-in approving reviewer (in this session: the key never
-    leaves it). Unreviewed exports run as background jobs and stay unsigned."""
+    """Export an approved ticket signed by the signed-in person: its approving reviewer, or a deployer (the
+    bundle then carries the reviewer's signed approval; `verify` checks both). The key never leaves this
+    session. Someone else is told whom to ask, and gets no button that can only fail."""
     gov = modules()
+    approval, may = exporters(ticket)
+    if approval is not None:
+        (st.warning if approval.get("override") else st.caption)(approval_words(approval))
     me = sign_in("exp")
-    if me is None:
+    if me is None or approval is None:
         return
-    approval = gov.state.approval_of(_gov_state(), ticket)
-    if approval is not None and approval["reviewer"] != me.name:
-        st.caption(f"only {approval['reviewer']}, who approved {ticket}, can sign its bundle.")
-    if st.button(f"Export {ticket} signed by {me.name}", type="primary", key=f"exp_signed_{ticket}_{fmt}"):
+    if me.name not in may:
+        st.info(f"{me.name} cannot sign this bundle: it is signed by {approval['reviewer']}, who approved it, or by a "
+                f"deployer ({', '.join(may[1:]) or 'nobody holds that role yet'}). Ask one of them to sign in here.",
+                icon=":material/person_search:")
+        return
+    role = gov.export.exporter_role(approval, me.name)
+    what = "as its approver" if role == "approver" else f"as deployer; carries {approval['reviewer']}'s signed approval"
+    if st.button(f"Export {ticket} signed by {me.name} ({what})", type="primary", key=f"exp_signed_{ticket}_{fmt}"):
         try:
             with st.spinner(f"exporting {ticket} as {fmt}…"):
                 m = gov.export.export_bundle(data.ledger(), ticket, out, fmt, signer=me, overwrite=overwrite)
         except TicketLabError as e:
             st.error(str(e), icon=":material/warning:")
         else:
-            st.success(f"bundle {out}: {len(m['files'])} files, signed by {me.name}", icon=":material/lock:")
+            st.success(f"bundle {out}: {len(m['files'])} files, signed by {me.name} ({what})", icon=":material/lock:")
