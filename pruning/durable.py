@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from .errors import TicketLabError
 from .procs import pid_alive
 
 CRASH_ENV = "TICKETLAB_CRASH_AT"
@@ -60,6 +61,35 @@ def crash_point(label: str) -> None:
     _hits[label] = _hits.get(label, 0) + 1
     if _hits[label] >= int(nth or 1):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def mount_point(path: str | Path) -> Path:
+    p = Path(path).resolve()
+    while not p.exists():
+        p = p.parent
+    while not os.path.ismount(p):
+        p = p.parent
+    return p
+
+
+def raise_if_full(e: BaseException, path: str | Path) -> None:
+    """Raise one clear error for a full file system (or quota) at `path`, naming both; any other error is
+    left to the caller (`except OSError as e: raise_if_full(e, path); raise`)."""
+    if not isinstance(e, OSError) or e.errno not in FULL:
+        return
+    mount = mount_point(path)
+    try:
+        st = os.statvfs(mount)
+        free = f"{st.f_bavail * st.f_frsize / 1e6:.1f} MB free of {st.f_blocks * st.f_frsize / 1e6:.1f} MB"
+    except OSError:
+        free = "free space unknown"
+    what = "quota exceeded" if e.errno == errno.EDQUOT else "no space left"
+    raise TicketLabError(f"the file system at {mount} is full ({what}, {free}) while writing {path}: free space there "
+                         f"(or point the state directory elsewhere) and run the command again; nothing was written "
+                         f"in place of what was there.") from e
 
 
 def _hold(label: str) -> None:

@@ -169,3 +169,80 @@ def test_records_bind_the_full_content_hash(tiny_llama, state, monkeypatch):
     row = _sign_directly(lab.ledger, lab["carol"], "create", body, other.id)
     assert "is not the start of the content hash" in _void(lab.ledger, row["seq"])
     assert gstate.creator_of(lab.ledger, other.id) is None
+
+
+def test_fresh_ledger_takeover_fails_the_audit_and_verify(tiny_llama, state, monkeypatch, capsys):
+    """eve empties the governance log, moves the witness aside, `init --admin eve`, approves and promotes with
+    keys of her own: the anchor in everyone else's key directory names the ledger they trust."""
+    import duckdb
+    from govern_helpers import PASSING, passphrase
+
+    from analysis.governance import anchor, keys, trustfile
+    from app.cli import main
+
+    lab = setup_lab(state, tiny_llama, monkeypatch)
+    t = make_recorded_ticket(tiny_llama, lab.ledger, signer=lab["carol"])
+    trust = trustfile.export(gstate.load(lab.ledger), lab["ada"])
+    (state / "trust.json").write_text(__import__("json").dumps(trust))
+    team_keys = state / "keys"
+    wpath = witness.path_for(lab.ledger)
+    con = duckdb.connect(str(lab.ledger.path))
+    con.execute("DELETE FROM governance_log")
+    con.close()
+    # init refuses the witness location that has a history ...
+    with pytest.raises(TicketLabError, match="already holds .* heads .* had a history"):
+        admin.init_ledger(lab.ledger, lab["eve"])
+    wpath.rename(state / "aside.jsonl")  # ... so eve moves it aside, and uses keys of her own
+    monkeypatch.setenv("TICKETLAB_KEY_DIR", str(state / "eves-keys"))
+    keys.generate("eve", passphrase("eve"))
+    eve = keys.unlock("eve", passphrase("eve"))
+    (state / "p.toml").write_text(PASSING.replace("creator_may_approve = false", "creator_may_approve = true"))
+    admin.init_ledger(lab.ledger, eve, policy_file=state / "p.toml", roles=("admin", "engineer", "reviewer",
+                                                                          "deployer"))
+    from analysis.governance import identity
+
+    identity.sign_creation(lab.ledger, eve, t.id)
+    decisions.decide(lab.ledger, t.id, "approve", eve, "mine")
+    deploy.promote(lab.ledger, t.id, eve, "mine")
+    export_bundle(lab.ledger, t.id, state / "eves-bundle", "masks", signer=eve, loaded=tiny_llama)
+    assert audit.audit(lab.ledger)["ok"]  # in eve's own key directory, her anchor matches her ledger
+    # everyone else's key directory holds the anchor of the ledger ada initialised
+    monkeypatch.setenv("TICKETLAB_KEY_DIR", str(team_keys))
+    report = audit.audit(lab.ledger)
+    assert not report["ok"] and not report["intact"] and "no trust anchor for ledger" in report["problems"][0]
+    with pytest.raises(TicketLabError, match="no trust anchor"):
+        decisions.decide(lab.ledger, t.id, "reject", lab["alice"], "who is eve?")
+    assert main(["verify", str(state / "eves-bundle")]) == 1  # the local ledger's keys vouch for nothing
+    out = capsys.readouterr().out
+    assert "local ledger's keys are not used" in out and "NOT CHECKED" in out
+    assert main(["verify", str(state / "eves-bundle"), "--trust", str(state / "trust.json")]) == 2
+    assert "is not a trusted key of eve" in capsys.readouterr().err
+    # and a trust file eve writes for her ledger is refused by anyone who pinned ada's anchor for that id
+    assert anchor.load(trust["ledger_id"]) is not None
+
+
+def test_trust_files_are_signed_by_an_admin_and_checked(tiny_llama, state, monkeypatch, capsys):
+    import json
+
+    from govern_helpers import passphrase
+
+    from analysis.governance import trustfile
+    from analysis.governance.verify import load_trust
+    from app.cli import main
+
+    setup_lab(state, tiny_llama, monkeypatch)
+    monkeypatch.setenv("TICKETLAB_PASSPHRASE", passphrase("alice"))
+    assert main(["people", "export", "--out", str(state / "t.json"), "--as", "alice"]) == 2
+    assert "is not an admin" in capsys.readouterr().err
+    monkeypatch.setenv("TICKETLAB_PASSPHRASE", passphrase("ada"))
+    assert main(["people", "export", "--out", str(state / "t.json"), "--as", "ada"]) == 0
+    assert load_trust(state / "t.json")["signed_by"] == "ada"
+    trust = json.loads((state / "t.json").read_text())
+    trust["people"]["eve"]["roles"] = ["reviewer", "admin"]  # eve promotes herself in the file
+    (state / "t.json").write_text(json.dumps(trust))
+    with pytest.raises(TicketLabError, match="not signed by an admin it lists"):
+        load_trust(state / "t.json")
+    unsigned = {k: v for k, v in trust.items() if k not in trustfile.SIGNED}
+    (state / "t.json").write_text(json.dumps(unsigned))
+    with pytest.raises(TicketLabError, match="not signed by an admin it lists"):
+        load_trust(state / "t.json")

@@ -13,7 +13,7 @@ from pathlib import Path
 from pruning import text as plain
 from pruning.errors import TicketLabError
 
-from . import keys, records, state
+from . import anchor, keys, records, state, witness
 from .keys import Signer
 from .people import ROLES
 from .policy import DEFAULT_POLICY, parse_policy
@@ -38,14 +38,24 @@ def _public_key(key: str | Path) -> str:
 
 
 def init_ledger(ledger, admin: Signer, policy_file: str | Path | None = None, roles=("admin",)) -> dict:
+    """Record #1 (a fresh ledger id, the first admin, the witness location), the policy, and the first admin's
+    trust anchor. Refused over any history: a ledger with governance records, or a witness log with heads
+    (an emptied log and a moved witness must not become a fresh start)."""
     st = state.load(ledger)
     if st.rows:
         raise TicketLabError(f"ledger {ledger.path} is already initialised (ledger id {st.ledger_id}); nothing was "
                              f"recorded.")
+    wpath = witness.configured_path(ledger)
+    heads, bad = witness.scan(wpath)
+    if heads or bad:
+        raise TicketLabError(f"the witness location {wpath} already holds {len(heads)} heads (of ledger "
+                             f"{heads[0]['ledger_id'] if heads else '?'}): this ledger had a history. Restore it, or "
+                             f"choose a fresh witness location with $TICKETLAB_WITNESS; nothing was recorded.")
     text = _policy_text(policy_file or DEFAULT_POLICY)  # checked before anything is written
     person = {"name": admin.name, "public_key": admin.public_pem, "roles": _roles({"admin", *roles})}
-    row = records.write(ledger, admin, "init", {"ledger_id": uuid.uuid4().hex, "person": person}, admin.name,
-                        doing="initialise the ledger")
+    body = {"ledger_id": uuid.uuid4().hex, "person": person, "witness": witness.to_pin(ledger, wpath)}
+    row = records.write(ledger, admin, "init", body, admin.name, doing="initialise the ledger")
+    anchor.pin(anchor.sign(state.load(ledger), admin), "the new ledger's anchor")
     set_policy(ledger, admin, text=text)
     return row
 

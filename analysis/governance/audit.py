@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pruning.errors import TicketLabError
 
-from . import state, witness
+from . import anchor, state, witness
 from .reader import snapshot
 
 
@@ -45,24 +45,29 @@ def _audit(ledger, against) -> dict:
     log_problems = [st.link[1]] if st.link else []
     log_problems += [st.problems[s] for s in sorted(st.problems)]
     voided = [st.voided[s] for s in sorted(st.voided)]
-    wpath = witness.path_for(ledger)
+    anchored = anchor.problem(st)
+    log_problems += [anchored] if anchored else []
     heads: list[dict] = []
-    witness_problem = ""
+    witness_problem, bad_lines = "", []
     try:
-        heads = witness.read(wpath)
+        wpath = witness.path_for(ledger, st.rows[0] if st.rows else None)
+        heads, bad_lines = witness.scan(wpath)
     except TicketLabError as e:
-        witness_problem = str(e)
+        wpath, witness_problem = witness.configured_path(ledger), str(e)
     if not witness_problem and st.rows and not heads:
         witness_problem = (f"no witness log at {wpath} although the ledger holds {len(st.rows)} signed records: it was "
-                           f"deleted or is elsewhere (set $TICKETLAB_WITNESS); truncation cannot be ruled out")
+                           f"deleted or moved; truncation cannot be ruled out")
     w_problems = ([witness_problem] if witness_problem else []) + witness.check(st, heads, f"witness log {wpath}")
     for b in against:
         w_problems += witness.check(st, [_bundle_head(b)], f"bundle {b}")
-    problems = log_problems + w_problems + voided
-    notes = []
-    if heads and heads[-1]["seq"] < st.head[0]:
-        notes.append(f"records #{heads[-1]['seq'] + 1}..#{st.head[0]} are not yet witnessed (a write crashed after "
-                     f"its commit); the next governance write witnesses them")
+    seen = witness.witnessed(st, heads)
+    unwitnessed = [r["seq"] for r in st.rows if r["seq"] not in seen] if heads and not w_problems else []
+    late = ([f"records {', '.join(f'#{s}' for s in unwitnessed[:8])}{' ...' if len(unwitnessed) > 8 else ''} have no "
+             f"head in the witness log {wpath}: written past the witness (a write killed after its commit, or a "
+             f"witness bypassed). Rerunning the killed command, or `ticketlab audit --rewitness --as ADMIN` after "
+             f"checking them, witnesses them"] if unwitnessed else [])
+    problems = log_problems + w_problems + late + voided
+    notes = list(bad_lines)
     legacy = state.legacy_history(ledger)
     if any(legacy.values()):
         notes.append(f"{len(legacy['decisions'])} decisions and {len(legacy['deployments'])} deployment moves from before "
@@ -70,11 +75,12 @@ def _audit(ledger, against) -> dict:
     return {"ok": not problems, "initialised": st.ledger_id is not None, "ledger_id": st.ledger_id,
             "records": len(st.rows), "head": {"seq": st.head[0], "hash": st.head[1]},
             "witnessed": len(heads), "witness_path": str(wpath), "against": [str(b) for b in against],
-            "problems": problems, "notes": notes, "voided": voided, "intact": not (log_problems or w_problems),
-            "integrity_problems": log_problems + w_problems,
+            "problems": problems, "notes": notes, "voided": voided, "unwitnessed": unwitnessed,
+            "intact": not (log_problems or w_problems), "integrity_problems": log_problems + w_problems,
             "tables": {"governance_log": {"rows": len(st.rows), "ok": not (log_problems or voided),
                                           "problem": "; ".join(log_problems + voided)},
-                       "witness": {"rows": len(heads), "ok": not w_problems, "problem": "; ".join(w_problems)}}}
+                       "witness": {"rows": len(heads), "ok": not (w_problems or late),
+                                   "problem": "; ".join(w_problems + late)}}}
 
 
 def audit_message(report: dict, key: str = "problems") -> str:
@@ -83,11 +89,13 @@ def audit_message(report: dict, key: str = "problems") -> str:
     return "; ".join(shown) + more
 
 
-def require_intact(ledger, doing: str) -> None:
-    """Refuse a governance write on a trail that is not what its signers wrote. Void records do not stop
-    it: they count for nothing, and the audit names them."""
+def require_intact(ledger, doing: str) -> dict:
+    """Refuse a governance write on a trail that is not what its signers wrote, or not the ledger this
+    person's trust anchor names. Void and unwitnessed records do not stop it: the audit names them.
+    Returns the audit report."""
     report = audit(ledger)
     if not report["intact"]:
         raise TicketLabError(f"refusing to {doing}: the governance trail fails the audit "
                              f"({audit_message(report, 'integrity_problems')}). "
                              f"Investigate with `ticketlab audit`; nothing was written.")
+    return report

@@ -98,9 +98,12 @@ def _write_once(ledger, signer: Signer, kind: str, body, subject: str | None, do
         if kind != "init":
             if st.ledger_id is None:
                 raise not_initialised(db)
-            require_intact(db, doing)
+            report = require_intact(db, doing)
             # who may sign at all comes first (a revocation's body may still name someone else: checked below)
             require_actor(st, signer, kind, {"name": signer.name} if callable(body) else body)
+            # the signer's own records that a killed run committed but never witnessed: this run vouches for them
+            _witness(db, st, signer, [r for r in st.rows if r["seq"] in report["unwitnessed"]
+                                      and (r["actor"], r["key_id"]) == (signer.name, signer.key_id)])
         if callable(body):
             prepared = body(db, st)
             if prepared is None:
@@ -119,5 +122,29 @@ def _write_once(ledger, signer: Signer, kind: str, body, subject: str | None, do
             raise ChainMoved(f"another governance record was written while this one was prepared; {doing} again.")
         row = chain.append(con, signer, kind, body, subject)
     crash_point("governance.committed")  # the kill -9 matrix stops here: committed, not yet witnessed
-    witness.append(witness.path_for(ledger), witness.signed_head(signer, ledger_id, row))
+    path = witness.configured_path(ledger) if kind == "init" else witness.path_for(ledger, st.rows[0])
+    witness.append(path, witness.signed_head(signer, ledger_id, row))
     return row
+
+
+def _witness(ledger, st: state.GovState, signer: Signer, rows: list[dict]) -> None:
+    path = witness.path_for(ledger, st.rows[0])
+    for r in rows:
+        witness.append(path, witness.signed_head(signer, st.ledger_id, r))
+
+
+def rewitness(ledger, admin: Signer) -> list[int]:
+    """The signed re-witness step: an admin who has checked the records the audit lists as unwitnessed (a
+    write killed between its commit and its witness) signs their heads into the witness log. Returns
+    their seqs."""
+    with snapshot(ledger) as db:
+        st = state.load(db)
+        if st.ledger_id is None:
+            raise not_initialised(db)
+        report = require_intact(db, "witness records again")
+        require_actor(st, admin, "register")
+        if "admin" not in st.registry.people[admin.name].roles:
+            raise TicketLabError(f"{admin.name} may not witness others' records: that needs the admin role.")
+        rows = [r for r in st.rows if r["seq"] in report["unwitnessed"]]
+        _witness(db, st, admin, rows)
+    return [r["seq"] for r in rows]

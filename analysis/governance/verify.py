@@ -21,7 +21,7 @@ from pathlib import Path
 from pruning.calibration import sha256_file  # noqa: F401  (re-exported for bundle code)
 from pruning.errors import TicketLabError
 
-from . import chain, keys, signing
+from . import chain, keys, signing, trustfile
 from .witness import head_payload
 
 BUNDLE_FORMAT = "ticketlab-bundle/1"
@@ -80,7 +80,7 @@ def load_trust(path: str | Path) -> dict:
         raise TicketLabError(f"trust file {p} cannot be read ({e}); write one with `ticketlab people export`.") from e
     if not isinstance(trust, dict) or not isinstance(trust.get("people"), dict):
         raise TicketLabError(f"trust file {p} is not a Ticket Lab trust file (from `ticketlab people export`).")
-    return trust
+    return trustfile.check(trust, str(p))  # signed by an admin it lists, with the ledger's anchor
 
 
 def _key(trust: dict, name: str | None, key_id: str | None) -> tuple[str | None, str]:

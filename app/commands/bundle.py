@@ -47,10 +47,15 @@ def _local_trust(directory: str):
         return None, ""
     if not path.exists() or not head:
         return None, ""
+    from analysis.governance import anchor
     from analysis.ledger import Ledger
 
     st = state.load(Ledger(path))
-    return (st.registry.trust(), f" (keys from the ledger {path})") if st.ledger_id == head.get("ledger_id") else (None, "")
+    if st.ledger_id != head.get("ledger_id"):
+        return None, ""
+    if anchor.problem(st):  # a re-initialised ledger's keys vouch for nothing
+        return None, f" (the local ledger's keys are not used: {anchor.problem(st)})"
+    return st.registry.trust(), f" (keys from the ledger {path})"
 
 
 def run(args) -> int:
