@@ -74,16 +74,22 @@ def test_decide_and_deploy_only_as_the_signed_in_person(state, tiny_llama, monke
     assert (s.review_status, s.decided_by, s.signed) == ("approved", "alice", True)
     assert gstate.ticket_state(lab.ledger, b.id).review_status == "unreviewed"  # the other ticket is untouched
 
-    # alice is no deployer: the promotion is refused and nothing moves
-    at.text_input(key=f"dep_reason_{a.id}").set_value("ship it")
-    button(at, f"Promote {a.id} as alice").click().run()
-    assert "needs the deployer role" in errors(at)
-    assert gstate.deployment_pointer(lab.ledger, tiny_llama.weights_sha256) == "dense"
+    # the form empties after the write (issue 21: it stayed filled, one more click recorded another decision)
+    assert at.text_area(key=f"dec_reason_{a.id}").value == ""
+    # alice is no deployer: no promote button that can only fail, and whom to ask instead
+    assert not [bt for bt in at.button if bt.label.startswith(("Promote", "Roll back"))]
+    assert "Promoting and rolling back need the deployer role (alice holds reviewer); deployers here: dave" in texts(at)
     button(at, "Sign out").click().run()
     sign_in(at, "dec", "dave", passphrase("dave"))
+    # a deployer sees the deployment panel first, and no decision form (explained)
+    shown = [m.value for m in at.markdown if m.value.startswith("#### ")]
+    assert shown == ["#### Deployment", "#### Decision"]
+    assert not [bt for bt in at.button if bt.label.startswith("Sign and record")]
+    assert "Deciding needs the reviewer role (dave holds deployer); reviewers here: alice, bob" in texts(at)
     at.text_input(key=f"dep_reason_{a.id}").set_value("ship it")
     button(at, f"Promote {a.id} as dave").click().run()
-    assert f"promoted {a.id} (was dense), signed by dave" in texts(at)
+    promoted = gstate.moves(lab.ledger)[-1]
+    assert f"promoted {a.id} (was dense): record #{promoted['seq']}, signed by dave" in texts(at)
     assert "every signature and role valid" in texts(at)
 
 
