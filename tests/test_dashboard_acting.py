@@ -4,43 +4,19 @@ rollback confirmed with their record numbers, and the sign-in's idle lock and ra
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
+from dashboard_helpers import button, page, texts
+from dashboard_helpers import sign_in as _sign_in
 from govern_helpers import approved_ticket, make_recorded_ticket, passphrase, setup_lab
-from streamlit.testing.v1 import AppTest
 
 from analysis.governance import state as gstate
 
-MAIN = Path(__file__).resolve().parents[1] / "app" / "dashboard" / "main.py"
+
+def sign_in(at, name: str, pw: str) -> None:
+    _sign_in(at, "dec", name, pw)
 
 
-def page(name: str, **query) -> AppTest:
-    at = AppTest.from_file(str(MAIN), default_timeout=120)
-    at.run()
-    at.switch_page(f"views/{name}.py")
-    at.query_params.update(query)
-    at.run()
-    return at
-
-
-def texts(at: AppTest) -> str:
-    return "\n".join(str(x.value) for kind in ("markdown", "info", "success", "warning", "error", "caption")
-                     for x in getattr(at, kind))
-
-
-def button(at: AppTest, label: str):
-    hits = [b for b in at.button if b.label == label]
-    assert hits, f"no button {label!r}; have {[b.label for b in at.button]}"
-    return hits[0]
-
-
-def sign_in(at: AppTest, name: str, pw: str, key: str = "dec") -> None:
-    at.selectbox(key=f"{key}_signin_name").set_value(name)
-    at.text_input(key=f"{key}_signin_pw").set_value(pw)
-    button(at, "Unlock my key").click().run()
-
-
-def decide(at: AppTest, t: str, who: str, decision: str, reason: str) -> None:
+def decide(at, t: str, who: str, decision: str, reason: str) -> None:
     at.radio(key=f"dec_decision_{t}").set_value(decision)
     at.text_area(key=f"dec_reason_{t}").set_value(reason)
     button(at, f"Sign and record the decision on {t} as {who}").click().run()

@@ -3,44 +3,10 @@ and who signed what, the trail and the bundle signature shown."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from dashboard_helpers import button, errors, page, sign_in, texts
 from govern_helpers import make_recorded_ticket, passphrase, setup_lab
-from streamlit.testing.v1 import AppTest
 
 from analysis.governance import state as gstate
-
-MAIN = Path(__file__).resolve().parents[1] / "app" / "dashboard" / "main.py"
-
-
-def page(name: str, **query) -> AppTest:
-    at = AppTest.from_file(str(MAIN), default_timeout=120)
-    at.run()
-    at.switch_page(f"views/{name}.py")
-    at.query_params.update(query)
-    at.run()
-    return at
-
-
-def texts(at: AppTest) -> str:
-    return "\n".join(str(x.value) for kind in ("markdown", "info", "success", "warning", "error", "caption")
-                     for x in getattr(at, kind))
-
-
-def errors(at: AppTest) -> str:
-    return "\n".join(e.value for e in at.error)
-
-
-def button(at: AppTest, label: str):
-    hits = [b for b in at.button if b.label == label]
-    assert hits, f"no button {label!r}; have {[b.label for b in at.button]}"
-    return hits[0]
-
-
-def sign_in(at: AppTest, key: str, name: str, pw: str) -> None:
-    at.selectbox(key=f"{key}_signin_name").set_value(name)
-    at.text_input(key=f"{key}_signin_pw").set_value(pw)
-    button(at, "Unlock my key").click().run()
 
 
 def test_decide_and_deploy_only_as_the_signed_in_person(state, tiny_llama, monkeypatch):
