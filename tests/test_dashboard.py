@@ -22,7 +22,7 @@ from pruning.errors import TicketLabError
 REPO = Path(__file__).resolve().parents[1]
 MAIN = REPO / "app" / "dashboard" / "main.py"
 PAGES = {"models": "Models & tickets", "prune": "Prune", "survival": "Survival", "benchmarks": "Benchmarks",
-         "review": "Review", "export": "Export", "jobs": "Jobs"}
+         "review": "Review", "export": "Export", "jobs": "Jobs", "admin": "Admin"}
 
 
 # --- helpers -----------------------------------------------------------------------------------

@@ -3,44 +3,10 @@ and who signed what, the trail and the bundle signature shown."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from dashboard_helpers import button, errors, page, sign_in, texts
 from govern_helpers import make_recorded_ticket, passphrase, setup_lab
-from streamlit.testing.v1 import AppTest
 
 from analysis.governance import state as gstate
-
-MAIN = Path(__file__).resolve().parents[1] / "app" / "dashboard" / "main.py"
-
-
-def page(name: str, **query) -> AppTest:
-    at = AppTest.from_file(str(MAIN), default_timeout=120)
-    at.run()
-    at.switch_page(f"views/{name}.py")
-    at.query_params.update(query)
-    at.run()
-    return at
-
-
-def texts(at: AppTest) -> str:
-    return "\n".join(str(x.value) for kind in ("markdown", "info", "success", "warning", "error", "caption")
-                     for x in getattr(at, kind))
-
-
-def errors(at: AppTest) -> str:
-    return "\n".join(e.value for e in at.error)
-
-
-def button(at: AppTest, label: str):
-    hits = [b for b in at.button if b.label == label]
-    assert hits, f"no button {label!r}; have {[b.label for b in at.button]}"
-    return hits[0]
-
-
-def sign_in(at: AppTest, key: str, name: str, pw: str) -> None:
-    at.selectbox(key=f"{key}_signin_name").set_value(name)
-    at.text_input(key=f"{key}_signin_pw").set_value(pw)
-    button(at, "Unlock my key").click().run()
 
 
 def test_decide_and_deploy_only_as_the_signed_in_person(state, tiny_llama, monkeypatch):
@@ -74,16 +40,22 @@ def test_decide_and_deploy_only_as_the_signed_in_person(state, tiny_llama, monke
     assert (s.review_status, s.decided_by, s.signed) == ("approved", "alice", True)
     assert gstate.ticket_state(lab.ledger, b.id).review_status == "unreviewed"  # the other ticket is untouched
 
-    # alice is no deployer: the promotion is refused and nothing moves
-    at.text_input(key=f"dep_reason_{a.id}").set_value("ship it")
-    button(at, f"Promote {a.id} as alice").click().run()
-    assert "needs the deployer role" in errors(at)
-    assert gstate.deployment_pointer(lab.ledger, tiny_llama.weights_sha256) == "dense"
+    # the form empties after the write (issue 21: it stayed filled, one more click recorded another decision)
+    assert at.text_area(key=f"dec_reason_{a.id}").value == ""
+    # alice is no deployer: no promote button that can only fail, and whom to ask instead
+    assert not [bt for bt in at.button if bt.label.startswith(("Promote", "Roll back"))]
+    assert "Promoting and rolling back need the deployer role (alice holds reviewer); deployers here: dave" in texts(at)
     button(at, "Sign out").click().run()
     sign_in(at, "dec", "dave", passphrase("dave"))
+    # a deployer sees the deployment panel first, and no decision form (explained)
+    shown = [m.value for m in at.markdown if m.value.startswith("#### ")]
+    assert shown == ["#### Deployment", "#### Decision"]
+    assert not [bt for bt in at.button if bt.label.startswith("Sign and record")]
+    assert "Deciding needs the reviewer role (dave holds deployer); reviewers here: alice, bob" in texts(at)
     at.text_input(key=f"dep_reason_{a.id}").set_value("ship it")
     button(at, f"Promote {a.id} as dave").click().run()
-    assert f"promoted {a.id} (was dense), signed by dave" in texts(at)
+    promoted = gstate.moves(lab.ledger)[-1]
+    assert f"promoted {a.id} (was dense): record #{promoted['seq']}, signed by dave" in texts(at)
     assert "every signature and role valid" in texts(at)
 
 
