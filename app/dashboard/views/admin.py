@@ -175,9 +175,10 @@ def _trust(me) -> None:
 
 
 def trust_file(me, out: str) -> Path:
+    from analysis.governance import trustfile
     from pruning.durable import atomic_write_json
 
-    trust = state_now.registry.trust()
+    trust = trustfile.export(state_now, me)  # signed by the admin, with the ledger's trust anchor
     atomic_write_json(out, trust, indent=2, sort_keys=True)
     return Path(out)
 
