@@ -170,7 +170,7 @@ def _trust(me) -> None:
         except (TicketLabError, OSError) as e:
             governance.say(e)
         else:
-            st.success(f"trusted keys and roles written to {path}: give it to deployers for `ticketlab verify --trust`",
+            st.success(f"trusted keys and roles written to {path}: give it to deployers to verify bundles with",
                        icon=":material/verified_user:")
 
 
