@@ -2,7 +2,7 @@
 
     python -m benchmarks.imp [--quick] [--state DIR] [--json FILE] [--pretrained SPEC --pretrained-steps N]
 
-Targets (issue 9): the default tiny experiment (pruning.protocol.Protocol(): pilot over 3 learning
+Targets (issue 9): the default tiny experiment (pruning.lottery.protocol.Protocol(): pilot over 3 learning
 rates, 3 rounds at 50%, K = 20, 3 seeds, arms ticket/random/reinit, sanity check, stability of the
 dense network from K and from 0) answers within 60 minutes on this 2-core machine; masking costs
 under 10% of dense training throughput.
@@ -37,9 +37,9 @@ MASK_OVERHEAD_TARGET = 0.10
 
 
 def _data():
-    from pruning.protocol import Protocol
-    from pruning.tiny import split_corpus, token_stream, train_tokenizer
-    from pruning.training import windows
+    from pruning.lottery.protocol import Protocol
+    from pruning.lottery.tiny import split_corpus, token_stream, train_tokenizer
+    from pruning.lottery.training import windows
 
     p = Protocol()
     split = split_corpus()
@@ -49,9 +49,9 @@ def _data():
 
 def throughput(train_data: torch.Tensor, steps: int, repeats: int, sparsity: float = 0.8) -> dict:
     """Tokens/s of dense and masked training (all prunable linears at `sparsity`), best of `repeats`."""
-    from pruning.protocol import Protocol
-    from pruning.tiny import build_model
-    from pruning.training import train
+    from pruning.lottery.protocol import Protocol
+    from pruning.lottery.tiny import build_model
+    from pruning.lottery.training import train
 
     p = Protocol()
     config = p.train_config(lr=5e-3, steps=steps)
@@ -88,7 +88,8 @@ def trainings_of(protocol, t: int) -> dict:
 
 def experiment(state: Path, progress: bool) -> dict:
     """The default tiny experiment through the `ticketlab imp` code path, recorded in `state`'s ledger."""
-    from analysis.experiments import (
+    from analysis.ledger import Ledger
+    from analysis.lottery.experiments import (
         experiment_verdict,
         format_report,
         imp_report,
@@ -96,11 +97,10 @@ def experiment(state: Path, progress: bool) -> dict:
         record_round,
         summary_of,
     )
-    from analysis.ledger import Ledger
     from app.progress import progress_bar
     from pruning import settings
-    from pruning.imp import ImpExperiment
-    from pruning.protocol import Protocol
+    from pruning.lottery.protocol import Protocol
+    from pruning.lottery.runner import ImpExperiment
 
     settings.set_data_dir(settings.data_dir().resolve())  # the reference data stays where it was found
     settings.set_state_dir(state)
@@ -135,8 +135,8 @@ def experiment(state: Path, progress: bool) -> dict:
 
 def pretrained_arms(spec: str, steps: int) -> dict:
     """CPU seconds of each pretrained arm's retraining (one seed, one round, `steps` steps)."""
-    from pruning.imp import ImpExperiment
-    from pruning.protocol import default_protocol
+    from pruning.lottery.protocol import default_protocol
+    from pruning.lottery.runner import ImpExperiment
 
     with tempfile.TemporaryDirectory() as d:
         from pruning import settings
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch threads {torch.get_num_threads()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, "
           f"load average {os.getloadavg()[0]:.1f} (timings are noisy when others use the cores)", flush=True)
     out: dict = {"quick": quick}
-    from pruning.protocol import Protocol
+    from pruning.lottery.protocol import Protocol
 
     if quick:
         train_data, _ = _data()

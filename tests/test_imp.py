@@ -15,13 +15,13 @@ import pytest
 import torch
 
 from pruning.errors import TicketLabError
-from pruning.imp import ImpExperiment, data_seed, derive_seed
-from pruning.imp_masks import random_like
+from pruning.lottery.masks import random_like
+from pruning.lottery.protocol import Protocol
+from pruning.lottery.runner import ImpExperiment, data_seed, derive_seed
+from pruning.lottery.tiny import TinyConfig
+from pruning.lottery.training import batch_order, heldout_loss
 from pruning.models import load_model
-from pruning.protocol import Protocol
 from pruning.ticket import Ticket, applied
-from pruning.tiny import TinyConfig
-from pruning.training import batch_order, heldout_loss
 
 REPO = Path(__file__).resolve().parents[1]
 MICRO = TinyConfig(vocab_size=400, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2,
@@ -120,7 +120,7 @@ def test_reinit_is_a_fresh_network_and_random_starts_at_k(state):
         ticket = by(res, arm).ticket
         emb = "model.embed_tokens.weight"
         ctx = exp._context(s, 1, ticket.masks, None, arm)
-        from pruning.arms import ARMS
+        from pruning.lottery.arms import ARMS
 
         plan = ARMS[arm].fn(ctx)
         assert torch.equal(plan.start[emb], k[emb]) == same  # reinit redraws every tensor, embeddings included
@@ -198,8 +198,8 @@ def test_resume_after_a_crash_gives_the_same_ticket_ids(state, tmp_path, monkeyp
 def test_kill_minus_9_then_rerun_gives_the_same_ids(state):
     script = (
         "import torch\n"
-        "from pruning.imp import ImpExperiment\nfrom pruning.protocol import Protocol\n"
-        "from pruning.tiny import TinyConfig\n"
+        "from pruning.lottery.runner import ImpExperiment\nfrom pruning.lottery.protocol import Protocol\n"
+        "from pruning.lottery.tiny import TinyConfig\n"
         f"torch.set_num_threads({torch.get_num_threads()})\n"
         f"base = {({k: v for k, v in BASE.items() if k != 'tiny'})!r}\n"
         f"tiny = {MICRO!r}\n"
@@ -322,7 +322,8 @@ def test_bf16_weights_are_refused(state, tiny_llama_dir):
 
 
 def test_ledger_report_verdict_and_figures(state):
-    from analysis.experiments import (
+    from analysis.ledger import Ledger
+    from analysis.lottery.experiments import (
         experiment_verdict,
         format_report,
         imp_figure,
@@ -331,7 +332,6 @@ def test_ledger_report_verdict_and_figures(state):
         record_experiment,
         record_round,
     )
-    from analysis.ledger import Ledger
 
     ledger = Ledger()
     p = micro(stability="dense", sanity=True, arms=("ticket", "random"))

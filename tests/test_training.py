@@ -6,9 +6,17 @@ import pytest
 import torch
 
 from pruning.errors import TicketLabError
-from pruning.lora import lora_train
-from pruning.tiny import TinyConfig, build_model, save_checkpoint, train_tokenizer
-from pruning.training import MaskSet, TrainConfig, batch_order, cpu_state, heldout_loss, load_state, train
+from pruning.lottery.lora import lora_train
+from pruning.lottery.tiny import TinyConfig, build_model, save_checkpoint, train_tokenizer
+from pruning.lottery.training import (
+    MaskSet,
+    TrainConfig,
+    batch_order,
+    cpu_state,
+    heldout_loss,
+    load_state,
+    train,
+)
 
 MICRO = TinyConfig(vocab_size=300, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2,
                    intermediate_size=64, max_positions=32)

@@ -11,8 +11,8 @@ def add_parser(sub, parent):
     e.add_argument("ticket", help="ticket id or unique prefix")
     e.add_argument("--out", required=True, help="bundle directory (must not exist unless --overwrite)")
     e.add_argument("--format", default="masked-weights", choices=("masks", "masked-weights", "materialized"))
-    e.add_argument("--as", dest="as_name", help="the approving reviewer, whose key signs the bundle "
-                                                "(default $TICKETLAB_USER)")
+    e.add_argument("--as", dest="as_name", help="who signs the bundle: the approving reviewer or a "
+                                                "deployer (default $TICKETLAB_USER)")
     e.add_argument("--unreviewed", action="store_true",
                    help="export a ticket that is not approved (unsigned; the manifest says so)")
     e.add_argument("--overwrite", action="store_true", help="replace an earlier bundle at --out")
@@ -51,10 +51,15 @@ def _local_trust(directory: str):
         return None, ""
     if not path.exists() or not head:
         return None, ""
+    from analysis.governance import anchor
     from analysis.ledger import Ledger
 
     st = state.load(Ledger(path))
-    return (st.registry.trust(), f" (keys from the ledger {path})") if st.ledger_id == head.get("ledger_id") else (None, "")
+    if st.ledger_id != head.get("ledger_id"):
+        return None, ""
+    if anchor.problem(st):  # a re-initialised ledger's keys vouch for nothing
+        return None, f" (the local ledger's keys are not used: {anchor.problem(st)})"
+    return st.registry.trust(), f" (keys from the ledger {path})"
 
 
 def run(args) -> int:

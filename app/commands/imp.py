@@ -57,8 +57,8 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def add_parser(sub, parent):
-    from pruning.arms import ARMS
-    from pruning.protocol import Protocol
+    from pruning.lottery.arms import ARMS
+    from pruning.lottery.protocol import Protocol
 
     d = Protocol()
     p = sub.add_parser("imp", parents=[parent], help="lottery-ticket experiment: IMP with rewinding, controls, "
@@ -114,9 +114,9 @@ def add_parser(sub, parent):
 
 def protocol_from_args(args):
     """The protocol the options spell. For a pretrained model, options left at the tiny defaults take the
-    pretrained defaults (pruning.protocol.default_protocol)."""
+    pretrained defaults (pruning.lottery.protocol.default_protocol)."""
+    from pruning.lottery.protocol import Protocol, default_protocol
     from pruning.models import resolve_device
-    from pruning.protocol import Protocol, default_protocol
 
     tiny = Protocol()
     given = {"rounds": args.rounds, "rate": args.rate, "rewind": args.rewind, "steps": args.train_steps,
@@ -135,7 +135,8 @@ def protocol_from_args(args):
 def run(args) -> int:
     if args.command == "imp-report":
         return _report(args)
-    from analysis.experiments import (
+    from analysis.ledger import Ledger
+    from analysis.lottery.experiments import (
         experiment_verdict,
         format_report,
         imp_report,
@@ -144,8 +145,7 @@ def run(args) -> int:
         summary_of,
         to_json_rows,
     )
-    from analysis.ledger import Ledger
-    from pruning.imp import ImpExperiment
+    from pruning.lottery.runner import ImpExperiment
 
     protocol = protocol_from_args(args)
     experiment = ImpExperiment(protocol)  # validates everything before any training or writing
@@ -174,7 +174,8 @@ def run(args) -> int:
 
 
 def _report(args) -> int:
-    from analysis.experiments import (
+    from analysis.ledger import Ledger
+    from analysis.lottery.experiments import (
         find_experiment,
         format_report,
         imp_figure,
@@ -182,7 +183,6 @@ def _report(args) -> int:
         pilot_record,
         stability_by_rewind,
     )
-    from analysis.ledger import Ledger
     from pruning import settings
 
     ledger = Ledger()

@@ -37,6 +37,7 @@ PAGES = {
     "Govern": [
         st.Page(HERE / "views" / "review.py", title="Review", icon=":material/gavel:"),
         st.Page(HERE / "views" / "export.py", title="Export", icon=":material/inventory_2:"),
+        st.Page(HERE / "views" / "admin.py", title="Admin", icon=":material/admin_panel_settings:"),
     ],
 }
 

@@ -17,7 +17,7 @@ SUITE_ORDER = ("safety", "ppl", "latency", "attribution")
 PREFERRED = ("pct_stereotype", "amb_bias_score", "disamb_bias_score", "perplexity", "acc")
 @st.cache_data(ttl=300, max_entries=32, show_spinner=False)
 def imp_table(experiment: str, stamp: tuple) -> pd.DataFrame:
-    from analysis.experiments import imp_report
+    from analysis.lottery.experiments import imp_report
 
     return imp_report(experiment, data.ledger())
 
@@ -97,7 +97,7 @@ with tab_compare:
             comparison.comparison_view(cmp_base, cmp_ticket, key="bm_cmp", baseline_label=labels.get(cmp_base, cmp_base))
 
 with tab_imp:
-    from analysis import experiments as exp_mod
+    from analysis.lottery import experiments as exp_mod
 
     experiments = data.frame("SELECT id, kind, status, created_at, params FROM experiments ORDER BY created_at DESC")
     if experiments.empty:

@@ -81,8 +81,8 @@ else:
 st.divider()
 st.subheader("Load")
 st.caption("A ticket id (or a unique prefix of at least 6 characters), a ticket directory (its id hash is "
-           "checked), an exported bundle (every file's hash is verified), or a dense model (the embedded name, a "
-           "Hugging Face id or a local directory).")
+           "checked), an exported bundle (its files, signature and signer checked against this ledger's people), or a "
+           "dense model (the embedded name, a Hugging Face id or a local directory).")
 with st.form("load"):
     spec = st.text_input("ticket id, ticket directory, bundle directory or model", value=data.app_model(),
                          key="load_spec")
@@ -92,7 +92,9 @@ if go:
         loading.load_anything(spec.strip())
 if st.session_state.get("loaded_summary"):
     kind, summary = st.session_state["loaded_summary"]
-    st.success(f"loaded {kind}", icon=":material/check_circle:")
+    unverified = isinstance(summary, dict) and summary.get("ok") is False  # a bundle not (fully) verified
+    (st.warning if unverified else st.success)(f"loaded {kind}", icon=":material/help:" if unverified
+                                               else ":material/check_circle:")
     if isinstance(summary, dict) and summary.get("id") and "method" in summary:
         links.ticket_links(summary["id"])
     st.json(summary, expanded=False)

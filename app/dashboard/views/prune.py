@@ -79,8 +79,8 @@ with left:
 
     st.subheader("IMP experiment")
     if "imp" in widgets.cli_parsers():
-        from pruning.arms import ARMS
-        from pruning.protocol import Protocol
+        from pruning.lottery.arms import ARMS
+        from pruning.lottery.protocol import Protocol
 
         proto = Protocol()  # the default protocol: every field below starts at its value
         st.caption("A lottery-ticket experiment under a protocol fixed before the run (`ticketlab imp`): a pilot "

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import imp_masks
+from . import masks as imp_masks
 from .training import TrainConfig
 
 
@@ -158,7 +158,7 @@ def _sparsity(masks: dict[str, torch.Tensor]) -> float:
 
 
 def _removed(structure: dict | None) -> dict[int, list[int]]:
-    from .structure import removed
+    from ..structure import removed
 
     return {int(k): list(v) for k, v in removed(structure, "query_heads").items()}
 

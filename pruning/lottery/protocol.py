@@ -18,7 +18,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from .errors import TicketLabError
+from ..errors import TicketLabError
 from .tiny import CORPORA, EVERY, HELDOUT_INDEX, VALIDATION_INDEX, TinyConfig
 from .training import TrainConfig
 

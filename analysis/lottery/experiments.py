@@ -20,12 +20,12 @@ from pathlib import Path
 import pandas as pd
 
 from pruning.errors import TicketLabError
-from pruning.imp import RoundResult
+from pruning.lottery.runner import RoundResult
 from pruning.refs import resolve_ref
 
-from .ledger import Ledger, MetricRow
-from .recording import record_prune
-from .verdict import t_interval, verdict
+from ..ledger import Ledger, MetricRow
+from ..recording import record_prune
+from .lottery_verdict import sanity_text, t_interval, verdict
 
 ARM_ORDER = ("ticket", "random", "reinit", "magnitude", "wanda", "dense_matched")
 COLORS = {"ticket": "#1f77b4", "reinit": "#ff7f0e", "random": "#2ca02c", "magnitude": "#9467bd",
@@ -125,7 +125,7 @@ def _losses(ledger: Ledger, exp: str) -> pd.DataFrame:
 
 
 def experiment_verdict(experiment: str, ledger: Ledger | None = None) -> dict:
-    """The verdict (analysis.verdict) from the recorded per-seed losses, with the protocol's delta,
+    """The verdict (analysis.lottery.lottery_verdict) from the recorded per-seed losses, with the protocol's delta,
     confidence and sanity margin."""
     ledger = ledger or Ledger()
     row = find_experiment(experiment, ledger)
@@ -135,14 +135,23 @@ def experiment_verdict(experiment: str, ledger: Ledger | None = None) -> dict:
 def _verdict_of(ledger: Ledger, row: dict, df: pd.DataFrame) -> dict:
     proto = _params(row)
     bar = _metric_frame(ledger, row["id"], "stability", "loss_barrier")
-    dense_bar = bar[(bar["round"] == 0)].drop_duplicates(["seed", "rewind_step"], keep="last") if not bar.empty \
-        else bar
-    barriers = [{"seed": int(b.seed), "rewind_step": int(b.rewind_step), "barrier": float(b.value)}
-                for b in dense_bar.itertuples()]
+    bar = bar.drop_duplicates(["seed", "round", "rewind_step"], keep="last") if not bar.empty else bar
+    barriers = [{"seed": int(b.seed), "round": int(b.round), "rewind_step": int(b.rewind_step),
+                 "barrier": float(b.value)} for b in bar.itertuples()]
     k = proto.get("rewind_step")
+    pilot = _pilot_of(row)
+    sd = (pilot or {}).get("seed_sd")
     return verdict(df[["arm", "seed", "round", "sparsity", "value"]].to_dict("records"),
                    delta=float(proto.get("delta", 0.02)), confidence=float(proto.get("confidence", 0.95)),
-                   sanity_margin=float(proto.get("sanity_margin", 0.1)), barriers=barriers, rewind_step=k)
+                   sanity_margin=float(proto.get("sanity_margin", 0.1)), barriers=barriers, rewind_step=k,
+                   seed_sd=sd, power_target=float(proto.get("power", 0.8)),
+                   min_seeds=int(proto.get("min_seeds", 5)), sd_source="the pilot's seeds")
+
+
+def _pilot_of(row: dict) -> dict | None:
+    folder = _params(row).get("folder")
+    path = Path(folder) / "pilot.json" if folder else None
+    return json.loads(path.read_text()) if path and path.exists() else None
 
 
 def imp_report(experiment: str, ledger: Ledger | None = None) -> pd.DataFrame:
@@ -179,9 +188,11 @@ def imp_report(experiment: str, ledger: Ledger | None = None) -> pd.DataFrame:
         if e:
             td = e["ticket_minus_dense"]
             row.update(ticket_minus_dense=td["mean"], tmd_low=td["low"], tmd_high=td["high"],
-                       matching=e["matching"], winning=e["winning"])
+                       matching=e["matching"], winning=e["winning"], tested=e["tested"],
+                       outcome=e["tost"]["outcome"], tost_p=e["tost"]["p"])
         else:
-            row.update(ticket_minus_dense=math.nan, tmd_low=math.nan, tmd_high=math.nan, matching=None, winning=None)
+            row.update(ticket_minus_dense=math.nan, tmd_low=math.nan, tmd_high=math.nan, matching=None, winning=None,
+                       tested=None, outcome=None, tost_p=math.nan)
         rows.append(row)
     table = pd.DataFrame(rows)
     table.attrs.update(experiment=exp, verdict=v, sentence=v["sentence"], arms=arms,
@@ -211,18 +222,30 @@ def format_report(table: pd.DataFrame) -> str:
         tmd = "-" if r["round"] == 0 else cell(r["ticket_minus_dense"], r["tmd_low"], r["tmd_high"])
         flags = "" if r["round"] == 0 else f"{'yes' if r['matching'] else 'no':>8} {'yes' if r['winning'] else 'no':>7}"
         lines.append(line + f" {tmd:>26} {r['n_seeds']:>2} {flags}")
+    for e in v["rounds"]:
+        t = e["tost"]
+        lines.append(f"  {e['sparsity']:.1%}: TOST p = {t['p']:.3g} (upper test {t['p_upper']:.3g}), {t['outcome']}, "
+                     f"{'matching' if e['matching'] else 'not matching'}"
+                     f"{'' if e['tested'] else ' (not tested: after the first failure)'}")
     s = v.get("sanity")
     if s:
-        e = s["empty_minus_dense"]
-        lines.append(f"sanity check (every prunable linear removed) - dense: {cell(e['mean'], e['low'], e['high'])} "
-                     f"nats, needs lower bound > {s['margin']:g}: {'passed' if s['passed'] else 'FAILED'}")
+        lines.append(f"sanity check: {sanity_text(s)}: {'passed' if s['passed'] else 'FAILED'}")
     b = v.get("barrier")
     if b:
         lines.append("instability barrier of the dense network: " + "; ".join(
             f"from step {k}: {cell(i['mean'], i['low'], i['high'])}" for k, i in b["by_rewind_step"].items()))
+    for x in v.get("sparse_stability") or []:
+        lines.append(f"instability of the ticket at {x['sparsity']:.1%} from step {x['rewind_step']}: "
+                     f"{cell(x['mean'], x['low'], x['high'])}")
+    pw = v.get("power")
+    if pw:
+        lines.append(f"power: {pw['given']} seeds -> {pw['achieved']:.2f} (sd {pw['sd']:.4f} from {pw['source']}); "
+                     f"{pw['needed']} seeds needed for {pw['target']:.2f}")
     largest = v["largest_matching_sparsity"]
-    lines.append(f"largest matching sparsity (delta {v['delta']:g} nats): "
-                 f"{'none' if largest is None else f'{largest:.1%}'}")
+    stop = v.get("stopping_sparsity")
+    lines.append(f"largest matching sparsity (delta {v['delta']:g} nats, tested from low to high sparsity): "
+                 f"{'none' if largest is None else f'{largest:.1%}'}"
+                 f"{'' if stop is None else f'; stopped at {stop:.1%}'}")
     lines.append("VERDICT: " + v["sentence"])
     return "\n".join(lines)
 
@@ -249,16 +272,8 @@ def learning_curves(experiment: str, ledger: Ledger | None = None) -> pd.DataFra
     return pd.DataFrame(out)
 
 
-def experiment_folder(experiment: str, ledger: Ledger | None = None) -> Path | None:
-    row = find_experiment(experiment, ledger)
-    folder = _params(row).get("folder")
-    return Path(folder) if folder else None
-
-
 def pilot_record(experiment: str, ledger: Ledger | None = None) -> dict | None:
-    folder = experiment_folder(experiment, ledger)
-    path = folder / "pilot.json" if folder else None
-    return json.loads(path.read_text()) if path and path.exists() else None
+    return _pilot_of(find_experiment(experiment, ledger))
 
 
 def stability_by_rewind(experiments: list[str], ledger: Ledger | None = None) -> pd.DataFrame:

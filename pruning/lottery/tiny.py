@@ -30,10 +30,10 @@ from pathlib import Path
 
 import torch
 
-from . import settings
-from .calibration import sha256_file
-from .durable import atomic_dir
-from .errors import TicketLabError
+from .. import settings
+from ..calibration import sha256_file
+from ..durable import atomic_dir
+from ..errors import TicketLabError
 
 CORPORA = ("corpora/wikitext-2/valid.txt", "corpora/wikitext-2/test.txt")
 EVERY = 10

@@ -2,7 +2,7 @@
 
 Per seed: round 0 trains the dense network (steps 0..T, validation-selected, step-K weights kept);
 each later round prunes `rate` of the surviving weights (or heads) of the previous round's ticket by
-magnitude, and every arm of `pruning.arms` (the ticket, its controls) retrains from its rewind point.
+magnitude, and every arm of `pruning.lottery.arms` (the ticket, its controls) retrains from its rewind point.
 With weight rewinding (`init` = step:0, `step:K`, Frankle et al. 2020) every arm resumes at step K of
 the dense run's schedule: T - K steps with the dense run's learning rates from K, never a second
 warm-up. `pretrained` (Chen et al. 2020) restarts the fine-tuning schedule from the pretrained
@@ -43,13 +43,14 @@ from pathlib import Path
 
 import torch
 
-from . import imp_masks, settings
+from .. import settings
+from ..durable import atomic_write_bytes, atomic_write_json
+from ..errors import TicketLabError
+from ..models import LoadedModel, load_model
+from ..ticket import Ticket
+from . import masks as imp_masks
 from .arms import ARMS, ArmContext, Plan
-from .durable import atomic_write_bytes, atomic_write_json
-from .errors import TicketLabError
-from .models import LoadedModel, load_model
 from .protocol import Protocol
-from .ticket import Ticket
 from .tiny import CorpusSplit, build_model, save_checkpoint, split_corpus, token_stream, tokenizer_dir
 from .training import TrainConfig, TrainResult, cpu_state, heldout_loss, load_state, train, windows
 
@@ -352,8 +353,8 @@ class ImpExperiment:
             oneshot=lambda method, sparsity: self._oneshot(s, method, sparsity))
 
     def _oneshot(self, s: _Seed, method: str, sparsity: float) -> tuple[dict[str, torch.Tensor], dict | None]:
-        from .calibration import CalibrationSet
-        from .prune import make_ticket
+        from ..calibration import CalibrationSet
+        from ..prune import make_ticket
 
         load_state(s.loaded.model, s.dense_state)
         calib = CalibrationSet(self.train_data[:32].clone(), {"source": "imp train split", "windows": 32})
@@ -461,7 +462,7 @@ def _subset(data: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def _removed(ticket: Ticket) -> dict[int, list[int]]:
-    from .structure import removed
+    from ..structure import removed
 
     return {int(k): list(v) for k, v in removed(ticket.structure, "query_heads").items()}
 

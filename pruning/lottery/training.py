@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from .errors import TicketLabError
+from ..errors import TicketLabError
 
 Progress = Callable[[int, int, str], None]
 
