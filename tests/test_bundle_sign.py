@@ -57,7 +57,10 @@ def test_manifest_edited_and_digest_recomputed_fails(signed, tiny_llama, capsys)
     _rewrite_manifest(out, promote_metrics)
     with pytest.raises(TicketLabError, match="model.sig does not verify.*manifest.json"):
         verify_bundle(out, trust=trust, loaded=tiny_llama)
-    (lab.state / "trust.json").write_text(json.dumps(trust))
+    from analysis.governance import trustfile
+
+    signed_trust = trustfile.export(gstate.load(lab.ledger), lab["ada"])  # an admin's signed trust file
+    (lab.state / "trust.json").write_text(json.dumps(signed_trust))
     assert main(["verify", str(out), "--trust", str(lab.state / "trust.json")]) == 2
     assert "bundle signature" in capsys.readouterr().err
 
