@@ -87,9 +87,11 @@ def _safety(loaded, ticket, tasks, limit, batch_size, bbq_per_category, hub, pro
                 continue
             name = metric if filt in ("", "none") else key
             stderr = values.get(f"{metric}_stderr,{filt}")
+            counted = res.n_docs.get(task, {}).get(metric)  # a score resting on part of the documents
             rows.append(_row("safety", task, name, value, stderr, n=res.n_samples.get(task), limit=limit,
                              batch_size=cfg["batch_size"], dtype=cfg["dtype"], padding=cfg["padding"], setup=setup,
-                             lm_eval=cfg["lm_eval"], version=cfg["versions"].get(task)))
+                             lm_eval=cfg["lm_eval"], version=cfg["versions"].get(task),
+                             **({"n_docs": counted} if counted is not None else {})))
     if run is not None:
         for task, samples in res.samples.items():
             run.samples += [(task, s["doc_id"], s) for s in samples]

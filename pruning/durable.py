@@ -14,6 +14,8 @@ leftovers can be recognised (its pid is dead) and swept by `remove_stale_temps`.
 environment variable TICKETLAB_CRASH_AT names the label (optionally `label@N` for its N-th hit in
 this process), the process kills itself with SIGKILL right there, as `kill -9` would.
 TICKETLAB_CRASH_TRACE=FILE lists the labels a clean run passes (see tests/test_crash_matrix.py).
+TICKETLAB_HOLD_AT=label=FILE makes the process wait at the label's first hit until FILE exists, so a
+test can line several real processes up at the same point and release them at once (races).
 """
 
 from __future__ import annotations
@@ -26,13 +28,17 @@ import os
 import shutil
 import signal
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from .errors import TicketLabError
 from .procs import pid_alive
 
 CRASH_ENV = "TICKETLAB_CRASH_AT"
 TRACE_ENV = "TICKETLAB_CRASH_TRACE"
+HOLD_ENV = "TICKETLAB_HOLD_AT"
+HOLD_MAX_S = 300.0
 _TMP_MARK = ".tmp-"
 _hits: dict[str, int] = {}
 
@@ -45,6 +51,7 @@ def crash_point(label: str) -> None:
     if trace:
         with open(trace, "a") as f:
             f.write(label + "\n")
+    _hold(label)
     want = os.environ.get(CRASH_ENV)
     if not want:
         return
@@ -54,6 +61,45 @@ def crash_point(label: str) -> None:
     _hits[label] = _hits.get(label, 0) + 1
     if _hits[label] >= int(nth or 1):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def mount_point(path: str | Path) -> Path:
+    p = Path(path).resolve()
+    while not p.exists():
+        p = p.parent
+    while not os.path.ismount(p):
+        p = p.parent
+    return p
+
+
+def raise_if_full(e: BaseException, path: str | Path) -> None:
+    """Raise one clear error for a full file system (or quota) at `path`, naming both; any other error is
+    left to the caller (`except OSError as e: raise_if_full(e, path); raise`)."""
+    if not isinstance(e, OSError) or e.errno not in FULL:
+        return
+    mount = mount_point(path)
+    try:
+        st = os.statvfs(mount)
+        free = f"{st.f_bavail * st.f_frsize / 1e6:.1f} MB free of {st.f_blocks * st.f_frsize / 1e6:.1f} MB"
+    except OSError:
+        free = "free space unknown"
+    what = "quota exceeded" if e.errno == errno.EDQUOT else "no space left"
+    raise TicketLabError(f"the file system at {mount} is full ({what}, {free}) while writing {path}: free space there "
+                         f"(or point the state directory elsewhere) and run the command again; nothing was written "
+                         f"in place of what was there.") from e
+
+
+def _hold(label: str) -> None:
+    name, _, go = os.environ.get(HOLD_ENV, "").partition("=")
+    if name != label or not go or _hits.get("hold:" + label):
+        return
+    _hits["hold:" + label] = 1
+    deadline = time.monotonic() + HOLD_MAX_S
+    while not os.path.exists(go) and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def _umask() -> int:

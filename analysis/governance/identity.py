@@ -10,8 +10,6 @@ from __future__ import annotations
 import getpass
 import os
 
-from pruning.errors import TicketLabError
-
 from . import keys, records, state
 from .keys import Signer
 
@@ -58,15 +56,17 @@ def creation_signer(ledger, name: str | None = None) -> Signer | None:
 
 def sign_creation(ledger, signer: Signer, ticket_id: str, how: str = "claim") -> dict:
     """Record `signer` as the creator of an already recorded ticket. The first signer stays the creator:
-    re-recording the same ticket (a resumed run) keeps it; a claim on a ticket with a creator is refused."""
-    ticket = ledger.get_ticket(ticket_id)
-    st = state.load(ledger)
-    first = state.creation_of(st, ticket["id"])
-    if first is not None and how != "claim":
-        return first
-    if first is not None:
-        raise TicketLabError(f"{ticket['id']} already has a signed creator ({first['actor']}, record #{first['seq']}); "
-                             f"nothing was recorded.")
-    body = {"ticket_id": ticket["id"], "dense_sha256": ticket["dense_sha256"],
-            "content_sha256": ticket["content_sha256"], "method": ticket["method"], "how": how}
-    return records.write(ledger, signer, "create", body, ticket["id"], doing=f"sign as creator of {ticket['id']}")
+    re-recording the same ticket (a resumed run) keeps it; a claim on a ticket with a creator is refused
+    (`replay.create_problem`). Retried when another record lands first."""
+    found: dict = {}
+
+    def prepare(db, st):
+        ticket = db.get_ticket(ticket_id)
+        first = found["first"] = state.creation_of(st, ticket["id"])
+        if first is not None and how != "claim":
+            return None
+        return {"ticket_id": ticket["id"], "dense_sha256": ticket["dense_sha256"],
+                "content_sha256": ticket["content_sha256"], "method": ticket["method"], "how": how}, ticket["id"]
+
+    row = records.write(ledger, signer, "create", prepare, doing=f"sign as creator of {ticket_id}")
+    return row if row is not None else found["first"]
