@@ -90,3 +90,35 @@ def test_sign_in_is_rate_limited_and_the_key_locked_when_idle(state, tiny_llama,
     time.sleep(1.2)
     at.run()
     assert "signed in as" not in texts(at) and "alice's key was locked after 1 min without use" in texts(at)
+
+
+def test_browser_prune_is_signed_by_the_signed_in_engineer_and_labelled_apart(state, tiny_llama, monkeypatch):
+    from app import jobs
+
+    monkeypatch.setenv("TICKETLAB_APP_MODEL", tiny_llama.spec)
+    setup_lab(state, tiny_llama, monkeypatch)
+    at = page("prune")
+    assert "Unsigned until an engineer signs" in "\n".join(e.label for e in at.expander)
+    _sign_in(at, "prune", "carol", passphrase("carol"))
+    assert "signed as carol's (their creator) when the job finishes" in texts(at)
+    button(at, "Prune in the background").click().run()
+    at.selectbox(key="p_magnitude_pattern").set_value("2:4")
+    at.text_input(key="p_magnitude_name").set_value("semi")
+    button(at, "Prune in the background").click().run()
+    listed = jobs.list_jobs()[:2]
+    second = next(j for j in listed if "--pattern" in j["argv"])
+    first = next(j for j in listed if "--pattern" not in j["argv"])
+    assert first["label"] != second["label"]  # the same label for both used to hide which was which
+    assert second["label"].startswith("prune magnitude 50% pattern=2:4 “semi”")
+    for job in (first, second):
+        assert jobs.wait(job["id"], timeout=180)["status"] == "succeeded"
+    at.run()  # the next page run signs both finished tickets as carol's
+    for job in (first, second):
+        creation = gstate.creation_of(gstate.load(lab_ledger()), jobs.get(job["id"])["result"]["id"])
+        assert creation is not None and creation["actor"] == "carol"
+
+
+def lab_ledger():
+    from analysis.ledger import Ledger
+
+    return Ledger()

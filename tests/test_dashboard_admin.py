@@ -67,9 +67,10 @@ def test_admin_sets_up_the_ledger_and_its_people_in_the_browser(state, tiny_llam
     assert gstate.policy_versions(Ledger())[-1]["version"] == 2
 
     at.text_input(key="adm_trust_out").set_value(str(state / "trust.json"))
-    button(at, "Write the trust file").click().run()
-    trust = load_trust(state / "trust.json")
-    assert set(trust["people"]) == {"ada", "alice", "carol"} and json.loads((state / "trust.json").read_text())
+    button(at, "Sign and write the trust file").click().run()
+    trust = load_trust(state / "trust.json")  # refuses a trust file no admin signed
+    assert set(trust["people"]) == {"ada", "alice", "carol"}
+    assert json.loads((state / "trust.json").read_text())["signed_by"] == "ada"
 
     # alice is no admin: told so, and offered no admin form
     button(at, "Sign out").click().run()

@@ -24,12 +24,14 @@ from pathlib import Path
 
 import torch
 
+from pruning import serving_format as serving
 from pruning.durable import atomic_dir
 from pruning.errors import TicketLabError
 from pruning.ticket import Ticket, applied, check_compatible, find_ticket
 
 from .. import uncertainty
 from ..ledger import Ledger
+from ..serving import artifact as shipped
 from . import evidence as ev
 from . import records, signing, state, witness
 from .audit import require_intact
@@ -45,12 +47,18 @@ VERSION_PACKAGES = ("ticketlab", "torch", "transformers", "safetensors", "numpy"
 
 def export_bundle(ledger: Ledger, ticket_ref: str, out: str | Path, fmt: str = "masked-weights", *,
                   signer: Signer | None = None, unreviewed: bool = False, overwrite: bool = False,
-                  model: str | None = None, dtype: str = "float32", loaded=None) -> dict:
+                  model: str | None = None, dtype: str = "float32", loaded=None, quantize: str | None = None,
+                  group_size: int | None = None) -> dict:
     """Write a bundle of `ticket_ref` at `out`, signed by `signer`: the approving reviewer or a deployer.
     `loaded`: the ticket's dense model already in memory (else it is loaded from `model` or the ticket's
-    recorded spec); it is left unchanged. An unreviewed export (`unreviewed=True`) is not signed."""
+    recorded spec); it is left unchanged. An unreviewed export (`unreviewed=True`) is not signed.
+    `quantize` (w8a8 | w4a16, `pruning.serving_format`): the weights are then stored quantized in
+    compressed-tensors, the format vLLM loads (the surviving weights of the ticket, quantized)."""
     if fmt not in FORMATS:
         raise TicketLabError(f"unknown bundle format {fmt!r}: use {', '.join(FORMATS)}.")
+    recipe = serving.make_recipe(quantize, group_size) if quantize not in (None, "none") else None
+    if recipe is not None and fmt == "masks":
+        raise TicketLabError("--quantize needs weights: use --format masked-weights or materialized (masks hold none).")
     out = Path(out).expanduser().resolve()
     _check_target(out, overwrite)
     st = state.load(ledger)
@@ -78,9 +86,16 @@ def export_bundle(ledger: Ledger, ticket_ref: str, out: str | Path, fmt: str = "
     with atomic_dir(out, replace=overwrite) as tmp:
         shutil.copytree(ticket.path, tmp / "ticket", ignore=shutil.ignore_patterns(".*"))
         loader = _write_weights(loaded, ticket, tmp, fmt)
+        if recipe is not None:  # prune, then quantize the survivors; the unquantized check stays on record
+            loader = {**loader, "unquantized_check": loader.pop("check", None),
+                      **shipped.quantize_checkpoint(tmp, loaded, ticket, recipe, loader),
+                      "vllm": "expected to load (compressed-tensors); `ticketlab serve-check` tests it",
+                      "how": "vLLM (`vllm serve DIR`), or transformers with compressed-tensors installed"}
         with snapshot(ledger) as db:
             manifest = _manifest(db, st, row, ticket, loaded, fmt, approval, unreviewed, loader, dtype)
         manifest["exported_by"] = signer.name if signer is not None else None
+        manifest["artifact"] = shipped.section(tmp, fmt, recipe, _dense_bytes(loaded)) if fmt != "masks" else None
+        manifest["evidence"] = shipped.evidence(manifest["metrics"], manifest["artifact"])
         manifest["deployer"]["payload_bytes"] = sum(f["bytes"] for f in file_digests(tmp).values())
         from .modelcard import model_card
 
@@ -268,8 +283,20 @@ def _metrics(ledger: Ledger, ticket: Ticket) -> list[dict]:
                         "value": r["value"], "stderr": r["stderr"], "direction": r["direction"], "ideal": r["ideal"],
                         "full": r["limit"] is None, "limit": r["limit"], "n_samples": r["n_samples"],
                         "n_docs": uncertainty.docs_of(r),
-                        "dtype": r["dtype"], "batch_size": r["batch_size"], "run_id": r["run_id"]})
+                        "dtype": r["dtype"], "batch_size": r["batch_size"], "run_id": r["run_id"],
+                        "artifact": _artifact_of(r)})
     return sorted(out, key=lambda m: (m["subject"] != "ticket", m["suite"], m["task"], m["metric"], not m["full"]))
+
+
+def _artifact_of(row: dict) -> str | None:
+    """The exported artifact a metric row was measured on (`extra.artifact.id`), None for the lab's own."""
+    extra = row.get("extra")
+    if isinstance(extra, str):
+        try:
+            extra = json.loads(extra)
+        except ValueError:
+            return None
+    return ((extra or {}).get("artifact") or {}).get("id")
 
 
 def _sparsity(ticket: Ticket, loaded) -> dict:

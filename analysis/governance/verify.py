@@ -229,9 +229,36 @@ def _weights(root: Path, manifest: dict, ticket, fmt: str, checked: list[str]) -
         diff = sorted(n for n in set(recorded) | set(got) if recorded.get(n) != got.get(n))
         problems += [f"{n}: tensor differs from the one recorded at export" for n in diff[:10]]
         checked.append("tensor hashes recorded at export")
-    if fmt == "masked-weights":
+    problems += _shipped(root, manifest, ticket, checked)
+    if fmt == "masked-weights" and not (manifest.get("artifact") or {}).get("quantization"):
         problems += _pruned_are_zero(root, ticket)
         checked.append("pruned weights are zero")
+    return problems
+
+
+def _shipped(root: Path, manifest: dict, ticket, checked: list[str]) -> list[str]:
+    """The artifact's id recomputed from its tensors, pruned weights exact zeros in a quantized artifact,
+    and that the approving evidence was measured on this artifact (analysis.serving.artifact)."""
+    from pruning import serving_format
+
+    from ..serving import artifact as shipped
+
+    recorded = manifest.get("artifact")
+    if not recorded:
+        return []  # a bundle from before artifacts were recorded: its files are still checked above
+    problems = []
+    got = shipped.artifact_id(root)
+    if got != recorded.get("id"):
+        problems.append(f"artifact: its tensors hash to {got[:12]}, the manifest says {str(recorded.get('id'))[:12]}")
+    checked.append("artifact id")
+    if recorded.get("quantization") and manifest.get("bundle_format") == "masked-weights":
+        problems += [f"quantized weights: {p}" for p in serving_format.masked_nonzero(root, ticket.masks)]
+        checked.append("pruned weights are exact zeros after quantization")
+    why = shipped.evidence_problem(manifest, got)
+    if why:
+        problems.append(f"evidence: {why}")
+    elif manifest.get("evidence"):
+        checked.append("approving evidence was measured on this artifact")
     return problems
 
 
@@ -258,6 +285,13 @@ def _against_dense(root: Path, manifest: dict, ticket, dense: str | None, loaded
     if loaded.weights_sha256 != ticket.dense["weights_sha256"]:
         return [f"the dense model given hashes to {loaded.weights_sha256[:12]}, the ticket was made from "
                 f"{ticket.dense['weights_sha256'][:12]}: not its dense model"]
+    quantization = (manifest.get("artifact") or {}).get("quantization")
+    if quantization:  # deterministic RTN: quantizing the dense model under the ticket again gives the same tensors
+        from ..serving.artifact import requantized_differences
+
+        problems = requantized_differences(root, loaded, ticket, quantization)
+        checked.append("quantized weights are the dense model's under the ticket's masks, quantized again")
+        return problems[:10]
     problems = []
     with applied(loaded, ticket):
         expected = dict(loaded.model.named_parameters())

@@ -164,3 +164,50 @@ def deployment_panel(ticket: str, dense_sha256: str, me, roles: set[str]) -> Non
         else:
             governance.after_write(f"rolled back to {row['target']} (was {row['previous']}): record #{row['seq']}, "
                                    f"signed by {row['by_user']}", clear=(f"rb_reason_{ticket}", f"rb_to_{ticket}"))
+
+
+# --- browser prunes signed as their creator ------------------------------------------------------------
+SIGN_PRUNES = "sign_prunes"
+
+
+def remember_prune(job: dict | None, me) -> None:
+    """A prune job started by a signed-in engineer: its ticket is signed as theirs when it finishes."""
+    if job is not None and me is not None:
+        st.session_state.setdefault(SIGN_PRUNES, {})[job["id"]] = me.name
+
+
+def sign_finished_prunes() -> None:
+    """Sign, as their creator, the tickets of this session's finished prune jobs (when the engineer who
+    started them is still signed in); a toast says what was signed, an error what could not be."""
+    waiting = st.session_state.get(SIGN_PRUNES)
+    if not waiting:
+        return
+    from app import jobs
+
+    me = governance.signer()
+    for job_id, name in list(waiting.items()):
+        try:
+            job = jobs.get(job_id)
+        except (TicketLabError, OSError):
+            waiting.pop(job_id)
+            continue
+        if job.get("status") in ("starting", "running"):
+            continue
+        waiting.pop(job_id)
+        ticket = (job.get("result") or {}).get("id") if isinstance(job.get("result"), dict) else None
+        if job.get("status") != "succeeded" or not ticket:
+            continue
+        if me is None or me.name != name:
+            st.toast(f"{ticket} is not signed: {name} signed out before it finished. Sign in as {name} and press "
+                     f"“Sign as the creator” on the Review page.", icon=":material/key_off:")
+            continue
+        gov = governance.modules()
+        if gov.state.creation_of(governance.fresh_state(), ticket) is not None:
+            continue
+        try:
+            row = gov.identity.sign_creation(data.ledger(), me, ticket)
+        except TicketLabError as e:
+            st.toast(governance.browser_words(str(e)), icon=":material/warning:")
+        else:
+            data.forget()
+            st.toast(f"{me.name} signed as creator of {ticket} (record #{row['seq']})", icon=":material/verified:")

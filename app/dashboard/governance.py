@@ -259,7 +259,7 @@ def audit_status() -> None:
         st.error(str(e), icon=":material/warning:")
         return
     if not report["initialised"]:
-        st.info("No signed governance records yet (`ticketlab init`).", icon=":material/key:")
+        st.info("No signed governance records yet: an admin creates the ledger on the Admin page.", icon=":material/key:")
     elif report["ok"]:
         st.success(f"Audit: {report['records']} signed records, every signature and role valid; the ledger holds "
                    f"all {report['witnessed']} heads of the witness log.", icon=":material/lock:")

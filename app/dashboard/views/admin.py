@@ -164,21 +164,23 @@ def _policy(me) -> None:
 
 def _trust(me) -> None:
     out = st.text_input("trust file", value=str(settings.state_dir() / "trust.json"), key="adm_trust_out")
-    if st.button("Write the trust file", key="adm_trust_go"):
+    if st.button("Sign and write the trust file", key="adm_trust_go"):
         try:
             path = trust_file(me, out)
         except (TicketLabError, OSError) as e:
             governance.say(e)
         else:
-            st.success(f"trusted keys and roles written to {path}: give it to deployers for `ticketlab verify --trust`",
+            st.success(f"trusted keys and roles, signed by {me.name}, written to {path}: give it to deployers to verify "
+                       f"bundles with",
                        icon=":material/verified_user:")
 
 
 def trust_file(me, out: str) -> Path:
+    """`ticketlab people export --as ADMIN`: the registry and the ledger's anchor, signed by this admin."""
     from analysis.governance import trustfile
     from pruning.durable import atomic_write_json
 
-    trust = trustfile.export(state_now, me)  # signed by the admin, with the ledger's trust anchor
+    trust = trustfile.export(governance.fresh_state(), me)
     atomic_write_json(out, trust, indent=2, sort_keys=True)
     return Path(out)
 
