@@ -246,3 +246,30 @@ def test_trust_files_are_signed_by_an_admin_and_checked(tiny_llama, state, monke
     (state / "t.json").write_text(json.dumps(unsigned))
     with pytest.raises(TicketLabError, match="not signed by an admin it lists"):
         load_trust(state / "t.json")
+
+
+def test_keygen_replace_of_a_registered_key_needs_its_owner(tiny_llama, state, monkeypatch, capsys):
+    from govern_helpers import passphrase
+
+    from analysis.governance import keys
+    from app.cli import main
+
+    lab = setup_lab(state, tiny_llama, monkeypatch)
+    bob_file = keys.private_path("bob")
+    before = bob_file.read_bytes()
+    monkeypatch.setenv("TICKETLAB_PASSPHRASE", "mallorys-new-passphrase")  # someone else at bob's key directory
+    assert main(["keygen", "bob", "--replace"]) == 2
+    assert "holds bob's registered key" in capsys.readouterr().err
+    assert bob_file.read_bytes() == before and gstate.load(lab.ledger).registry.people["bob"].key_id == lab["bob"].key_id
+    monkeypatch.setenv("TICKETLAB_OLD_PASSPHRASE", "not-bobs-passphrase")
+    assert main(["keygen", "bob", "--replace"]) == 2
+    assert "wrong passphrase for bob's key" in capsys.readouterr().err and bob_file.read_bytes() == before
+    # bob himself: his key signs its own revocation, then the new key is written for an admin to register
+    monkeypatch.setenv("TICKETLAB_OLD_PASSPHRASE", passphrase("bob"))
+    monkeypatch.setenv("TICKETLAB_PASSPHRASE", "bobs-brand-new-passphrase")
+    assert main(["keygen", "bob", "--replace"]) == 0
+    assert "revoked (signed by bob)" in capsys.readouterr().out
+    bob = gstate.load(lab.ledger).registry.people["bob"]
+    assert bob.key_id is None and lab["bob"].key_id in bob.revoked
+    assert keys.unlock("bob", "bobs-brand-new-passphrase").key_id != lab["bob"].key_id
+    assert audit.audit(lab.ledger)["ok"]

@@ -15,6 +15,11 @@ sparse sub-network sparse.
   the full run has at those steps (open_lth's `start_step`), so a network rewound to step K gets the
   same number of optimizer steps and the same learning-rate sequence as the dense run from K. The
   result records every step index and learning rate so callers and tests can compare runs.
+- The rewind point carries the optimizer: `checkpoint_steps` also keep AdamW's state (moments and step
+  count, by parameter name), and `optimizer_state=` resumes from it, so a run resumed at K continues
+  exactly as the uninterrupted run would (bit-identical on CPU with the same data order: tested), and
+  resuming is not a perturbation. A masked tensor's moments are masked on load: the pruned weights' history
+  is dropped, the survivors' is the saved one.
 - Early stopping: with `evaluate`, the validation loss is measured every `eval_every` steps and the
   model is left at the best one (`best_step`); the curve is returned.
 - Precision: trainable weights must be float32 (bf16 weights would round small updates away); on CUDA
@@ -90,6 +95,7 @@ class TrainConfig:
 class TrainResult:
     losses: list[float]  # training loss per step
     checkpoints: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)  # step -> CPU state dict
+    optimizer_states: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)  # step -> AdamW state
     tokens: int = 0
     seconds: float = 0.0
     steps: list[int] = field(default_factory=list)  # the schedule index of every optimizer step taken
@@ -178,6 +184,43 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
         params[n].data.copy_(t.to(device=params[n].device, dtype=params[n].dtype))
 
 
+OPT_KEYS = ("exp_avg", "exp_avg_sq", "step")
+
+
+def optimizer_snapshot(opt: torch.optim.Optimizer, names: dict[int, str]) -> dict[str, torch.Tensor]:
+    """AdamW's per-parameter state as a flat CPU tensor dict `<param name>/<key>` (storable as safetensors)."""
+    out = {}
+    for group in opt.param_groups:
+        for p in group["params"]:
+            st = opt.state.get(p)
+            if not st:
+                continue
+            for key in OPT_KEYS:
+                t = st[key]
+                t = t if torch.is_tensor(t) else torch.tensor(float(t))
+                out[f"{names[id(p)]}/{key}"] = t.detach().to("cpu", copy=True).reshape(t.shape)
+    return out
+
+
+@torch.no_grad()
+def _load_optimizer_state(opt: torch.optim.Optimizer, named: dict[str, nn.Parameter],
+                          state: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> None:
+    trained = {id(p) for group in opt.param_groups for p in group["params"]}
+    for name, p in named.items():
+        if id(p) not in trained or f"{name}/exp_avg" not in state:
+            continue  # no history for this tensor (e.g. newly trainable): AdamW starts it fresh
+        moments = {}
+        for key in ("exp_avg", "exp_avg_sq"):
+            t = state[f"{name}/{key}"].to(device=p.device, dtype=p.dtype).clone()
+            if tuple(t.shape) != tuple(p.shape):
+                raise TicketLabError(f"optimizer state for {name} has shape {tuple(t.shape)}, the weight "
+                                     f"{tuple(p.shape)}: wrong rewind checkpoint?")
+            if name in masks:
+                t.mul_(masks[name].to(device=p.device, dtype=p.dtype))
+            moments[key] = t
+        opt.state[p] = {"step": state[f"{name}/step"].clone().float(), **moments}
+
+
 def _loss(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model(input_ids=x, labels=x, use_cache=False).loss
 
@@ -201,7 +244,7 @@ def check_trainable_dtype(params: dict[str, torch.Tensor]) -> None:
 def train(model: nn.Module, data: torch.Tensor, config: TrainConfig, *, masks: dict[str, torch.Tensor] | None = None,
           data_seed: int = 0, trainable: Iterable[str] | None = None, checkpoint_steps: Iterable[int] = (),
           start_step: int = 0, evaluate: Callable[[nn.Module], float] | None = None, eval_every: int = 0,
-          progress: Progress | None = None) -> TrainResult:
+          progress: Progress | None = None, optimizer_state: dict[str, torch.Tensor] | None = None) -> TrainResult:
     """Train `model` in place on `data` ([N, seq_len] windows): schedule steps `start_step`..`config.steps`-1.
 
     `masks` (name -> bool, True = kept) are applied before the first step and kept exactly zero.
@@ -209,7 +252,8 @@ def train(model: nn.Module, data: torch.Tensor, config: TrainConfig, *, masks: d
     the call and their `requires_grad` is restored afterwards. `checkpoint_steps`: take a CPU copy of
     the parameters after that many optimizer steps of the schedule (`start_step` = before the first).
     `evaluate(model) -> loss` at `eval_steps(...)`: the model ends at the best of them (early stopping).
-    The optimizer starts fresh at `start_step` (its moments are not part of a rewind point).
+    `optimizer_state` (from `TrainResult.optimizer_states[K]`): AdamW resumes with those moments and step
+    counts (masked tensors' moments masked); without it the optimizer starts fresh at `start_step`.
     """
     if data.dim() != 2 or data.shape[1] < 2:
         raise TicketLabError("training data must be [N windows, L tokens] with L >= 2.")
@@ -239,10 +283,15 @@ def train(model: nn.Module, data: torch.Tensor, config: TrainConfig, *, masks: d
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}],
                             lr=config.lr_at(0), betas=(config.beta1, config.beta2), foreach=True)
+    if optimizer_state is not None:
+        _load_optimizer_state(opt, {n: named[n] for n in train_names}, optimizer_state,
+                              {n: m for n, m in (masks or {}).items()})
+    ids = {id(p): n for n, p in named.items()}
     order = batch_order(data.shape[0], config.batch_size, config.steps, data_seed)
     result = TrainResult(losses=[])
     if start_step in wanted:
         result.checkpoints[start_step] = cpu_state(model)
+        result.optimizer_states[start_step] = optimizer_snapshot(opt, ids)
     scored = set(eval_steps(config, start_step, eval_every)) if evaluate is not None else set()
     best_state: dict[str, torch.Tensor] | None = None
     model.train()
@@ -273,6 +322,7 @@ def train(model: nn.Module, data: torch.Tensor, config: TrainConfig, *, masks: d
             result.tokens += x.numel()
             if step + 1 in wanted:
                 result.checkpoints[step + 1] = cpu_state(model)
+                result.optimizer_states[step + 1] = optimizer_snapshot(opt, ids)
             if step + 1 in scored:
                 val = float(evaluate(model))
                 model.train()
