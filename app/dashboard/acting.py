@@ -81,16 +81,17 @@ def decision_form(ticket: str, baseline: str, me, roles: set[str]) -> None:
             st.session_state.pop(f"dec_pending_{ticket}", None)
             st.session_state[seen_key] = now["seq"]
             for field, value in zip(FIELDS, pending.values(), strict=True):  # the form comes back as it was
-                st.session_state[field.format(t=ticket)] = value
+                st.session_state[governance.key(field.format(t=ticket))] = value
             st.rerun()
         return
     pinned = governance.review(ticket, baseline)
     with st.form(f"decision_{ticket}"):  # keyed by ticket: another candidate gets a fresh, empty form
-        decision = st.radio("decision", ["approve", "reject"], horizontal=True, key=f"dec_decision_{ticket}")
-        reason = st.text_area("reason (recorded and signed)", key=f"dec_reason_{ticket}", height=80)
+        decision = st.radio("decision", ["approve", "reject"], horizontal=True, key=governance.key(f"dec_decision_{ticket}"))
+        reason = st.text_area("reason (recorded and signed)", key=governance.key(f"dec_reason_{ticket}"), height=80)
         override = st.checkbox("override the pinned policy (approve although a rule fails or evidence is missing)",
-                               key=f"dec_override_{ticket}", disabled=pinned.passed)
-        override_reason = st.text_input("override reason", key=f"dec_override_reason_{ticket}", disabled=pinned.passed)
+                               key=governance.key(f"dec_override_{ticket}"), disabled=pinned.passed)
+        override_reason = st.text_input("override reason", key=governance.key(f"dec_override_reason_{ticket}"),
+                                        disabled=pinned.passed)
         go = st.form_submit_button(f"Sign and record the decision on {ticket} as {me.name}", type="primary")
     if not go:
         return
@@ -137,7 +138,7 @@ def deployment_panel(ticket: str, dense_sha256: str, me, roles: set[str]) -> Non
         left.caption(f"{ticket} is not approved: only approved tickets are promoted (ask a reviewer).")
     else:
         with left.form(f"promote_{ticket}"):
-            reason = st.text_input("reason", key=f"dep_reason_{ticket}")
+            reason = st.text_input("reason", key=governance.key(f"dep_reason_{ticket}"))
             go = st.form_submit_button(f"Promote {ticket} as {me.name}", type="primary")
         if go:
             try:
@@ -152,8 +153,8 @@ def deployment_panel(ticket: str, dense_sha256: str, me, roles: set[str]) -> Non
         return
     with right.form(f"rollback_{ticket}"):
         earlier = list(reversed(stack[:-1]))
-        to = st.selectbox("roll back to", ["previous"] + earlier, key=f"rb_to_{ticket}")
-        reason_rb = st.text_input("reason", key=f"rb_reason_{ticket}")
+        to = st.selectbox("roll back to", ["previous"] + earlier, key=governance.key(f"rb_to_{ticket}"))
+        reason_rb = st.text_input("reason", key=governance.key(f"rb_reason_{ticket}"))
         go_rb = st.form_submit_button(f"Roll back {dense_sha256[:12]} as {me.name}")
     if go_rb:
         try:
