@@ -101,7 +101,10 @@ def protocol_with(overrides: list[str]):
     changes = {}
     for item in overrides:
         key, _, raw = item.partition("=")
-        value = json.loads(raw)
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw  # a plain string such as stability=dense
         if key == "tiny":
             value = replace(base.tiny, **value)
         elif isinstance(value, list):

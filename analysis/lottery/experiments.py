@@ -254,6 +254,9 @@ def format_report(table: pd.DataFrame) -> str:
                      f"{pw['needed'] or 'more than 200'} seeds needed for {pw['target']:.2f}")
     largest = v["largest_matching_sparsity"]
     stop = v.get("stopping_sparsity")
+    sep = v.get("separation_sparsity")
+    lines.append("ticket and random separate (random - ticket > 0): "
+                 + ("at no level" if sep is None else f"first at {sep:.1%} sparsity"))
     lines.append(f"largest matching sparsity (delta {v['delta']:g} nats, tested from low to high sparsity): "
                  f"{'none' if largest is None else f'{largest:.1%}'}"
                  f"{'' if stop is None else f'; stopped at {stop:.1%}'}")

@@ -101,6 +101,8 @@ def verdict(rows: list[dict], *, delta: float = 0.02, confidence: float = 0.95, 
                              "rule": "from low to high sparsity, each level by TOST at alpha, stopping at the first "
                                      "level where the ticket does not match; familywise error <= alpha"},
            "largest_matching_sparsity": order.largest, "stopping_sparsity": order.stopped_at,
+           "separation_sparsity": next((e["sparsity"] for e in per_round
+                                        if e["controls"].get("random", {}).get("worse_than_ticket")), None),
            "winning_sparsities": winning, "sanity": _sanity(rows, per_round, delta, confidence, sanity_margin),
            "barrier": _barrier([b for b in barriers or [] if int(b.get("round", 0)) == 0], rewind_step, confidence),
            "sparse_stability": _sparse_stability(barriers or [], per_round, confidence),
@@ -233,6 +235,9 @@ def sentence(v: dict) -> str:
                      f"{_iv(db['from_k']).text(signed=False)}; the continuous dense run "
                      f"{_iv(db['continuous']).text(signed=False)} (continuous - from K "
                      f"{_iv(db['continuous_minus_from_k']).text()}).")
+    sep = v.get("separation_sparsity")
+    if sep is not None and v.get("n_seeds", 0) >= 2 and not (sanity is not None and not sanity["passed"]):
+        parts.append(f"Ticket and random mask separate (random - ticket > 0 at {level}) first at {sep:.1%} sparsity.")
     pw = v.get("power")
     if pw:
         parts.append(f"Power: {pw['given']} seeds give {pw['achieved']:.2f} power to find a ticket exactly as good "

@@ -65,7 +65,17 @@ from .tiny import (
     split_corpus,
     token_stream,
 )
-from .training import TrainConfig, TrainResult, cpu_state, heldout_loss, load_state, train, windows
+from .training import (
+    TrainConfig,
+    TrainResult,
+    check_processes,
+    cpu_state,
+    heldout_loss,
+    load_state,
+    processes,
+    train,
+    windows,
+)
 
 FORMAT = "ticketlab-imp/3"
 ProgressFactory = Callable[[str], Callable[[int, int, str], None]]
@@ -147,6 +157,11 @@ class ImpExperiment:
 
     def __init__(self, protocol: Protocol, root: Path | None = None):
         protocol.validate()
+        check_processes(protocol.batch_size)  # accelerate launch --num_processes N must split every batch
+        if processes() > 1:
+            raise TicketLabError(f"processes: this experiment was launched as {processes()} processes; `train` runs "
+                                 f"under accelerate (DDP, tested) but the runner still writes tickets and records "
+                                 f"from every process, so run `ticketlab imp` as one process for now.")
         self.protocol = protocol
         self._pretrained: LoadedModel | None = None
         self._pretrained_state: dict[str, torch.Tensor] | None = None

@@ -22,6 +22,12 @@ sparse sub-network sparse.
   is dropped, the survivors' is the saved one.
 - Early stopping: with `evaluate`, the validation loss is measured every `eval_every` steps and the
   model is left at the best one (`best_step`); the curve is returned.
+- Several processes (issue 18): launched with `accelerate launch --multi_gpu --num_processes N` (on a CPU
+  machine accelerate then runs gloo DDP; the flag name is accelerate's) or torchrun, `train` goes through
+  accelerate: the model is wrapped in DDP by `Accelerator.prepare_model`, every process takes its share
+  of each step's windows (the batch must split evenly: one clear error naming batch_size otherwise),
+  `Accelerator.backward` averages the gradients, and every process applies the same update, so the
+  weights equal the one-process run's up to the order of floating-point sums (tested).
 - Precision: trainable weights must be float32 (bf16 weights would round small updates away); on CUDA
   `amp="bf16"` runs the forward/backward under bf16 autocast over the fp32 master weights.
 """
@@ -29,6 +35,7 @@ sparse sub-network sparse.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -233,6 +240,28 @@ def eval_steps(config: TrainConfig, start_step: int, every: int) -> list[int]:
     return sorted({s for s in range(every, config.steps + 1, every) if s > start_step} | {config.steps})
 
 
+def processes() -> int:
+    """How many processes were launched together (accelerate launch / torchrun set WORLD_SIZE)."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def check_processes(batch_size: int, world: int | None = None) -> None:
+    world = processes() if world is None else world
+    if world > 1 and batch_size % world:
+        raise TicketLabError(f"protocol setting batch_size: {batch_size} windows per step cannot be split evenly over "
+                             f"{world} processes (accelerate launch --num_processes {world}); use a batch size that is a "
+                             f"multiple of {world}, or launch {math.gcd(batch_size, world)} process(es).")
+
+
+def _accelerator(device: torch.device):
+    """accelerate's Accelerator when several processes were launched (DDP: gloo on CPU, NCCL on CUDA), else None."""
+    if processes() <= 1:
+        return None
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=device.type == "cpu")
+
+
 def check_trainable_dtype(params: dict[str, torch.Tensor]) -> None:
     low = [n for n, p in params.items() if p.dtype in (torch.bfloat16, torch.float16)]
     if low:
@@ -271,6 +300,7 @@ def train(model: nn.Module, data: torch.Tensor, config: TrainConfig, *, masks: d
     check_trainable_dtype({n: named[n] for n in train_names})
     if config.amp == "bf16" and device.type != "cuda":
         raise TicketLabError("bf16 autocast training is for CUDA; on CPU train in float32 (--amp none).")
+    check_processes(config.batch_size)
     was_training = model.training
     old_flags = {n: p.requires_grad for n, p in named.items()}
     for n, p in named.items():
@@ -287,6 +317,9 @@ def train(model: nn.Module, data: torch.Tensor, config: TrainConfig, *, masks: d
         _load_optimizer_state(opt, {n: named[n] for n in train_names}, optimizer_state,
                               {n: m for n, m in (masks or {}).items()})
     ids = {id(p): n for n, p in named.items()}
+    acc = _accelerator(device)
+    world, rank = (acc.num_processes, acc.process_index) if acc else (1, 0)
+    forward = acc.prepare_model(model, device_placement=False) if acc else model  # DDP over the same parameters
     order = batch_order(data.shape[0], config.batch_size, config.steps, data_seed)
     result = TrainResult(losses=[])
     if start_step in wanted:
@@ -298,16 +331,20 @@ def train(model: nn.Module, data: torch.Tensor, config: TrainConfig, *, masks: d
     start = time.perf_counter()
     try:
         for step in range(start_step, config.steps):
-            x = data[order[step]].to(device, non_blocking=True)
+            x = data[order[step][rank::world]].to(device, non_blocking=True)  # this process's share
             lr = config.lr_at(step)
             for group in opt.param_groups:
                 group["lr"] = lr
             if config.amp == "bf16":
                 with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
-                    loss = _loss(model, x)
+                    loss = _loss(forward, x)
             else:
-                loss = _loss(model, x)
-            loss.backward()
+                loss = _loss(forward, x)
+            if acc:
+                acc.backward(loss)  # DDP averages the gradients over the processes
+                loss = acc.reduce(loss.detach(), "mean")  # the step's loss over the whole batch, on every process
+            else:
+                loss.backward()
             mask_set.mask_grads_()
             torch.nn.utils.clip_grad_norm_(params, config.clip, foreach=True)
             opt.step()
@@ -319,7 +356,7 @@ def train(model: nn.Module, data: torch.Tensor, config: TrainConfig, *, masks: d
             result.losses.append(value)
             result.steps.append(step)
             result.lrs.append(lr)
-            result.tokens += x.numel()
+            result.tokens += x.numel() * world
             if step + 1 in wanted:
                 result.checkpoints[step + 1] = cpu_state(model)
                 result.optimizer_states[step + 1] = optimizer_snapshot(opt, ids)

@@ -91,6 +91,9 @@ shown = pd.DataFrame([{
     "winning": "" if r["round"] == 0 else ("yes" if r["winning"] else "no"),
 } for r in table.to_dict("records")])
 st.dataframe(shown, hide_index=True, width="stretch")
+sep = verdict.get("separation_sparsity")
+st.caption("Ticket and random mask separate (random - ticket > 0): "
+           + ("at no level tested." if sep is None else f"first at {sep:.1%} sparsity."))
 st.plotly_chart(exp_mod.imp_figure(table), key="exp_curve")
 
 with st.expander("Controls against the ticket (paired differences)"):
