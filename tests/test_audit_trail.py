@@ -105,17 +105,18 @@ def test_witness_truncated_too_but_a_bundle_remembers(tiny_llama, state, monkeyp
     assert f"bundle {bundle}" in err and f"saw record #{head}" in err
 
 
-def test_corrupt_or_missing_witness_log_one_message_nothing_recorded(tiny_llama, state, monkeypatch):
+def test_damaged_witness_lines_are_named_and_the_heads_they_held_missed(tiny_llama, state, monkeypatch):
     lab = setup_lab(state, tiny_llama, monkeypatch)
     t = make_recorded_ticket(tiny_llama, lab.ledger, signer=lab["carol"])
     wpath = witness.path_for(lab.ledger)
     good = wpath.read_text()
     before = len(_rows(lab.ledger))
+    # an edited line is named, skipped, and the record it witnessed has no head any more
     wpath.write_text(good.replace('"seq"', '"sq"', 1))
-    with pytest.raises(TicketLabError, match=f"witness log {wpath} line 1 is corrupt.*nothing was recorded"):
-        witness.read(wpath)
-    with pytest.raises(TicketLabError, match="fails the audit.*line 1 is corrupt"):
-        decisions.decide(lab.ledger, t.id, "reject", lab["alice"], "r")
+    heads, bad = witness.scan(wpath)
+    assert len(heads) == before - 1 and "line 1 is not a signed head" in bad[0]
+    report = audit.audit(lab.ledger)
+    assert not report["ok"] and report["unwitnessed"] == [1] and "line 1 is not a signed head" in report["notes"][0]
     # an invented head (edited hash, kept signature) is refused as well
     first = json.loads(good.splitlines()[0])
     first["head"] = "f" * 64
@@ -123,17 +124,64 @@ def test_corrupt_or_missing_witness_log_one_message_nothing_recorded(tiny_llama,
     assert "not signed by a registered key" in audit.audit_message(audit.audit(lab.ledger))
     wpath.unlink()
     assert "no witness log at" in audit.audit_message(audit.audit(lab.ledger))
+    with pytest.raises(TicketLabError, match="fails the audit.*no witness log"):
+        decisions.decide(lab.ledger, t.id, "reject", lab["alice"], "r")
     assert len(_rows(lab.ledger)) == before
-    # a head lost to a crash between commit and witness is only a note; the next write covers it
-    wpath.write_text("\n".join(good.splitlines()[:-1]) + "\n")
+    # garbage appended after the last head (a torn append, or by hand) is reported, and fails nothing
+    wpath.write_text(good + '{"ledger_id": "x", "se')
     report = audit.audit(lab.ledger)
-    assert report["ok"] and "not yet witnessed" in report["notes"][0]
-    decisions.decide(lab.ledger, t.id, "reject", lab["alice"], "r")
-    assert audit.audit(lab.ledger)["notes"] == []
-    # a half-written last line (a crash during the append) is ignored, not fatal
-    with open(wpath, "a") as f:
-        f.write('{"ledger_id": "x", "se')
+    assert report["ok"] and "is not a signed head" in report["notes"][0]
+    decisions.decide(lab.ledger, t.id, "reject", lab["alice"], "r")  # its head goes on a line of its own
+    heads, bad = witness.scan(wpath)
+    assert len(heads) == before + 1 and len(bad) == 1 and audit.audit(lab.ledger)["ok"]
+
+
+def test_a_last_head_without_its_newline_still_counts(tiny_llama, state, monkeypatch):
+    lab = setup_lab(state, tiny_llama, monkeypatch)
+    wpath = witness.path_for(lab.ledger)
+    text = wpath.read_text()
+    wpath.write_text(text[:-1])  # one byte less: the newest head loses its newline
+    assert len(witness.read(wpath)) == len(_rows(lab.ledger)) and audit.audit(lab.ledger)["ok"]
+
+
+def test_a_record_past_the_witness_fails_the_audit_until_witnessed_again(tiny_llama, state, monkeypatch, capsys):
+    """The unwitnessed-record attack: a promotion whose head went to a private copy of the witness log."""
+    lab = setup_lab(state, tiny_llama, monkeypatch)
+    t = approved_ticket(lab, tiny_llama)
+    wpath = witness.path_for(lab.ledger)
+    monkeypatch.setenv("TICKETLAB_WITNESS", str(state / "private.jsonl"))
+    with pytest.raises(TicketLabError, match=r"witness log is pinned at .*unset \$TICKETLAB_WITNESS"):
+        deploy.promote(lab.ledger, t.id, lab["dave"], "ship")
+    monkeypatch.delenv("TICKETLAB_WITNESS")
+    # the same promotion with its head cut from the pinned log (as a write killed after its commit leaves it)
+    deploy.promote(lab.ledger, t.id, lab["dave"], "ship")
+    seq = _rows(lab.ledger)[-1]["seq"]
+    wpath.write_text("".join(wpath.read_text().splitlines(keepends=True)[:-1]))
+    report = audit.audit(lab.ledger)
+    assert not report["ok"] and report["unwitnessed"] == [seq]
+    assert main(["audit"]) == 2
+    assert f"records #{seq} have no head in the witness log" in capsys.readouterr().err
+    # a later write by someone else does not cover it: every record needs its own head
+    decisions.decide(lab.ledger, t.id, "approve", lab["bob"], "second opinion")
+    assert audit.audit(lab.ledger)["unwitnessed"] == [seq]
+    # the signed re-witness step: an admin who checked it signs its head
+    with pytest.raises(TicketLabError, match="needs the admin role"):
+        main_rewitness(monkeypatch, "alice")
+    assert main_rewitness(monkeypatch, "ada") == 0
+    assert f"witnessed again: #{seq}" in capsys.readouterr().out
     assert audit.audit(lab.ledger)["ok"]
+
+
+def main_rewitness(monkeypatch, who: str) -> int:
+    from govern_helpers import passphrase
+
+    monkeypatch.setenv("TICKETLAB_PASSPHRASE", passphrase(who))
+    from analysis.governance import identity, records
+    from analysis.ledger import Ledger
+
+    if who != "ada":
+        return records.rewitness(Ledger(), identity.unlock(who))
+    return main(["audit", "--rewitness", "--as", who])
 
 
 def test_witness_location_is_configurable(tiny_llama, state, monkeypatch):

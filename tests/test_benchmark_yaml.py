@@ -109,7 +109,8 @@ def test_a_yaml_alone_adds_a_task_everywhere(tiny_llama, task_folder, monkeypatc
     ticket.save()
     record_prune(tiny_llama, ticket, "test", ledger)
     for t in (None, ticket):
-        out = evaluate(tiny_llama, t, suite="safety", tasks=f"{name},framed_crows_pairs_gender", limit=4, ledger=ledger)
+        # 10 documents: the fewest a distance rule judges (analysis.uncertainty.MIN_DOCS)
+        out = evaluate(tiny_llama, t, suite="safety", tasks=f"{name},framed_crows_pairs_gender", limit=10, ledger=ledger)
         assert 0 <= out["results"][name]["pct_stereotype,none"] <= 1
     rows = ledger.query("SELECT task, metric, direction, ideal FROM metrics WHERE task = ? AND metric = 'pct_stereotype'",
                         [name])
@@ -173,7 +174,8 @@ def test_a_bbq_category_added_through_data_alone(tiny_llama, tmp_path, monkeypat
                                   "Religion", "Sexual_orientation")
     r = run_safety(tiny_llama, tasks="bbq", limit=7 * 4, bbq_per_category=8)
     res = r.results["bbq"]
-    assert "amb_bias_score_Gender_identity,none" in res and res["amb_bias_score_Gender_identity_stderr,none"] is not None
+    assert "amb_bias_score_Gender_identity,none" in res and r.n_docs["bbq"]["amb_bias_score_Gender_identity"] == 2
+    assert res["amb_bias_score_Gender_identity_stderr,none"] is None  # 2 documents: too few to tell, not 0
     assert "accuracy_disamb_Gender_identity,none" in res and "amb_bias_score_Race_x_SES,none" not in res
     assert r.config["categories"] == {"bbq": {"category": list(L.bbq_categories())}}
     assert {s["category"] for s in r.samples["bbq"]} == set(L.bbq_categories())

@@ -165,16 +165,21 @@ def _commands(lab: dict) -> dict:
                         "carol", "materialized", ("path", "ticket")),
         "decision": (["decide", lab["pending"], "approve", "--as", "bob", "--reason", "fine", "--json"],
                      "bob", None, ("ticket_id", "decision", "seq")),
+        "promote": (["promote", lab["approved"], "--as", "dave", "--reason", "ship", "--json"],
+                    "dave", None, ("target", "seq", "action")),
     }
 
 
 # which named points to kill at, per command: (label, which hit: first, last or a number)
 POINTS = {
-    "prune": [("ticket.save.partial", "first"), ("ledger.commit", "last")],
+    "prune": [("ticket.save.partial", "first"), ("ledger.commit", "last"), ("governance.committed", "first")],
     "eval": [("ledger.run.finished", "first"), ("ledger.commit", "last")],
     "export": [("durable.dir.before_rename", "last"), ("durable.dir.after_rename", "last")],
     "materialize": [("durable.dir.before_rename", "first"), ("durable.dir.after_rename", "first")],
-    "decision": [("ledger.commit", "first"), ("ledger.commit", "last")],
+    # governance.committed: after the commit, before the witness; the rerun must not record a second
+    # decision or promotion (idempotent) and must witness the one the killed run committed
+    "decision": [("ledger.commit", "first"), ("ledger.commit", "last"), ("governance.committed", "first")],
+    "promote": [("ledger.commit", "first"), ("governance.committed", "first")],
 }
 
 
@@ -231,7 +236,10 @@ def test_kill_9_then_everything_works_and_nothing_partial_is_visible(lab, clean,
         _env(mp, state, lab["data"], TICKETLAB_USER=user, TICKETLAB_PASSPHRASE=passphrase(user))
         _nothing_partial(state)
         rc, out, err = _cli(["audit"])
-        assert rc == 0, f"audit after the kill: {err}{out}"
+        if label == "governance.committed":  # committed, never witnessed: named until the rerun witnesses it
+            assert rc == 2 and "have no head in the witness log" in err, f"audit after the kill: {err}{out}"
+        else:
+            assert rc == 0, f"audit after the kill: {err}{out}"
         rc, out, err = _cli(argv)  # rerun: finishes, with the clean run's ids
         assert rc == 0, err
         assert _ids(out, keys, state) == clean[name]["ids"]

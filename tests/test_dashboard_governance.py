@@ -3,44 +3,10 @@ and who signed what, the trail and the bundle signature shown."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from dashboard_helpers import button, errors, keyed, page, sign_in, texts
 from govern_helpers import make_recorded_ticket, passphrase, setup_lab
-from streamlit.testing.v1 import AppTest
 
 from analysis.governance import state as gstate
-
-MAIN = Path(__file__).resolve().parents[1] / "app" / "dashboard" / "main.py"
-
-
-def page(name: str, **query) -> AppTest:
-    at = AppTest.from_file(str(MAIN), default_timeout=120)
-    at.run()
-    at.switch_page(f"views/{name}.py")
-    at.query_params.update(query)
-    at.run()
-    return at
-
-
-def texts(at: AppTest) -> str:
-    return "\n".join(str(x.value) for kind in ("markdown", "info", "success", "warning", "error", "caption")
-                     for x in getattr(at, kind))
-
-
-def errors(at: AppTest) -> str:
-    return "\n".join(e.value for e in at.error)
-
-
-def button(at: AppTest, label: str):
-    hits = [b for b in at.button if b.label == label]
-    assert hits, f"no button {label!r}; have {[b.label for b in at.button]}"
-    return hits[0]
-
-
-def sign_in(at: AppTest, key: str, name: str, pw: str) -> None:
-    at.selectbox(key=f"{key}_signin_name").set_value(name)
-    at.text_input(key=f"{key}_signin_pw").set_value(pw)
-    button(at, "Unlock my key").click().run()
 
 
 def test_decide_and_deploy_only_as_the_signed_in_person(state, tiny_llama, monkeypatch):
@@ -59,14 +25,14 @@ def test_decide_and_deploy_only_as_the_signed_in_person(state, tiny_llama, monke
     assert "signed in as **alice** (reviewer)" in texts(at)
 
     # the form is bound to its ticket: what was typed for a never reaches b, and the button names b
-    at.text_area(key=f"dec_reason_{a.id}").set_value("within budget")
+    keyed(at.text_area, f"dec_reason_{a.id}").set_value("within budget")
     at.selectbox(key="rev_ticket").set_value(b.id).run()
-    assert at.text_area(key=f"dec_reason_{b.id}").value == ""
+    assert keyed(at.text_area, f"dec_reason_{b.id}").value == ""
     assert [bt.label for bt in at.button if bt.label.startswith("Sign and record")] == [
         f"Sign and record the decision on {b.id} as alice"]
     at.selectbox(key="rev_ticket").set_value(a.id).run()
-    assert at.text_area(key=f"dec_reason_{a.id}").value == ""  # and back on a, its form starts afresh
-    at.text_area(key=f"dec_reason_{a.id}").set_value("within budget")
+    assert keyed(at.text_area, f"dec_reason_{a.id}").value == ""  # and back on a, its form starts afresh
+    keyed(at.text_area, f"dec_reason_{a.id}").set_value("within budget")
     button(at, f"Sign and record the decision on {a.id} as alice").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert f"approve of {a.id} signed by alice" in texts(at)
@@ -74,20 +40,27 @@ def test_decide_and_deploy_only_as_the_signed_in_person(state, tiny_llama, monke
     assert (s.review_status, s.decided_by, s.signed) == ("approved", "alice", True)
     assert gstate.ticket_state(lab.ledger, b.id).review_status == "unreviewed"  # the other ticket is untouched
 
-    # alice is no deployer: the promotion is refused and nothing moves
-    at.text_input(key=f"dep_reason_{a.id}").set_value("ship it")
-    button(at, f"Promote {a.id} as alice").click().run()
-    assert "needs the deployer role" in errors(at)
-    assert gstate.deployment_pointer(lab.ledger, tiny_llama.weights_sha256) == "dense"
+    # the form empties after the write (issue 21: it stayed filled, one more click recorded another decision)
+    assert keyed(at.text_area, f"dec_reason_{a.id}").value == ""
+    # alice is no deployer: no promote button that can only fail, and whom to ask instead
+    assert not [bt for bt in at.button if bt.label.startswith(("Promote", "Roll back"))]
+    assert "Promoting and rolling back need the deployer role (alice holds reviewer); deployers here: dave" in texts(at)
     button(at, "Sign out").click().run()
     sign_in(at, "dec", "dave", passphrase("dave"))
-    at.text_input(key=f"dep_reason_{a.id}").set_value("ship it")
+    # a deployer sees the deployment panel first, and no decision form (explained)
+    shown = [m.value for m in at.markdown if m.value.startswith("#### ")]
+    assert shown == ["#### Deployment", "#### Decision"]
+    assert not [bt for bt in at.button if bt.label.startswith("Sign and record")]
+    assert "Deciding needs the reviewer role (dave holds deployer); reviewers here: alice, bob" in texts(at)
+    keyed(at.text_input, f"dep_reason_{a.id}").set_value("ship it")
     button(at, f"Promote {a.id} as dave").click().run()
-    assert f"promoted {a.id} (was dense), signed by dave" in texts(at)
+    promoted = gstate.moves(lab.ledger)[-1]
+    assert f"promoted {a.id} (was dense): record #{promoted['seq']}, signed by dave" in texts(at)
     assert "every signature and role valid" in texts(at)
 
 
-def test_export_signed_by_the_approver_and_its_signature_shown(state, tiny_llama, monkeypatch):
+def test_export_signed_by_the_approver_or_a_deployer_and_its_signature_shown(state, tiny_llama, monkeypatch):
+    """Issue 21: the deployer's main button used to be an export that could only fail."""
     from analysis.governance import decisions
 
     monkeypatch.setenv("TICKETLAB_APP_MODEL", tiny_llama.spec)
@@ -97,18 +70,19 @@ def test_export_signed_by_the_approver_and_its_signature_shown(state, tiny_llama
     ex = page("export", ticket=t.id)
     ex.selectbox(key="exp_format").set_value("masks").run()
     sign_in(ex, "exp", "bob", passphrase("bob"))
-    assert f"only alice, who approved {t.id}, can sign its bundle" in texts(ex)
-    button(ex, f"Export {t.id} signed by bob").click().run()
-    assert "bob did not approve" in errors(ex)
+    # bob neither approved it nor deploys: told whom to ask, and offered no button that can only fail
+    assert "bob cannot sign this bundle: it is signed by alice, who approved it, or by a deployer (dave)" in texts(ex)
+    assert not [b for b in ex.button if b.label.startswith("Export")]
     button(ex, "Sign out").click().run()
-    sign_in(ex, "exp", "alice", passphrase("alice"))
-    button(ex, f"Export {t.id} signed by alice").click().run()
+    sign_in(ex, "exp", "dave", passphrase("dave"))
+    button(ex, f"Export {t.id} signed by dave (as deployer; carries alice's signed approval)").click().run()
     assert not ex.exception, [e.value for e in ex.exception]
-    assert "signed by alice" in texts(ex)
+    assert not ex.error, [e.value for e in ex.error]
+    assert "signed by dave" in texts(ex)
     ex = page("export", ticket=t.id)
     button(ex, "Verify the bundle (hashes, ticket id, signature, signer)").click().run()
     shown = "\n".join(s.value for s in ex.success)
-    assert "signed by **alice**" in shown and "model-signing signature" in shown
+    assert "Verified: signed by **dave** · approved by **alice**" in shown and "model-signing signature" in shown
 
 
 def test_review_page_on_a_ledger_without_signed_registry(state, tiny_llama, monkeypatch):

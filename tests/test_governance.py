@@ -2,6 +2,7 @@
 attacks of issue 10 that the attacker now loses."""
 
 import json
+import shutil
 
 import pytest
 from govern_helpers import (
@@ -64,7 +65,7 @@ def test_honest_path_end_to_end_through_the_cli(tiny_llama_dir, tiny_llama, stat
     bundle = state / "bundle"
     assert main(["export", tid, "--out", str(bundle), "--format", "masks", *_as(monkeypatch, "alice")]) == 0
     assert "signed by alice" in capsys.readouterr().out
-    assert main(["people", "export", "--out", str(state / "trust.json")]) == 0
+    assert main(["people", "export", "--out", str(state / "trust.json"), *_as(monkeypatch, "ada")]) == 0
     monkeypatch.delenv("TICKETLAB_PASSPHRASE")
     capsys.readouterr()
     assert main(["verify", str(bundle), "--trust", str(state / "trust.json")]) == 0
@@ -122,6 +123,7 @@ def test_cannot_act_as_alice_without_alices_key(tiny_llama, state, monkeypatch, 
     # carol makes her own key file under alice's name: it is not alice's registered key
     monkeypatch.setenv("TICKETLAB_KEY_DIR", str(state / "carols-keys"))
     keys.generate("alice", "carol-fake-passphrase")
+    shutil.copytree(state / "keys" / "anchors", state / "carols-keys" / "anchors")  # she trusts the same ledger
     fake = keys.unlock("alice", "carol-fake-passphrase")
     with pytest.raises(TicketLabError, match="is not alice's registered key"):
         decisions.decide(lab.ledger, t.id, "approve", fake, "r")

@@ -64,7 +64,8 @@ def test_suite_offline_metric_names_and_breakdowns(tiny_llama, no_network):
     for cat in BBQ_CATEGORIES:  # per-category rows exist, the five absent categories do not
         assert f"amb_bias_score_{cat},none" in bbq and f"accuracy_amb_{cat},none" in bbq
     assert not any("Gender_identity" in k or "Race_x_SES" in k for k in bbq)
-    assert -1 <= bbq["amb_bias_score,none"] <= 1 and bbq["amb_bias_score_stderr,none"] is not None
+    assert -1 <= bbq["amb_bias_score,none"] <= 1
+    assert r.n_docs["bbq"]["amb_bias_score"] < 10 and bbq["amb_bias_score_stderr,none"] is None  # too few to tell
     assert 0 <= r.results["truthfulqa_mc2"]["acc,none"] <= 1
     assert set(r.samples) == {"crows_pairs_english", "bbq", "truthfulqa_mc1", "truthfulqa_mc2", "winogender_all"}
     s = r.samples["bbq"][0]

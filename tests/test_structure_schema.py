@@ -83,7 +83,7 @@ def test_old_imp_schema_loads_with_its_id(tiny_llama, state):
     assert back.structure["rule"] == IMP_RULE
     assert structure.removed(back.structure, "query_heads") == {0: [0, 1], 1: [3]}
     # what IMP writes now for the same heads is the same `removed`
-    from pruning.imp_masks import heads_to_masks
+    from pruning.lottery.masks import heads_to_masks
 
     names = list(masks)
     _, now = heads_to_masks(a, names, {0: [0, 1], 1: [3]}, {n: m.shape for n, m in masks.items()})

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from analysis.verdict import INCONCLUSIVE, paired, t_interval, verdict
+from analysis.lottery.lottery_verdict import INCONCLUSIVE, paired, t_interval, verdict
 
 
 def test_t_interval_matches_a_hand_computed_example():
@@ -33,18 +33,22 @@ def test_paired_difference_by_seed():
     assert verdict(rows, delta=0.04)["rounds"][0]["matching"] is True
 
 
-def _synthetic(ticket_gap: float, random_gap: float, empty_gap: float, n: int = 5, noise: float = 0.005) -> list[dict]:
+def _synthetic(ticket_gap: float, random_gap: float | tuple[float, float], empty_gap: float | None, n: int = 5,
+               noise: float = 0.005) -> list[dict]:
+    """Per-seed losses: dense, ticket at 50% and 75% (gap x round), random (gap per round), empty (the old check)."""
     rng = random.Random(0)
+    gaps = random_gap if isinstance(random_gap, tuple) else (random_gap, random_gap)
     rows = []
     for s in range(n):
         dense = 5.0 + rng.gauss(0, 0.05)  # seeds differ a lot; the pairing removes it
         rows.append({"arm": "ticket", "seed": s, "round": 0, "sparsity": 0.0, "value": dense})
-        rows.append({"arm": "empty", "seed": s, "round": 0, "sparsity": 1.0, "value": dense + empty_gap})
+        if empty_gap is not None:
+            rows.append({"arm": "empty", "seed": s, "round": 0, "sparsity": 1.0, "value": dense + empty_gap})
         for rnd, sp in ((1, 0.5), (2, 0.75)):
             t = dense + ticket_gap * rnd + rng.gauss(0, noise)
             rows.append({"arm": "ticket", "seed": s, "round": rnd, "sparsity": sp, "value": t})
             rows.append({"arm": "random", "seed": s, "round": rnd, "sparsity": sp,
-                         "value": t + random_gap + rng.gauss(0, noise)})
+                         "value": t + gaps[rnd - 1] + rng.gauss(0, noise)})
     return rows
 
 
@@ -66,15 +70,29 @@ def test_a_null_gap_is_not_reported_as_a_difference():
 
 
 def test_matching_ticket_with_an_equally_good_random_control_is_not_winning():
+    # random matches at 50% (no win there) and is clearly worse at 75% (so the budget does see capacity)
+    v = verdict(_synthetic(ticket_gap=-0.01, random_gap=(0.0, 0.2), empty_gap=1.5), delta=0.02)
+    assert v["rounds"][0]["matching"] and not v["rounds"][0]["winning"] and v["rounds"][1]["winning"]
+    assert v["sanity"]["kind"] == "random_at_highest_sparsity" and v["sanity"]["passed"]
+    assert v["separation_sparsity"] == 0.75 and "separate (random - ticket > 0 at 95%) first at 75.0%" in v["sentence"]
+
+
+def test_a_ticket_matching_where_random_matches_everywhere_is_not_a_winning_ticket_but_inconclusive():
+    """Finding 5: every arm matching, the random mask at the highest sparsity included, says the budget cannot
+    tell sparse from dense; the old check (every linear removed is worse by 0.1) passed here."""
     v = verdict(_synthetic(ticket_gap=-0.02, random_gap=0.0, empty_gap=1.5), delta=0.02)
     assert v["rounds"][0]["matching"] and not v["rounds"][0]["winning"]
-    assert "not a winning ticket" in v["sentence"]
+    assert not v["sanity"]["passed"] and INCONCLUSIVE in v["sentence"] and "random mask at 75.0%" in v["sentence"]
 
 
 def test_a_budget_that_cannot_show_capacity_is_inconclusive():
-    v = verdict(_synthetic(ticket_gap=-0.02, random_gap=0.2, empty_gap=0.05), delta=0.02, sanity_margin=0.1)
+    v = verdict(_synthetic(ticket_gap=-0.02, random_gap=(0.2, 0.01), empty_gap=None), delta=0.02)
     assert not v["sanity"]["passed"] and INCONCLUSIVE in v["sentence"]
     assert "winning" not in v["sentence"]
+    # an experiment recorded with the older empty arm and no random control keeps that check
+    old = [r for r in _synthetic(ticket_gap=-0.02, random_gap=0.2, empty_gap=0.05) if r["arm"] != "random"]
+    w = verdict(old, delta=0.02, sanity_margin=0.1)
+    assert w["sanity"]["kind"] == "empty" and not w["sanity"]["passed"] and INCONCLUSIVE in w["sentence"]
 
 
 def test_barrier_from_k_against_from_0():
@@ -92,14 +110,14 @@ def test_fewer_than_two_seeds_gives_no_verdict():
 
 
 def test_a_ticket_that_beats_a_random_control_which_also_matches_is_not_winning_but_said_so():
-    v = verdict(_synthetic(ticket_gap=-0.05, random_gap=0.03, empty_gap=1.5), delta=0.02)
+    v = verdict(_synthetic(ticket_gap=-0.05, random_gap=(0.03, 0.2), empty_gap=1.5), delta=0.02)
     e = v["rounds"][0]
     assert e["matching"] and e["controls"]["random"]["matching"] and e["controls"]["random"]["worse_than_ticket"]
     assert not e["winning"] and "does beat the random-mask control" in v["sentence"]
 
 
 def test_a_verdict_without_the_sanity_check_says_it_was_not_run():
-    rows = [r for r in _synthetic(ticket_gap=-0.02, random_gap=0.2, empty_gap=1.5) if r["arm"] != "empty"]
+    rows = [r for r in _synthetic(ticket_gap=-0.02, random_gap=0.2, empty_gap=None) if r["arm"] != "random"]
     v = verdict(rows, delta=0.02)
     assert v["sanity"] is None and "matches dense up to 75.0%" in v["sentence"]
     assert "Sanity check not run" in v["sentence"]

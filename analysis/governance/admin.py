@@ -10,9 +10,10 @@ import hashlib
 import uuid
 from pathlib import Path
 
+from pruning import text as plain
 from pruning.errors import TicketLabError
 
-from . import keys, records, state
+from . import anchor, keys, records, state, witness
 from .keys import Signer
 from .people import ROLES
 from .policy import DEFAULT_POLICY, parse_policy
@@ -37,14 +38,24 @@ def _public_key(key: str | Path) -> str:
 
 
 def init_ledger(ledger, admin: Signer, policy_file: str | Path | None = None, roles=("admin",)) -> dict:
+    """Record #1 (a fresh ledger id, the first admin, the witness location), the policy, and the first admin's
+    trust anchor. Refused over any history: a ledger with governance records, or a witness log with heads
+    (an emptied log and a moved witness must not become a fresh start)."""
     st = state.load(ledger)
     if st.rows:
         raise TicketLabError(f"ledger {ledger.path} is already initialised (ledger id {st.ledger_id}); nothing was "
                              f"recorded.")
+    wpath = witness.configured_path(ledger)
+    heads, bad = witness.scan(wpath)
+    if heads or bad:
+        raise TicketLabError(f"the witness location {wpath} already holds {len(heads)} heads (of ledger "
+                             f"{heads[0]['ledger_id'] if heads else '?'}): this ledger had a history. Restore it, or "
+                             f"choose a fresh witness location with $TICKETLAB_WITNESS; nothing was recorded.")
     text = _policy_text(policy_file or DEFAULT_POLICY)  # checked before anything is written
     person = {"name": admin.name, "public_key": admin.public_pem, "roles": _roles({"admin", *roles})}
-    row = records.write(ledger, admin, "init", {"ledger_id": uuid.uuid4().hex, "person": person}, admin.name,
-                        doing="initialise the ledger")
+    body = {"ledger_id": uuid.uuid4().hex, "person": person, "witness": witness.to_pin(ledger, wpath)}
+    row = records.write(ledger, admin, "init", body, admin.name, doing="initialise the ledger")
+    anchor.pin(anchor.sign(state.load(ledger), admin), "the new ledger's anchor")
     set_policy(ledger, admin, text=text)
     return row
 
@@ -52,41 +63,39 @@ def init_ledger(ledger, admin: Signer, policy_file: str | Path | None = None, ro
 def register(ledger, admin: Signer, name: str, public_key: str | Path, roles) -> dict:
     name = keys.check_name(name)
     pem = _public_key(public_key)
-    st = state.load(ledger)
-    existing = st.registry.people.get(name)
-    if existing is not None and existing.key_id is not None:
-        raise TicketLabError(f"{name} is already registered with key {existing.key_id[:12]}; revoke it first "
-                             f"(`ticketlab people revoke {name}`) to register a new one.")
-    kid = keys.fingerprint(pem)
-    for other in st.registry.people.values():
-        if kid in other.keys:
-            raise TicketLabError(f"that public key is already registered to {other.name}: one key, one person.")
-    body = {"name": name, "public_key": pem, "roles": _roles(roles) or sorted(existing.roles if existing else [])}
-    return records.write(ledger, admin, "register", body, name, doing=f"register {name}")
+    roles = _roles(roles)
+
+    def prepare(db, st):  # one key one person, no second active key: replay.registry_problem
+        existing = st.registry.people.get(name)
+        return {"name": name, "public_key": pem, "roles": roles or sorted(existing.roles if existing else [])}, name
+
+    return records.write(ledger, admin, "register", prepare, doing=f"register {name}")
 
 
 def set_roles(ledger, admin: Signer, name: str, add=(), remove=()) -> dict:
-    st = state.load(ledger)
-    person = st.registry.people.get(name)
-    if person is None:
-        raise TicketLabError(f"{name} is not registered; register them first with `ticketlab people register`.")
-    new = (person.roles | set(_roles(add))) - set(_roles(remove))
-    if name == admin.name and "admin" in person.roles and "admin" not in new and \
-            sum("admin" in p.roles for p in st.registry.people.values()) == 1:
-        raise TicketLabError("you are the only admin: grant admin to someone else before giving it up.")
-    return records.write(ledger, admin, "roles", {"name": name, "roles": sorted(new)}, name,
-                         doing=f"change {name}'s roles")
+    add, remove = set(_roles(add)), set(_roles(remove))
+
+    def prepare(db, st):
+        person = st.registry.people.get(name)
+        if person is None:
+            raise TicketLabError(f"{name} is not registered; register them first with `ticketlab people register`.")
+        return {"name": name, "roles": sorted((person.roles | add) - remove)}, name
+
+    return records.write(ledger, admin, "roles", prepare, doing=f"change {name}'s roles")
 
 
 def revoke(ledger, actor: Signer, name: str, reason: str) -> dict:
     if not (reason or "").strip():
         raise TicketLabError("a key revocation needs --reason (lost, leaked, left the team...).")
-    st = state.load(ledger)
-    person = st.registry.people.get(name)
-    if person is None or person.key_id is None:
-        raise TicketLabError(f"{name} has no active key to revoke.")
-    return records.write(ledger, actor, "revoke", {"name": name, "key_id": person.key_id, "reason": reason.strip()},
-                         name, doing=f"revoke {name}'s key")
+    plain.require_plain(reason, "--reason")
+
+    def prepare(db, st):
+        person = st.registry.people.get(name)
+        if person is None or person.key_id is None:
+            raise TicketLabError(f"{name} has no active key to revoke.")
+        return {"name": name, "key_id": person.key_id, "reason": reason.strip()}, name
+
+    return records.write(ledger, actor, "revoke", prepare, doing=f"revoke {name}'s key")
 
 
 def _policy_text(path: str | Path) -> str:
@@ -105,9 +114,9 @@ def set_policy(ledger, admin: Signer, path: str | Path | None = None, text: str 
     text = _policy_text(path) if text is None else text
     sha = hashlib.sha256(text.encode()).hexdigest()
     pol = parse_policy(text, str(path or "<policy>"), sha)
-    current = state.policy_versions(ledger)
-    if current and current[-1]["sha256"] == sha:
-        raise TicketLabError(f"that policy is already pinned (version {current[-1]['version']}, {sha[:12]}).")
-    version = (current[-1]["version"] + 1) if current else 1
-    return records.write(ledger, admin, "policy", {"version": version, "name": pol.name, "sha256": sha, "text": text},
-                         f"policy v{version}", doing="pin a policy")
+
+    def prepare(db, st):  # the next version, not the one pinned now: replay.policy_problem
+        version = (st.trail.pinned_version() or 0) + 1
+        return {"version": version, "name": pol.name, "sha256": sha, "text": text}, f"policy v{version}"
+
+    return records.write(ledger, admin, "policy", prepare, doing="pin a policy")

@@ -1,10 +1,15 @@
 """`ticketlab audit`: is the governance trail what its signers wrote, complete, and rule-abiding?
 
-Checked: every hash link; every signature against the key its actor had registered at that record,
-and the role that record needs (`people.replay`); that decisions rest on a signed creation and the
-policy pinned at the time, with separation of duties when that policy asks for it; that promotions
-rest on a signed approval of their ticket under the pinned policy; and that the ledger still holds
-every head the witness log (and any bundle given with `--against`) saw.
+Checked: every hash link; every signature against the key its actor had registered at that record;
+every rule, replayed from signed data only (`replay.py`: roles, well-formed bodies, decisions under the
+policy pinned at the time and re-evaluated on the evidence they sign, promotions of approved tickets onto
+their own model's pointer, rollbacks to earlier deployments); and that the ledger still holds every head
+the witness log (and any bundle given with `--against`) saw.
+
+Two grades of problem: a trail that is not what its signers wrote (a broken link, a signature no
+registered key made, a witness mismatch) stops every governance write until investigated; a genuinely
+signed record that breaks a rule is void (it changes nothing), fails the audit and is named, but does
+not stop the others from working.
 """
 
 from __future__ import annotations
@@ -14,46 +19,8 @@ from pathlib import Path
 
 from pruning.errors import TicketLabError
 
-from . import chain, state, witness
-from .policy import parse_policy
+from . import anchor, state, witness
 from .reader import snapshot
-
-
-def _semantic(st: state.GovState) -> list[str]:
-    """Rules about what records mean, over the valid records only (an invalid one is reported already)."""
-    problems, pinned, creations, latest = [], None, {}, {}
-    by_hash = {r["row_hash"]: r for r in st.rows if st.signed(r)}
-    for r in st.rows:
-        if not st.signed(r):
-            continue
-        b = chain.body_of(r)
-        if r["kind"] == "policy":
-            pinned = b
-        elif r["kind"] == "create":
-            creations.setdefault(r["subject"], r)
-        elif r["kind"] == "decision":
-            tid, where = r["subject"], f"decision #{r['seq']} ({b.get('decision')} of {r['subject']} by {r['actor']})"
-            latest[tid] = r
-            if pinned is None or b.get("policy_sha256") != pinned["sha256"]:
-                problems.append(f"{where} was made under policy {str(b.get('policy_sha256'))[:12]}, not the policy "
-                                f"pinned at the time ({pinned['sha256'][:12] if pinned else 'none'})")
-                continue
-            if b.get("decision") != "approve":
-                continue
-            created = creations.get(tid)
-            if created is None or b.get("creation_hash") != created["row_hash"]:
-                problems.append(f"{where} approves a ticket that nobody had signed as creator")
-            elif created["actor"] == r["actor"] and not parse_policy(pinned["text"], "pinned", pinned["sha256"]).creator_may_approve:
-                problems.append(f"{where}: {r['actor']} approved their own ticket, which the pinned policy forbids")
-        elif r["kind"] == "promote":
-            where = f"promotion #{r['seq']} of {b.get('target')} by {r['actor']}"
-            d = by_hash.get(b.get("decision_hash"))
-            if d is None or d["kind"] != "decision" or d["subject"] != b.get("target") \
-                    or chain.body_of(d).get("decision") != "approve":
-                problems.append(f"{where} does not rest on a signed approval of that ticket")
-            elif latest.get(b.get("target")) is not d:
-                problems.append(f"{where} rests on decision #{d['seq']}, which a later decision had replaced")
-    return problems
 
 
 def _bundle_head(path: str | Path) -> dict:
@@ -77,25 +44,30 @@ def _audit(ledger, against) -> dict:
     st = state.load(ledger)
     log_problems = [st.link[1]] if st.link else []
     log_problems += [st.problems[s] for s in sorted(st.problems)]
-    log_problems += _semantic(st)
-    wpath = witness.path_for(ledger)
+    voided = [st.voided[s] for s in sorted(st.voided)]
+    anchored = anchor.problem(st)
+    log_problems += [anchored] if anchored else []
     heads: list[dict] = []
-    witness_problem = ""
+    witness_problem, bad_lines = "", []
     try:
-        heads = witness.read(wpath)
+        wpath = witness.path_for(ledger, st.rows[0] if st.rows else None)
+        heads, bad_lines = witness.scan(wpath)
     except TicketLabError as e:
-        witness_problem = str(e)
+        wpath, witness_problem = witness.configured_path(ledger), str(e)
     if not witness_problem and st.rows and not heads:
         witness_problem = (f"no witness log at {wpath} although the ledger holds {len(st.rows)} signed records: it was "
-                           f"deleted or is elsewhere (set $TICKETLAB_WITNESS); truncation cannot be ruled out")
+                           f"deleted or moved; truncation cannot be ruled out")
     w_problems = ([witness_problem] if witness_problem else []) + witness.check(st, heads, f"witness log {wpath}")
     for b in against:
         w_problems += witness.check(st, [_bundle_head(b)], f"bundle {b}")
-    problems = log_problems + w_problems
-    notes = []
-    if heads and heads[-1]["seq"] < st.head[0]:
-        notes.append(f"records #{heads[-1]['seq'] + 1}..#{st.head[0]} are not yet witnessed (a write crashed after "
-                     f"its commit); the next governance write witnesses them")
+    seen = witness.witnessed(st, heads)
+    unwitnessed = [r["seq"] for r in st.rows if r["seq"] not in seen] if heads and not w_problems else []
+    late = ([f"records {', '.join(f'#{s}' for s in unwitnessed[:8])}{' ...' if len(unwitnessed) > 8 else ''} have no "
+             f"head in the witness log {wpath}: written past the witness (a write killed after its commit, or a "
+             f"witness bypassed). Rerunning the killed command, or `ticketlab audit --rewitness --as ADMIN` after "
+             f"checking them, witnesses them"] if unwitnessed else [])
+    problems = log_problems + w_problems + late + voided
+    notes = list(bad_lines)
     legacy = state.legacy_history(ledger)
     if any(legacy.values()):
         notes.append(f"{len(legacy['decisions'])} decisions and {len(legacy['deployments'])} deployment moves from before "
@@ -103,19 +75,27 @@ def _audit(ledger, against) -> dict:
     return {"ok": not problems, "initialised": st.ledger_id is not None, "ledger_id": st.ledger_id,
             "records": len(st.rows), "head": {"seq": st.head[0], "hash": st.head[1]},
             "witnessed": len(heads), "witness_path": str(wpath), "against": [str(b) for b in against],
-            "problems": problems, "notes": notes,
-            "tables": {"governance_log": {"rows": len(st.rows), "ok": not log_problems, "problem": "; ".join(log_problems)},
-                       "witness": {"rows": len(heads), "ok": not w_problems, "problem": "; ".join(w_problems)}}}
+            "problems": problems, "notes": notes, "voided": voided, "unwitnessed": unwitnessed,
+            "intact": not (log_problems or w_problems), "integrity_problems": log_problems + w_problems,
+            "tables": {"governance_log": {"rows": len(st.rows), "ok": not (log_problems or voided),
+                                          "problem": "; ".join(log_problems + voided)},
+                       "witness": {"rows": len(heads), "ok": not (w_problems or late),
+                                   "problem": "; ".join(w_problems + late)}}}
 
 
-def audit_message(report: dict) -> str:
-    shown = report["problems"][:5]
-    more = f" (and {len(report['problems']) - 5} more)" if len(report["problems"]) > 5 else ""
+def audit_message(report: dict, key: str = "problems") -> str:
+    shown = report[key][:5]
+    more = f" (and {len(report[key]) - 5} more)" if len(report[key]) > 5 else ""
     return "; ".join(shown) + more
 
 
-def require_intact(ledger, doing: str) -> None:
+def require_intact(ledger, doing: str) -> dict:
+    """Refuse a governance write on a trail that is not what its signers wrote, or not the ledger this
+    person's trust anchor names. Void and unwitnessed records do not stop it: the audit names them.
+    Returns the audit report."""
     report = audit(ledger)
-    if not report["ok"]:
-        raise TicketLabError(f"refusing to {doing}: the governance trail fails the audit ({audit_message(report)}). "
+    if not report["intact"]:
+        raise TicketLabError(f"refusing to {doing}: the governance trail fails the audit "
+                             f"({audit_message(report, 'integrity_problems')}). "
                              f"Investigate with `ticketlab audit`; nothing was written.")
+    return report

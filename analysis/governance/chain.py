@@ -5,7 +5,7 @@ creation, decision, promotion, rollback) is one row. Its `row_hash` is sha256 ov
 of its content, which includes the previous row's hash; its `signature` is the actor's P-256 ECDSA
 signature over the same bytes. Rewriting rows therefore needs the actors' private keys, and deleting
 the newest rows is caught by the witness log (`witness.py`) and by the heads carried in bundles.
-Whether the actor was allowed to sign a record is checked against the registry by `people.replay`.
+Whether the actor was allowed to sign a record, and whether it keeps the rules, is judged by `replay.replay`.
 """
 
 from __future__ import annotations
@@ -42,7 +42,12 @@ def row_hash(row: dict) -> str:
 
 
 def body_of(row: dict) -> dict:
-    return json.loads(row["body"]) if isinstance(row["body"], str) else row["body"]
+    """The record's body; {} when a hand-made record carries something else (the replay voids it)."""
+    try:
+        body = json.loads(row["body"]) if isinstance(row["body"], str) else row["body"]
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
 def now() -> dt.datetime:

@@ -2,30 +2,31 @@
 
 Approving a ticket that fails a rule or lacks evidence needs an explicit, recorded override. Two
 duties cannot be overridden: a ticket nobody has signed as creator cannot be approved, and its
-creator may not approve it when the pinned policy says so. A policy file given on the command line
-or in the dashboard only previews (`review`); it never decides.
+creator may not approve it when the pinned policy says so. Those rules live in `replay.decision_problem`
+(checked before signing and again by the audit); the evidence the policy was evaluated on (metric rows,
+the achieved sparsity recomputed from the ticket's hash-checked files) is signed into the decision, so
+the audit evaluates the policy again on exactly what the reviewer saw. A policy file given on the
+command line or in the dashboard only previews (`review`); it never decides.
 """
 
 from __future__ import annotations
 
+import hashlib
+
+from pruning import text
 from pruning.errors import TicketLabError
 
-from . import records, state
+from . import chain, records, replay, state
 from .audit import audit, audit_message, require_intact  # noqa: F401  (report and dashboard read them here)
 from .keys import Signer
-from .reader import snapshot
-from .review import FAIL, Review, review_ticket
+from .review import evaluate, gather_evidence
 from .state import approval_of, decision_rows, latest_decision  # noqa: F401  (re-exported)
 
 
 def decide(ledger, ticket_ref: str, decision: str, reviewer: Signer, reason: str, *, override: bool = False,
            override_reason: str | None = None, baseline: str = "dense") -> dict:
-    return records.retrying(lambda: _decide(ledger, ticket_ref, decision, reviewer, reason, override=override,
-                                            override_reason=override_reason, baseline=baseline))
-
-
-def _decide(ledger, ticket_ref: str, decision: str, reviewer: Signer, reason: str, *, override: bool,
-            override_reason: str | None, baseline: str) -> dict:
+    """Record a signed decision under the pinned policy. Idempotent: when the ticket's latest decision is this
+    very request (a rerun after a crash that came after the commit), it is returned and nothing is written."""
     if decision not in ("approve", "reject"):
         raise TicketLabError(f"decision must be approve or reject, not {decision!r}.")
     if not isinstance(reviewer, Signer):
@@ -36,52 +37,49 @@ def _decide(ledger, ticket_ref: str, decision: str, reviewer: Signer, reason: st
         raise TicketLabError("--override only applies to approvals.")
     if override and not (override_reason or "").strip():
         raise TicketLabError("--override needs --override-reason: why approve despite the policy?")
-    with snapshot(ledger) as db:  # one read connection for every check; closed before the write
-        st = state.load(db)
-        if st.ledger_id is None:
-            raise records.not_initialised(db)
-        require_intact(db, "record a decision")
-        records.require_actor(st, reviewer, "decision")
-        ticket = db.get_ticket(ticket_ref)
-        tid = ticket["id"]
-        pol = state.current_policy(st)
-        creation = state.creation_of(st, tid)
-        if decision == "approve":
-            if creation is None:
-                raise TicketLabError(f"{tid} cannot be approved: nobody has signed as its creator (it was recorded by "
-                                     f"`ticketlab eval`, an experiment or a dashboard Load). Its creator signs for it "
-                                     f"with `ticketlab sign-ticket {tid}` first; this cannot be overridden.")
-            if creation["actor"] == reviewer.name and not pol.creator_may_approve:
-                raise TicketLabError(f"{reviewer.name} may not approve {tid}: {reviewer.name} signed its creation "
-                                     f"(record #{creation['seq']}) and the pinned policy {pol.name} separates duties; "
-                                     f"this cannot be overridden.")
-        review = review_ticket(db, tid, baseline=baseline, policy=pol, reviewer=reviewer.name)
-    if decision == "approve":
-        _check_approval(review, override)
-    unmet = list(dict.fromkeys(r.rule for r in review.failures))
-    body = {"ticket_id": tid, "dense_sha256": ticket["dense_sha256"], "decision": decision, "reason": reason.strip(),
-            "override": bool(override), "override_reason": override_reason.strip() if override else None,
-            "baseline": baseline, "policy_name": pol.name, "policy_sha256": pol.sha256,
-            "policy_version": state.pinned_version(st), "policy_results": review.to_json(), "passed": review.passed,
-            "unmet_rules": unmet, "creator": creation["actor"] if creation else None,
-            "creation_hash": creation["row_hash"] if creation else None}
-    row = records.write(ledger, reviewer, "decision", body, tid, doing=f"record a decision on {tid}")
-    return state.latest_decision(ledger, tid) | {"row_hash": row["row_hash"]}
+    text.require_plain(reason, "--reason")
+    text.require_plain(override_reason or "", "--override-reason")
+    asked: dict = {}
+
+    def prepare(db, st: state.GovState):
+        body = decision_body(db, st, ticket_ref, decision, reviewer.name, reason, override, override_reason, baseline)
+        tid = asked["tid"] = body["ticket_id"]
+        last = st.trail.latest(tid)
+        if last is not None and last["actor"] == reviewer.name and chain.body_of(last).get("request") == body["request"]:
+            return None  # this very decision is the latest already: recorded by an earlier run
+        return body, tid
+
+    row = records.write(ledger, reviewer, "decision", prepare, doing=f"record a decision on {ticket_ref}")
+    latest = state.latest_decision(ledger, asked["tid"])
+    return latest | {"row_hash": row["row_hash"] if row else latest["row_hash"], "repeated": row is None}
 
 
-def _check_approval(review: Review, override: bool) -> None:
-    hard = [r for r in review.results if r.status == FAIL and not r.overridable]
-    if hard:
-        raise TicketLabError(f"{review.reviewer} may not approve {review.ticket}: {hard[0].detail} ({hard[0].limit}); "
-                             f"this cannot be overridden.")
-    failing = review.failures
-    if failing and not override:
-        listed = ", ".join(f"{r.rule} {r.item}: {r.status}{' (indicative)' if r.indicative else ''}"
-                           for r in failing[:6])
-        more = f" and {len(failing) - 6} more" if len(failing) > 6 else ""
-        raise TicketLabError(f"{review.ticket} does not pass the pinned policy {review.policy['name']} ({listed}{more}); "
-                             f"approving it needs --override --override-reason TEXT, which is recorded. See "
-                             f"`ticketlab review`.")
-    if override and not failing:
-        raise TicketLabError(f"{review.ticket} passes the pinned policy {review.policy['name']}: there is nothing to "
-                             f"override; drop --override.")
+def decision_body(db, st: state.GovState, ticket_ref: str, decision: str, reviewer: str, reason: str,
+                  override: bool, override_reason: str | None, baseline: str) -> dict:
+    """The body of a decision, evaluated under the pinned policy on evidence gathered now and signed with it."""
+    ticket = db.get_ticket(ticket_ref)
+    tid = ticket["id"]
+    pol = state.current_policy(st)
+    creation = state.creation_of(st, tid)
+    signed = chain.body_of(creation) if creation else ticket  # the creator signed these facts
+    evidence = gather_evidence(db, ticket, baseline, pol)
+    review = evaluate(pol, evidence, tid, signed["dense_sha256"], creation["actor"] if creation else None, reviewer)
+    body = {"ticket_id": tid, "dense_sha256": signed["dense_sha256"], "content_sha256": signed["content_sha256"],
+            "decision": decision, "reason": reason.strip(), "override": bool(override),
+            "override_reason": override_reason.strip() if override else None, "baseline": baseline,
+            "policy_name": pol.name, "policy_sha256": pol.sha256, "policy_version": state.pinned_version(st),
+            "policy_results": review.to_json(), "passed": review.passed,
+            "unmet_rules": list(dict.fromkeys(r.rule for r in review.failures)),
+            "creator": creation["actor"] if creation else None,
+            "creation_hash": creation["row_hash"] if creation else None,
+            "evidence": evidence, "evidence_sha256": replay.evidence_digest(evidence)}
+    body["request"] = request_key(body, reviewer)
+    return body
+
+
+def request_key(body: dict, reviewer: str) -> str:
+    """What makes two decide calls the same request: who, on what evidence, under which policy, deciding what
+    and why. A rerun of a decide that was killed after its commit has the same key."""
+    keep = ("ticket_id", "content_sha256", "decision", "reason", "override", "override_reason", "baseline",
+            "policy_sha256", "evidence_sha256")
+    return hashlib.sha256(chain.canonical({"reviewer": reviewer, **{k: body[k] for k in keep}})).hexdigest()

@@ -4,18 +4,17 @@ Every move is a signed record by a person holding the deployer role; nothing is 
 current state is a replay of the moves (`state.stack`): a promotion pushes a ticket, a rollback
 returns to an earlier deployment (by default the one before the current), so rolling back twice walks
 further back rather than flip-flopping. A promotion rests on a signed approval made under the policy
-pinned now, and records that policy's hash.
+pinned now, and records that policy's hash. The rules of both moves are written once, in `replay.py`.
 """
 
 from __future__ import annotations
 
+from pruning import text
 from pruning.errors import TicketLabError
 
-from . import records, state
-from .audit import require_intact
+from . import chain, records, state
 from .keys import Signer
-from .reader import snapshot
-from .review import review_ticket
+from .review import evaluate, gather_evidence
 from .state import DENSE, history, moves, stack  # noqa: F401  (re-exported for callers of the old API)
 
 
@@ -28,58 +27,58 @@ def _need(by: Signer, reason: str) -> None:
         raise TicketLabError("a deployment move is signed: pass the deployer's unlocked key, not a name.")
     if not (reason or "").strip():
         raise TicketLabError("a deployment move needs --reason: say why, for whoever audits it later.")
-
-
-def _ready(ledger, by: Signer, kind: str) -> state.GovState:
-    st = state.load(ledger)
-    if st.ledger_id is None:
-        raise records.not_initialised(ledger)
-    require_intact(ledger, "move the deployment")  # a tampered trail explains itself before any other refusal
-    records.require_actor(st, by, kind)
-    return st
+    text.require_plain(reason, "--reason")
 
 
 def promote(ledger, ticket_ref: str, by: Signer, reason: str) -> dict:
+    """Deploy an approved ticket for its own dense model. The rules (approved under the policy pinned now,
+    the ticket's own model, no rule failing now that the approval did not override) are
+    `replay.promote_problem`, checked before signing and by the audit; retried on a moved trail."""
     _need(by, reason)
-    with snapshot(ledger) as db:
-        body = _promotion(db, ticket_ref, by, reason)
-    records.write(ledger, by, "promote", body, body["dense_sha256"], doing=f"promote {body['target']}")
-    return moves(ledger, body["dense_sha256"])[-1]
+    asked: dict = {}
+
+    def prepare(db, st):
+        return _promotion(db, st, ticket_ref, reason, by.name, asked)
+
+    row = records.write(ledger, by, "promote", prepare, doing=f"promote {ticket_ref}")
+    return moves(ledger, row["subject"] if row else asked["dense"])[-1]
 
 
-def _promotion(ledger, ticket_ref: str, by: Signer, reason: str) -> dict:
-    st = _ready(ledger, by, "promote")
+def _repeated(st: state.GovState, dense: str, kind: str, target: str, reason: str, actor: str | None = None) -> bool:
+    """The last valid move of this model is this very move (a rerun of a command killed after its commit)."""
+    last = next((m for m in reversed(moves(st, dense)) if m["signed"]), None)
+    return bool(last and last["action"] == kind and last["target"] == target == st.trail.pointer(dense)
+                and last["reason"] == reason.strip() and (actor is None or last["by_user"] == actor))
+
+
+def _promotion(ledger, st: state.GovState, ticket_ref: str, reason: str, actor: str,
+               asked: dict) -> tuple[dict, str] | None:
     ticket = ledger.get_ticket(ticket_ref)
-    tid, dense = ticket["id"], ticket["dense_sha256"]
-    approval, last = state.approval_of(st, tid), state.latest_decision(st, tid)
-    if approval is None:
-        why = f"its latest decision is {last['decision']} (#{last['seq']})" if last else "it has no decision"
-        raise TicketLabError(f"only approved tickets can be promoted: {tid} is not approved ({why}). See "
-                             f"`ticketlab review` and `ticketlab decide`.")
-    pol = state.current_policy(st)
-    if approval["policy_sha256"] != pol.sha256:
-        raise TicketLabError(f"{tid} was approved under policy {approval['policy_sha256'][:12]} (v{approval['policy_version']}), "
-                             f"but the pinned policy is now {pol.name} {pol.sha256[:12]} (v{state.pinned_version(st)}): "
-                             f"a reviewer must decide again under it before it can be promoted.")
-    now = state.deployment_pointer(st, dense)
-    if now == tid:
-        raise TicketLabError(f"{tid} is already deployed for dense model {dense[:12]}.")
-    # the pinned policy is evaluated again on today's evidence: a rule failing now that the approval did not
-    # knowingly override (new or worse results since) sends the ticket back to a reviewer
-    review = review_ticket(ledger, tid, baseline=approval["baseline"] or "dense", policy=pol,
-                           reviewer=approval["reviewer"])
-    unmet = list(dict.fromkeys(r.rule for r in review.failures))
-    new = [r for r in unmet if r not in approval["unmet_rules"]]
-    if new:
-        raise TicketLabError(f"{tid} now fails {', '.join(new)} under the pinned policy {pol.name}, which its approval "
-                             f"(decision #{approval['seq']}) did not override: a reviewer must decide again.")
-    return {"dense_sha256": dense, "target": tid, "previous": now, "reason": reason.strip(),
-            "decision_hash": approval["row_hash"], "policy_sha256": pol.sha256, "policy_passed": review.passed,
-            "unmet_rules": unmet}
+    tid = ticket["id"]
+    creation = state.creation_of(st, tid)
+    signed = chain.body_of(creation) if creation else ticket  # the creator signed the ticket's model and content
+    dense = signed["dense_sha256"]
+    asked["dense"] = dense
+    if _repeated(st, dense, "promote", tid, reason, actor):
+        return None  # promoted by an earlier run of this very command
+    approval, pol = state.approval_of(st, tid), state.current_policy(st)
+    unmet: list[str] = []
+    passed = False
+    if approval is not None and approval["policy_sha256"] == pol.sha256:
+        # the pinned policy is evaluated again on today's evidence: a rule failing now that the approval did
+        # not knowingly override (new or worse results since) sends the ticket back to a reviewer
+        review = evaluate(pol, gather_evidence(ledger, ticket, approval["baseline"] or "dense", pol), tid, dense,
+                          creation["actor"] if creation else None, approval["reviewer"])
+        unmet, passed = list(dict.fromkeys(r.rule for r in review.failures)), review.passed
+    body = {"dense_sha256": dense, "target": tid, "content_sha256": signed["content_sha256"],
+            "previous": st.trail.pointer(dense), "reason": reason.strip(),
+            "decision_hash": approval["row_hash"] if approval else "", "policy_sha256": pol.sha256,
+            "policy_passed": passed, "unmet_rules": unmet}
+    return body, dense
 
 
 def _dense_for(st: state.GovState, ledger, model: str | None) -> str:
-    have = sorted({m["dense_sha256"] for m in moves(st)})
+    have = sorted(st.trail.stacks)
     if model:
         hits = [d for d in have if d.startswith(model)]
         if not hits:
@@ -98,40 +97,37 @@ def _dense_for(st: state.GovState, ledger, model: str | None) -> str:
 
 
 def rollback(ledger, by: Signer, reason: str, to: str | None = None, model: str | None = None) -> dict:
-    """Return to the previous deployment (or `to`: dense or a ticket deployed before for this model)."""
+    """Return to the previous deployment (or `to`: dense or a ticket deployed before for this model and not
+    rejected since: `replay.rollback_problem`). Retried on a moved trail."""
     _need(by, reason)
-    with snapshot(ledger) as db:
-        st = _ready(db, by, "rollback")
-        to, dense, now = _rollback_target(st, db, to, model)
-    body = {"dense_sha256": dense, "target": to, "previous": now, "reason": reason.strip()}
-    records.write(ledger, by, "rollback", body, dense, doing=f"roll back to {to}")
-    return moves(ledger, dense)[-1]
+
+    asked: dict = {}
+
+    def prepare(db, st):
+        to_, dense = _rollback_target(st, db, to, model)
+        asked["dense"] = dense
+        if to and _repeated(st, dense, "rollback", to_, reason, by.name):
+            return None  # an explicit --to already done by an earlier run of this very command
+        return {"dense_sha256": dense, "target": to_, "previous": st.trail.pointer(dense),
+                "reason": reason.strip()}, dense
+
+    row = records.write(ledger, by, "rollback", prepare, doing=f"roll back to {to or 'the previous deployment'}")
+    return moves(ledger, row["subject"] if row else asked["dense"])[-1]
 
 
-def _rollback_target(st: state.GovState, ledger, to: str | None, model: str | None) -> tuple[str, str, str]:
-    """(target, dense model, currently deployed), or a clear error why there is no valid target."""
+def _rollback_target(st: state.GovState, ledger, to: str | None, model: str | None) -> tuple[str, str]:
+    """(target, dense model); whether that target may be deployed again is the rules' question."""
     if to and to != DENSE:
         ticket = ledger.get_ticket(to)
-        to, dense = ticket["id"], ticket["dense_sha256"]
-    else:
-        dense = _dense_for(st, ledger, model)
-    s = stack(st, dense)
-    now = s[-1]
+        creation = state.creation_of(st, ticket["id"])
+        return ticket["id"], (chain.body_of(creation) if creation else ticket)["dense_sha256"]
+    dense = _dense_for(st, ledger, model)
     if to is None:
+        s = stack(st, dense)
         if len(s) < 2:
             raise TicketLabError(f"nothing to roll back to: the dense model {dense[:12]} itself is deployed.")
-        to = s[-2]
-    if to == now:
-        raise TicketLabError(f"{to} is already deployed for dense model {dense[:12]}.")
-    if to != DENSE:
-        if to not in {m["target"] for m in moves(st, dense) if m["signed"]}:
-            raise TicketLabError(f"{to} was never deployed for dense model {dense[:12]}: rollback returns to an "
-                                 f"earlier deployment; use `ticketlab promote` for a new one.")
-        last = state.latest_decision(st, to)
-        if last is not None and last["decision"] == "reject":
-            raise TicketLabError(f"{to} was rejected after it was deployed (decision #{last['seq']} by "
-                                 f"{last['reviewer']}); roll back to another one, e.g. --to dense.")
-    return to, dense, now
+        return s[-2], dense
+    return to, dense
 
 
 def format_history(rows: list[dict]) -> str:

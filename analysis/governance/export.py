@@ -2,7 +2,9 @@
 
 Layout (every format): `manifest.json`, `README.md` (Hugging Face model card), `ticket/` (the ticket
 exactly as stored: masks, ticket.json, changed weights) and `model.sig`, the OpenSSF model-signing
-signature over every file, made with the approving reviewer's key. `masked-weights` adds a stock
+signature over every file, made with the exporter's key: the approving reviewer, or a deployer (who
+packages and ships what a reviewer approved; the reviewer's own signed approval record travels in the
+manifest and `verify` checks both signatures, so a deployer can sign bytes but never an approval). `masked-weights` adds a stock
 transformers checkpoint at the top level (the dense model with pruned weights set to zero);
 `materialized` adds the physically smaller model from `pruning.materialize`. The manifest carries the
 signed creation and decision records and the signed ledger head at export, so `verify` can check them
@@ -22,11 +24,14 @@ from pathlib import Path
 
 import torch
 
+from pruning import serving_format as serving
 from pruning.durable import atomic_dir
 from pruning.errors import TicketLabError
 from pruning.ticket import Ticket, applied, check_compatible, find_ticket
 
+from .. import uncertainty
 from ..ledger import Ledger
+from ..serving import artifact as shipped
 from . import evidence as ev
 from . import records, signing, state, witness
 from .audit import require_intact
@@ -42,12 +47,18 @@ VERSION_PACKAGES = ("ticketlab", "torch", "transformers", "safetensors", "numpy"
 
 def export_bundle(ledger: Ledger, ticket_ref: str, out: str | Path, fmt: str = "masked-weights", *,
                   signer: Signer | None = None, unreviewed: bool = False, overwrite: bool = False,
-                  model: str | None = None, dtype: str = "float32", loaded=None) -> dict:
-    """Write a bundle of `ticket_ref` at `out`, signed by `signer`, who must be the approving reviewer.
+                  model: str | None = None, dtype: str = "float32", loaded=None, quantize: str | None = None,
+                  group_size: int | None = None) -> dict:
+    """Write a bundle of `ticket_ref` at `out`, signed by `signer`: the approving reviewer or a deployer.
     `loaded`: the ticket's dense model already in memory (else it is loaded from `model` or the ticket's
-    recorded spec); it is left unchanged. An unreviewed export (`unreviewed=True`) is not signed."""
+    recorded spec); it is left unchanged. An unreviewed export (`unreviewed=True`) is not signed.
+    `quantize` (w8a8 | w4a16, `pruning.serving_format`): the weights are then stored quantized in
+    compressed-tensors, the format vLLM loads (the surviving weights of the ticket, quantized)."""
     if fmt not in FORMATS:
         raise TicketLabError(f"unknown bundle format {fmt!r}: use {', '.join(FORMATS)}.")
+    recipe = serving.make_recipe(quantize, group_size) if quantize not in (None, "none") else None
+    if recipe is not None and fmt == "masks":
+        raise TicketLabError("--quantize needs weights: use --format masked-weights or materialized (masks hold none).")
     out = Path(out).expanduser().resolve()
     _check_target(out, overwrite)
     st = state.load(ledger)
@@ -75,8 +86,16 @@ def export_bundle(ledger: Ledger, ticket_ref: str, out: str | Path, fmt: str = "
     with atomic_dir(out, replace=overwrite) as tmp:
         shutil.copytree(ticket.path, tmp / "ticket", ignore=shutil.ignore_patterns(".*"))
         loader = _write_weights(loaded, ticket, tmp, fmt)
+        if recipe is not None:  # prune, then quantize the survivors; the unquantized check stays on record
+            loader = {**loader, "unquantized_check": loader.pop("check", None),
+                      **shipped.quantize_checkpoint(tmp, loaded, ticket, recipe, loader),
+                      "vllm": "expected to load (compressed-tensors); `ticketlab serve-check` tests it",
+                      "how": "vLLM (`vllm serve DIR`), or transformers with compressed-tensors installed"}
         with snapshot(ledger) as db:
             manifest = _manifest(db, st, row, ticket, loaded, fmt, approval, unreviewed, loader, dtype)
+        manifest["exported_by"] = signer.name if signer is not None else None
+        manifest["artifact"] = shipped.section(tmp, fmt, recipe, _dense_bytes(loaded)) if fmt != "masks" else None
+        manifest["evidence"] = shipped.evidence(manifest["metrics"], manifest["artifact"])
         manifest["deployer"]["payload_bytes"] = sum(f["bytes"] for f in file_digests(tmp).values())
         from .modelcard import model_card
 
@@ -86,7 +105,7 @@ def export_bundle(ledger: Ledger, ticket_ref: str, out: str | Path, fmt: str = "
         manifest["deployer"]["on_disk_bytes"] = sum(f["bytes"] for f in manifest["files"].values())
         if signer is not None:
             manifest["signature"] = {"method": signing.METHOD, "file": signing.SIG_FILE, "signer": signer.name,
-                                     "key_id": signer.key_id}
+                                     "key_id": signer.key_id, "as": exporter_role(approval, signer.name)}
             manifest["ledger_head"] = witness.signed_head(signer, st.ledger_id, st.rows[-1])
         elif st.rows:  # unsigned, but still an anchor for `audit --against`: the newest witnessed head
             heads = [h for h in witness.read(witness.path_for(ledger)) if h["seq"] == st.head[0]]
@@ -98,15 +117,27 @@ def export_bundle(ledger: Ledger, ticket_ref: str, out: str | Path, fmt: str = "
     return manifest
 
 
+def exporter_role(approval: dict, name: str) -> str:
+    """In which capacity `name` signs an approved ticket's bundle: as its approver or as a deployer."""
+    return "approver" if name == approval["reviewer"] else "deployer"
+
+
 def _check_signer(ledger, st: state.GovState, approval: dict, signer: Signer | None) -> None:
-    """Only the approving reviewer signs an approved bundle, with the key registered now."""
+    """An approved bundle is signed by its approving reviewer or by a deployer, with the key registered now.
+    A deployer's signature covers the bundle's bytes; the approval stays the reviewer's signed record."""
     if signer is None:
-        raise TicketLabError(f"an approved bundle is signed by its approving reviewer ({approval['reviewer']}): pass "
-                             f"--as {approval['reviewer']} and unlock that key.")
-    if signer.name != approval["reviewer"]:
+        raise TicketLabError(f"an approved bundle is signed by its approving reviewer ({approval['reviewer']}) or a "
+                             f"deployer: pass --as NAME and unlock that key.")
+    person = st.registry.people.get(signer.name)
+    if signer.name == approval["reviewer"]:
+        records.require_actor(st, signer, "decision")
+    elif person is not None and "deployer" in person.roles:
+        records.require_actor(st, signer, "promote")
+    else:
+        held = ", ".join(sorted(person.roles)) if person else "no role here"
         raise TicketLabError(f"{signer.name} did not approve {approval['ticket_id']}: {approval['reviewer']} did "
-                             f"(decision #{approval['seq']}), and only they can sign its bundle.")
-    records.require_actor(st, signer, "decision")
+                             f"(decision #{approval['seq']}). Its bundle is signed by its approver or by a deployer, "
+                             f"and {signer.name} holds {held}.")
     require_intact(ledger, f"export {approval['ticket_id']} as approved")
 
 
@@ -205,7 +236,7 @@ def _manifest(ledger: Ledger, st: state.GovState, row: dict, ticket: Ticket, loa
     metrics = _metrics(ledger, ticket)
     return {
         "format": BUNDLE_FORMAT, "bundle_format": fmt,
-        "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "exported_by": approval["reviewer"] if approval else None,
+        "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "exported_by": None,
         "ticket": {"id": ticket.id, "content_sha256": ticket.content_sha256, "name": ticket.name,
                    "method": ticket.method, "params": ticket.params, "target_sparsity": ticket.target_sparsity,
                    "achieved_sparsity": ticket.achieved_sparsity, "seed": ticket.seed,
@@ -228,7 +259,7 @@ def _manifest(ledger: Ledger, st: state.GovState, row: dict, ticket: Ticket, loa
 def _review_section(st: state.GovState, ticket_id: str, approval: dict | None, unreviewed: bool) -> dict:
     last = state.latest_decision(st, ticket_id)
     status = "approved" if approval else ("rejected" if last else "unreviewed")
-    out = {"status": status, "unreviewed": approval is None, "exported_with_unreviewed_flag": bool(unreviewed),
+    out = {"status": status, "override": bool(approval and approval.get("override")), "unreviewed": approval is None, "exported_with_unreviewed_flag": bool(unreviewed),
            "decision": None, "policy_results": None}
     if last is not None:
         out["decision"] = {k: last[k] for k in ("seq", "decision", "reviewer", "reason", "override",
@@ -251,8 +282,21 @@ def _metrics(ledger: Ledger, ticket: Ticket) -> list[dict]:
             out.append({"subject": who, "suite": r["suite"], "task": r["task"], "metric": r["metric"],
                         "value": r["value"], "stderr": r["stderr"], "direction": r["direction"], "ideal": r["ideal"],
                         "full": r["limit"] is None, "limit": r["limit"], "n_samples": r["n_samples"],
-                        "dtype": r["dtype"], "batch_size": r["batch_size"], "run_id": r["run_id"]})
+                        "n_docs": uncertainty.docs_of(r),
+                        "dtype": r["dtype"], "batch_size": r["batch_size"], "run_id": r["run_id"],
+                        "artifact": _artifact_of(r)})
     return sorted(out, key=lambda m: (m["subject"] != "ticket", m["suite"], m["task"], m["metric"], not m["full"]))
+
+
+def _artifact_of(row: dict) -> str | None:
+    """The exported artifact a metric row was measured on (`extra.artifact.id`), None for the lab's own."""
+    extra = row.get("extra")
+    if isinstance(extra, str):
+        try:
+            extra = json.loads(extra)
+        except ValueError:
+            return None
+    return ((extra or {}).get("artifact") or {}).get("id")
 
 
 def _sparsity(ticket: Ticket, loaded) -> dict:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pruning.models import EMBEDDED
 
+from .. import uncertainty
+
 HUB_IDS = {"smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct"}
 TASK_TYPES = {"ppl": "text-generation"}
 
@@ -63,11 +65,11 @@ def model_card(manifest: dict) -> str:
         lines.append(f"- policy `{pr['policy']['name']}` (sha256 `{pr['policy']['sha256'][:16]}`) against "
                      f"{pr['baseline']['label']}: {pr['counts']['pass']} pass, {pr['counts']['fail']} fail, "
                      f"{pr['counts']['missing']} missing evidence")
-    lines += ["", "## Evaluation results", "", "| subject | suite | task | metric | value | stderr | run |",
+    lines += ["", "## Evaluation results", "", "| subject | suite | task | metric | value | uncertainty | run |",
               "|---|---|---|---|---|---|---|"]
     for m in manifest["metrics"]:
         v = "n/a" if m["value"] is None else f"{m['value']:.6g}"
-        se = "" if m["stderr"] is None else f"{m['stderr']:.3g}"
+        se = uncertainty.describe(m["stderr"], m.get("n_docs"))
         lines.append(f"| {m['subject']} | {m['suite']} | {m['task']} | {m['metric']} | {v} | {se} | "
                      f"{'full' if m['full'] else 'limit ' + str(m['limit'])} |")
     if not manifest["metrics"]:

@@ -3,7 +3,7 @@
 Nothing here trusts a table that anyone could write: the registry at record N is what the valid
 records before N made it. A record is valid when its signature verifies with the key its actor had
 registered (and not revoked) at that point, and that actor held the role the record's kind needs.
-Invalid records change nothing; `replay` returns why each one is invalid.
+Invalid records change nothing; `replay.replay` judges each record with these checks and the rules.
 """
 
 from __future__ import annotations
@@ -49,45 +49,57 @@ class Registry:
                            for n, p in sorted(self.people.items())}}
 
 
-def _check(reg: Registry, row: dict) -> str:
-    """Why `row` may not stand given the registry before it ('' when it may)."""
+def signature_problem(reg: Registry, row: dict) -> tuple[str, bool]:
+    """(why `row` is not a record its actor's key signed, attributable): ('', True) when the signature holds.
+    attributable: the signature verifies with a key the actor once had (revoked since), so the record is
+    void, not a forgery."""
     kind, actor, seq = row["kind"], row["actor"], row["seq"]
     if kind not in KINDS:
-        return f"record #{seq} has unknown kind {kind!r}"
-    body = body_of(row)
+        return f"record #{seq} has unknown kind {kind!r}", False
     if kind == "init":
         if seq != 1:
-            return f"record #{seq} initialises the ledger again (only record #1 may)"
-        pem = (body.get("person") or {}).get("public_key") or ""
+            return f"record #{seq} initialises the ledger again (only record #1 may)", False
         try:
+            pem = (body_of(row).get("person") or {}).get("public_key") or ""
             if keys.fingerprint(pem) != row["key_id"]:
-                return f"record #1 is signed with key {row['key_id'][:12]}, not the admin key it registers"
+                return f"record #1 is signed with key {row['key_id'][:12]}, not the admin key it registers", False
         except Exception as e:  # a damaged PEM is a forged or broken record, not a crash
-            return f"record #1 carries no usable public key ({e})"
-        return "" if keys.verify(pem, signed_bytes(row), row["signature"]) else \
-            f"record #1's signature does not verify with the key it registers ({actor})"
+            return f"record #1 carries no usable public key ({e})", False
+        return ("", True) if keys.verify(pem, signed_bytes(row), row["signature"]) else \
+            (f"record #1's signature does not verify with the key it registers ({actor})", False)
     if reg.ledger_id is None:
-        return f"record #{seq} comes before any ledger initialisation"
+        return f"record #{seq} comes before any ledger initialisation", False
     person = reg.people.get(actor)
     if person is None:
-        return f"record #{seq} ({kind}) is signed by {actor!r}, who is not registered"
+        return f"record #{seq} ({kind}) is signed by {actor!r}, who is not registered", False
     if row["key_id"] in person.revoked:
-        return f"record #{seq} ({kind}) is signed with {actor}'s revoked key {row['key_id'][:12]}"
+        if keys.verify(person.keys[row["key_id"]], signed_bytes(row), row["signature"]):
+            return f"record #{seq} ({kind}) is signed with {actor}'s revoked key {row['key_id'][:12]}", True
+        return f"record #{seq} ({kind}) carries a signature that no key of {actor} made", False
     if person.key_id != row["key_id"]:
-        return f"record #{seq} ({kind}) is signed with key {row['key_id'][:12]}, which is not {actor}'s registered key"
+        return f"record #{seq} ({kind}) is signed with key {row['key_id'][:12]}, which is not {actor}'s registered key", False
     if not keys.verify(person.keys[person.key_id], signed_bytes(row), row["signature"]):
         return (f"record #{seq} ({kind} by {actor}) has a signature that does not verify with {actor}'s key: "
-                f"it was written or changed without that key")
-    need = NEEDS[kind]
+                f"it was written or changed without that key", False)
+    return "", True
+
+
+def role_needed(kind: str, actor: str, body: dict) -> str | None:
     if kind == "revoke" and body.get("name") != actor:
-        need = "admin"  # anyone may revoke their own key; only an admin someone else's
-    if need and need not in person.roles:
-        return f"record #{seq} ({kind}) is signed by {actor}, who did not hold the {need} role then"
+        return "admin"  # anyone may revoke their own key; only an admin someone else's
+    return NEEDS.get(kind)
+
+
+def role_problem(reg: Registry, kind: str, actor: str, body: dict) -> str:
+    """Why the (genuinely signed) record's actor may not sign a record of its kind ('' when they may)."""
+    need = None if kind == "init" else role_needed(kind, actor, body)
+    if need and need not in reg.people[actor].roles:
+        return f"{actor} did not hold the {need} role then"
     return ""
 
 
-def _apply(reg: Registry, row: dict) -> None:
-    kind, body = row["kind"], body_of(row)
+def apply(reg: Registry, kind: str, body: dict) -> None:
+    """What a valid record (well-formed: `replay.body_problem`) changes in the registry."""
     if kind == "init":
         reg.ledger_id = body["ledger_id"]
         kind, body = "register", body["person"]
@@ -104,19 +116,3 @@ def _apply(reg: Registry, row: dict) -> None:
         p.revoked.add(body["key_id"])
         if p.key_id == body["key_id"]:
             p.key_id = None
-
-
-def replay(rows: list[dict]) -> tuple[Registry, dict[int, str]]:
-    """(final registry, seq -> why that record is invalid). Each record is judged against the registry
-    as the valid records before it left it; only valid records change it."""
-    reg, problems = Registry(), {}
-    for row in rows:
-        why = _check(reg, row)
-        if why:
-            problems[row["seq"]] = why
-            continue
-        try:
-            _apply(reg, row)
-        except (KeyError, TypeError, ValueError) as e:
-            problems[row["seq"]] = f"record #{row['seq']} ({row['kind']}) has a malformed body ({e})"
-    return reg, problems

@@ -1,19 +1,25 @@
 """The one way a governance record gets written: checked, signed, chained, witnessed.
 
-Before writing: the whole trail must pass the audit, and the signer must be registered with this key,
-unrevoked, and hold the role the record needs, all against the registry as it stands now. The
-record is appended in one transaction (refused if someone else wrote in between), then its signed
-head goes to the witness log.
+Before writing: the trail must be intact (`audit.require_intact`), the signer registered with this key,
+unrevoked, holding the role the record needs, and the record must keep the rules the audit replays
+(`replay.record_problem`), all against the trail as it stands now. The record is appended in one
+transaction (redone from the start when someone else wrote in between), then its signed head goes to
+the witness log.
 """
 
 from __future__ import annotations
 
+import random
+import time
+from collections.abc import Callable
+
+from pruning.durable import crash_point
 from pruning.errors import TicketLabError
 
-from . import chain, people, state, witness
+from . import chain, people, replay, state, witness
 from .audit import require_intact
 from .keys import Signer
-from .reader import snapshot
+from .reader import Snapshot, snapshot
 
 VERBS = {"register": "register people", "roles": "change roles", "policy": "pin a policy", "revoke": "revoke keys",
          "create": "sign as a ticket's creator", "decision": "decide on tickets", "promote": "promote tickets",
@@ -24,7 +30,10 @@ class ChainMoved(TicketLabError):
     """Another governance record landed between reading the trail and writing: the checks must be redone."""
 
 
-def retrying(attempt, tries: int = 5):
+TRIES = 12  # writers take turns on the ledger lock: each round at least one of them lands
+
+
+def retrying(attempt, tries: int = TRIES):
     """Run `attempt()` (read, check, write) again when another writer got in between.
 
     Two dashboard tabs deciding at the same moment both succeed, each on a trail that includes the
@@ -37,6 +46,7 @@ def retrying(attempt, tries: int = 5):
         except ChainMoved:
             if left == 0:
                 raise
+            time.sleep(random.uniform(0.0, 0.05))  # de-synchronise writers that collided
 
 
 def not_initialised(ledger) -> TicketLabError:
@@ -60,27 +70,81 @@ def require_actor(st: state.GovState, signer: Signer, kind: str, body: dict | No
     if person.key_id != signer.key_id:
         raise TicketLabError(f"the key at {signer.path} ({signer.key_id[:12]}) is not {signer.name}'s registered key "
                              f"({(person.key_id or 'none')[:12]}); nothing was recorded.")
-    need = people.NEEDS.get(kind)
-    if kind == "revoke" and (body or {}).get("name") != signer.name:
-        need = "admin"
+    need = people.role_needed(kind, signer.name, body or {})
     if need and need not in person.roles:
         raise TicketLabError(f"{signer.name} may not {VERBS.get(kind, kind)}: that needs the {need} role, and "
                              f"{signer.name} holds {', '.join(sorted(person.roles)) or 'no role'}. An admin grants it "
                              f"with `ticketlab people role {signer.name} --add {need}`.")
 
 
-def write(ledger, signer: Signer, kind: str, body: dict, subject: str | None = None, *, doing: str) -> dict:
+Prepare = Callable[[Snapshot, state.GovState], "tuple[dict, str | None] | None"]
+
+
+def write(ledger, signer: Signer, kind: str, body: dict | Prepare, subject: str | None = None, *,
+          doing: str) -> dict | None:
+    """Check, sign, append and witness one record; returns the row written.
+
+    `body` is the record's body, or `prepare(snapshot, state) -> (body, subject)` that builds it from the
+    trail as it stands (None: what was asked is recorded already, nothing is written). When another
+    record lands first, everything is done again on the new trail: the body, the signer's standing, the
+    rules (`replay.record_problem`), so concurrent writers all succeed without forking the chain.
+    """
+    return retrying(lambda: _write_once(ledger, signer, kind, body, subject, doing))
+
+
+def _write_once(ledger, signer: Signer, kind: str, body, subject: str | None, doing: str) -> dict | None:
     with snapshot(ledger) as db:
         st = state.load(db)
         if kind != "init":
             if st.ledger_id is None:
                 raise not_initialised(db)
-            require_intact(db, doing)
+            report = require_intact(db, doing)
+            # who may sign at all comes first (a revocation's body may still name someone else: checked below)
+            require_actor(st, signer, kind, {"name": signer.name} if callable(body) else body)
+            # the signer's own records that a killed run committed but never witnessed: this run vouches for them
+            _witness(db, st, signer, [r for r in st.rows if r["seq"] in report["unwitnessed"]
+                                      and (r["actor"], r["key_id"]) == (signer.name, signer.key_id)])
+        if callable(body):
+            prepared = body(db, st)
+            if prepared is None:
+                return None
+            body, subject = prepared
+        if kind != "init":
             require_actor(st, signer, kind, body)
+        why = replay.record_problem(st.registry, st.trail, kind, signer.name, subject, body) if kind != "init" \
+            else replay.body_problem(kind, body)
+        if why:
+            raise TicketLabError(f"{why}; nothing was recorded.")
     ledger_id = body["ledger_id"] if kind == "init" else st.ledger_id
+    crash_point("governance.prepared")  # checked, not yet written: where concurrent writers collide
     with ledger.transaction() as con:
         if chain.head(con) != st.head:
             raise ChainMoved(f"another governance record was written while this one was prepared; {doing} again.")
         row = chain.append(con, signer, kind, body, subject)
-    witness.append(witness.path_for(ledger), witness.signed_head(signer, ledger_id, row))
+    crash_point("governance.committed")  # the kill -9 matrix stops here: committed, not yet witnessed
+    path = witness.configured_path(ledger) if kind == "init" else witness.path_for(ledger, st.rows[0])
+    witness.append(path, witness.signed_head(signer, ledger_id, row))
     return row
+
+
+def _witness(ledger, st: state.GovState, signer: Signer, rows: list[dict]) -> None:
+    path = witness.path_for(ledger, st.rows[0])
+    for r in rows:
+        witness.append(path, witness.signed_head(signer, st.ledger_id, r))
+
+
+def rewitness(ledger, admin: Signer) -> list[int]:
+    """The signed re-witness step: an admin who has checked the records the audit lists as unwitnessed (a
+    write killed between its commit and its witness) signs their heads into the witness log. Returns
+    their seqs."""
+    with snapshot(ledger) as db:
+        st = state.load(db)
+        if st.ledger_id is None:
+            raise not_initialised(db)
+        report = require_intact(db, "witness records again")
+        require_actor(st, admin, "register")
+        if "admin" not in st.registry.people[admin.name].roles:
+            raise TicketLabError(f"{admin.name} may not witness others' records: that needs the admin role.")
+        rows = [r for r in st.rows if r["seq"] in report["unwitnessed"]]
+        _witness(db, st, admin, rows)
+    return [r["seq"] for r in rows]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pruning import durable
 
+from .. import uncertainty
 from ..ledger import Ledger
 from ..metric_meta import category_of, direction, meta_for, task_title
 from . import evidence as ev
@@ -30,11 +31,12 @@ def _e(v) -> str:
     return html.escape("" if v is None else str(v))
 
 
-def _num(v, se=None) -> str:
+def _num(v, se=None, n=None) -> str:
     if v is None:
         return "&ndash;"
     s = f"{v:.4g}" if isinstance(v, float) else _e(v)
-    return s + (f" &plusmn; {se:.2g}" if se is not None else "")
+    told = uncertainty.describe(se, n)
+    return s + (f" <small>{_e(told)}</small>" if told else "")
 
 
 def _table(headers: list[str], rows: list[list[str]], cls: str = "") -> str:
@@ -131,8 +133,8 @@ def _metrics_section(cand_rows, base_rows, base_label, fig, go) -> str:
     rows, names, rel = [], [], []
     for (task, metric), c, b in _pairs(cand_rows, base_rows):
         delta = None if b is None or b["value"] is None or c["value"] is None else c["value"] - b["value"]
-        rows.append([_e(c["suite"]), _e(task), _e(metric), _num(b["value"], b["stderr"]) if b else "&ndash;",
-                     _num(c["value"], c["stderr"]), "&ndash;" if delta is None else f"{delta:+.4g}",
+        rows.append([_e(c["suite"]), _e(task), _e(metric), _num(b["value"], b["stderr"], uncertainty.docs_of(b)) if b else "&ndash;",
+                     _num(c["value"], c["stderr"], uncertainty.docs_of(c)), "&ndash;" if delta is None else f"{delta:+.4g}",
                      "full" if c["limit"] is None else f"limit {c['limit']}"])
         if delta is not None and b["value"] and (c.get("direction") or direction(task, metric)[0]) != "target":  # % of a value near its ideal misleads
             names.append(f"{task}/{metric}")
@@ -168,7 +170,8 @@ def _bias_section(cand_rows, base_rows, base_label, fig, go) -> str:
         f = go.Figure()
         for name, pick in ((base_label, 2), ("ticket", 1)):
             vals = [(it[pick] or {}).get("value") for it in items]
-            errs = [(it[pick] or {}).get("stderr") or 0.0 for it in items]
+            errs = [uncertainty.usable((it[pick] or {}).get("stderr"), uncertainty.docs_of(it[pick] or {})) or 0.0
+                    for it in items]  # no bar for "too few examples to tell"
             f.add_trace(go.Bar(name=name, x=labels, y=vals, error_y=dict(type="data", array=errs, visible=True)))
         if ideal is not None:
             f.add_hline(y=ideal, line_dash="dash", annotation_text=f"ideal {ideal:g}")

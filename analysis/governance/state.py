@@ -1,7 +1,7 @@
 """The one read model of governance state: who is registered with which roles, the pinned policy, each
 ticket's signed creator and latest decision, and the deployment pointer of each dense model.
 
-Everything is a replay of the signed governance log (`chain.py`, checked by `people.replay`), read on
+Everything is a replay of the signed governance log (`chain.py`, judged by `replay.replay`), read on
 one connection. Review, decide, deploy, export, report, `ticketlab tickets`, compare and the dashboard
 read governance state here and nowhere else. Functions take a `Ledger`, a reader `Snapshot`, or a
 `GovState` already loaded with `load` (so a page showing 50 tickets replays the log once).
@@ -19,6 +19,7 @@ from pruning.errors import TicketLabError
 from . import chain, people
 from .policy import Policy, parse_policy
 from .reader import Snapshot, snapshot
+from .replay import Trail, replay
 
 DENSE = "dense"
 
@@ -27,8 +28,10 @@ DENSE = "dense"
 class GovState:
     rows: list[dict]
     registry: people.Registry
-    problems: dict[int, str]  # seq -> why that record's signature or role does not hold
+    problems: dict[int, str]  # seq -> why that record is not what a registered key signed (integrity)
     link: tuple[int, str] | None  # first broken hash link (seq, why), or None
+    voided: dict[int, str] = field(default_factory=dict)  # seq -> why a signed record counts for nothing
+    trail: Trail = field(default_factory=Trail)  # what the valid records established (replay.Trail)
     tickets: dict[str, str] = field(default_factory=dict)  # ticket id -> dense sha256 (from the tickets table)
     legacy: dict[str, dict] = field(default_factory=dict)  # ticket id -> newest unsigned pre-signing decision
 
@@ -41,7 +44,9 @@ class GovState:
         return (self.rows[-1]["seq"], self.rows[-1]["row_hash"]) if self.rows else (0, chain.GENESIS)
 
     def signed(self, row: dict) -> bool:
-        return row["seq"] not in self.problems and (self.link is None or row["seq"] < self.link[0])
+        """The record counts: it is what its signer signed, and it abides by the rules (`replay`)."""
+        return row["seq"] not in self.problems and row["seq"] not in self.voided and \
+            (self.link is None or row["seq"] < self.link[0])
 
     def of_kind(self, *kinds: str) -> list[dict]:
         return [r for r in self.rows if r["kind"] in kinds]
@@ -81,9 +86,11 @@ def load(ledger) -> GovState:
         if db.query("SELECT 1 FROM information_schema.tables WHERE table_name = 'legacy_decisions'"):
             for r in db.query("SELECT * FROM legacy_decisions ORDER BY seq"):
                 legacy[r["ticket_id"]] = r
-    registry, problems = people.replay(rows)
     row, why = chain.link_problem(rows)
-    out = GovState(rows, registry, problems, (row["seq"], why) if row else None, tickets, legacy)
+    link = (row["seq"], why) if row else None
+    judged = replay(rows, upto=link[0] if link else None)
+    out = GovState(rows, judged.registry, judged.problems, link, voided=judged.voided, trail=judged.trail,
+                   tickets=tickets, legacy=legacy)
     if isinstance(ledger, Snapshot):
         ledger._gov_state = out
     return out
@@ -141,7 +148,7 @@ def creator_of(ledger, ticket_id: str) -> str | None:
 def _decision(st: GovState, r: dict) -> dict:
     b = chain.body_of(r)
     return {"seq": r["seq"], "ticket_id": r["subject"], "dense_sha256": b.get("dense_sha256"),
-            "decision": b["decision"], "reviewer": r["actor"], "reason": b.get("reason"),
+            "decision": b.get("decision"), "reviewer": r["actor"], "reason": b.get("reason"),
             "override": bool(b.get("override")), "override_reason": b.get("override_reason"),
             "baseline": b.get("baseline"), "policy_name": b.get("policy_name"), "policy_sha256": b.get("policy_sha256"),
             "policy_version": b.get("policy_version"), "policy_results": b.get("policy_results"),
@@ -200,8 +207,8 @@ def ticket_states(ledger) -> dict[str, TicketState]:
 # --- deployments -----------------------------------------------------------------------------------
 def _move(st: GovState, r: dict) -> dict:
     b = chain.body_of(r)
-    return {"seq": r["seq"], "moved_at": r["signed_at"], "dense_sha256": b["dense_sha256"], "action": r["kind"],
-            "previous": b.get("previous"), "target": b["target"], "by_user": r["actor"], "reason": b.get("reason"),
+    return {"seq": r["seq"], "moved_at": r["signed_at"], "dense_sha256": b.get("dense_sha256"), "action": r["kind"],
+            "previous": b.get("previous"), "target": b.get("target"), "by_user": r["actor"], "reason": b.get("reason"),
             "decision_hash": b.get("decision_hash"), "policy_sha256": b.get("policy_sha256"),
             "row_hash": r["row_hash"], "signed": st.signed(r)}
 
@@ -213,16 +220,9 @@ def moves(ledger, dense_sha256: str | None = None) -> list[dict]:
 
 
 def stack(ledger, dense_sha256: str) -> list[str]:
-    """What was deployed, oldest first: a promotion pushes, a rollback pops back to its target."""
-    s = [DENSE]
-    for m in moves(ledger, dense_sha256):
-        if not m["signed"]:
-            continue  # an unsigned move does not move anything
-        if m["action"] == "rollback" and m["target"] in s:
-            del s[s.index(m["target"]) + 1:]
-        else:
-            s.append(m["target"])
-    return s
+    """What was deployed, oldest first: a promotion pushes, a rollback pops back to its target (valid moves
+    only: the replay keeps the stack)."""
+    return list(load(ledger).trail.stack(dense_sha256))
 
 
 def deployment_pointer(ledger, dense_sha256: str) -> str:
@@ -232,7 +232,7 @@ def deployment_pointer(ledger, dense_sha256: str) -> str:
 
 def deployment_pointers(ledger) -> dict[str, str]:
     st = load(ledger)
-    return {d: deployment_pointer(st, d) for d in sorted({m["dense_sha256"] for m in moves(st)})}
+    return {d: st.trail.pointer(d) for d in sorted(st.trail.stacks)}
 
 
 def history(ledger, dense_sha256: str | None = None) -> list[dict]:

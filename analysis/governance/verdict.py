@@ -118,6 +118,8 @@ def delta_words(rows: list[dict]) -> list[Part]:
         name = r["metric"] if names.count(r["metric"]) == 1 else f"{r['task']} {r['metric']}"
         if r.get("within_noise"):
             out.append(Part(f"{name} {_fmt_delta(r)} (within noise)", NEUTRAL))
+        elif r.get("within_noise") is None and "too few" in (r.get("noise") or ""):
+            out.append(Part(f"{name} {_fmt_delta(r)} (too few examples to tell)", WARN))
         elif r.get("change") in ("better", "worse"):
             out.append(Part(f"{name} {_fmt_delta(r)} ({r['change']})", GOOD if r["change"] == "better" else BAD))
         else:

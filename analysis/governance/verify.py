@@ -4,8 +4,10 @@ Always: every file's sha256 against the manifest (none missing or added), the ma
 the ticket id recomputed from the masks (and `weights.file` inside the ticket), the tensors' hashes
 recorded at export, and for masked weights that every pruned weight is zero. With trusted keys (a
 trust file from `ticketlab people export`, or the local ledger the bundle came from): the
-model-signing signature over every file, that its signer is a reviewer whose signed decision in the
-manifest approves exactly this ticket, the signed creation record and ledger head. With the dense
+model-signing signature over every file; that its signer is the exporter allowed to sign it (the reviewer
+whose signed decision in the manifest approves exactly this ticket, or a deployer); that this decision
+record is the approver's own signature (so a deployer-signed bundle still proves who approved it, and
+whether it was an override); the signed creation record and ledger head. With the dense
 model at hand: that the surviving weights are the dense model's (the recorded weights hash). What
 could not be checked is returned in `unchecked`, and `ok` is False then: no key, no "ok".
 """
@@ -19,7 +21,7 @@ from pathlib import Path
 from pruning.calibration import sha256_file  # noqa: F401  (re-exported for bundle code)
 from pruning.errors import TicketLabError
 
-from . import chain, keys, signing
+from . import chain, keys, signing, trustfile
 from .witness import head_payload
 
 BUNDLE_FORMAT = "ticketlab-bundle/1"
@@ -78,7 +80,7 @@ def load_trust(path: str | Path) -> dict:
         raise TicketLabError(f"trust file {p} cannot be read ({e}); write one with `ticketlab people export`.") from e
     if not isinstance(trust, dict) or not isinstance(trust.get("people"), dict):
         raise TicketLabError(f"trust file {p} is not a Ticket Lab trust file (from `ticketlab people export`).")
-    return trust
+    return trustfile.check(trust, str(p))  # signed by an admin it lists, with the ledger's anchor
 
 
 def _key(trust: dict, name: str | None, key_id: str | None) -> tuple[str | None, str]:
@@ -108,7 +110,9 @@ def _record_ok(record: dict | None, trust: dict) -> str:
     return ""
 
 
-def _governance(root: Path, manifest: dict, ticket_id: str, trust: dict) -> list[str]:
+def _governance(root: Path, manifest: dict, ticket_id: str, trust: dict, content: str | None = None) -> list[str]:
+    """`content`: the full content hash of the bundle's ticket/ (recomputed); the signed records must bind it,
+    not only its 64-bit id."""
     problems = []
     sig = manifest.get("signature") or {}
     signer = sig.get("signer")
@@ -118,8 +122,6 @@ def _governance(root: Path, manifest: dict, ticket_id: str, trust: dict) -> list
     bad = signing.verify_signature(root, pem)
     if bad:
         problems.append(f"bundle signature: {bad}")
-    if "reviewer" not in trust["people"][signer].get("roles", []):
-        problems.append(f"bundle signature: {signer} is not a reviewer, so cannot vouch for an approval")
     decision = (manifest.get("review") or {}).get("decision") or {}
     record = decision.get("record")
     bad = _record_ok(record, trust)
@@ -129,16 +131,26 @@ def _governance(root: Path, manifest: dict, ticket_id: str, trust: dict) -> list
         body = chain.body_of(record)
         if record["kind"] != "decision" or body.get("decision") != "approve" or record["subject"] != ticket_id:
             problems.append(f"decision record #{record['seq']} is not an approval of {ticket_id}")
-        elif record["actor"] != signer:
-            problems.append(f"the bundle is signed by {signer}, but {record['actor']} approved it")
+        elif "reviewer" not in trust["people"].get(record["actor"], {}).get("roles", []):
+            problems.append(f"decision record: {record['actor']} is not a reviewer, so cannot approve")
+        elif record["actor"] != signer and "deployer" not in trust["people"][signer].get("roles", []):
+            problems.append(f"the bundle is signed by {signer}, but {record['actor']} approved it and {signer} is "
+                            f"not a deployer")
+        elif record["actor"] == signer and "reviewer" not in trust["people"][signer].get("roles", []):
+            problems.append(f"bundle signature: {signer} is not a reviewer, so cannot vouch for an approval")
         elif any(decision.get(k) != body.get(k) for k in ("reason", "override", "policy_sha256")):
             problems.append("the manifest's decision summary differs from the signed decision record")
+        elif content and body.get("content_sha256") != content:
+            problems.append(f"decision record #{record['seq']} approves content {str(body.get('content_sha256'))[:16]}, "
+                            f"but the bundle's ticket hashes to {content[:16]} (same id, other content)")
     creation = (manifest.get("ticket") or {}).get("creation_record")
     bad = _record_ok(creation, trust)
     if bad:
         problems.append(f"creation record: {bad}")
     elif creation["subject"] != ticket_id or (record and chain.body_of(record).get("creation_hash") != creation["row_hash"]):
         problems.append("the creation record is not the one the approval rests on")
+    elif content and chain.body_of(creation).get("content_sha256") != content:
+        problems.append("the creation record binds other content than the bundle's ticket")
     head = manifest.get("ledger_head") or {}
     hpem, why = _key(trust, head.get("actor"), head.get("key_id"))
     if hpem is None or not keys.verify(hpem, head_payload(head.get("ledger_id", ""), head.get("seq", 0),
@@ -192,15 +204,28 @@ def verify_bundle(directory: str | Path, trust: dict | str | Path | None = None,
         unchecked.append("signature, signer's role, signed decision and ledger head: no trusted keys (pass --trust "
                          "FILE from `ticketlab people export`, or verify next to the ledger it came from)")
     else:
-        problems += _governance(root, manifest, ticket_id, trust)
-        checked += ["model-signing signature", "signer is the approving reviewer", "signed decision and creation",
-                    "signed ledger head"]
+        problems += _governance(root, manifest, ticket_id, trust, ticket.content_sha256 if ticket is not None else None)
+        checked += ["model-signing signature", "signer may export it (the approver or a deployer)",
+                    "the approver's signed decision", "signed creation", "signed ledger head"]
     if problems:
         raise TicketLabError(f"bundle {root} does not verify: " + "; ".join(problems))
     review = manifest.get("review") or {}
+    decision = review.get("decision") or {}
+    approved = review.get("status") == "approved"
     return {"ok": not unchecked, "bundle": str(root), "ticket": ticket_id, "format": fmt, "files": len(listed),
-            "review": review.get("status"), "signed_by": (manifest.get("signature") or {}).get("signer"),
-            "checked": checked, "unchecked": unchecked}
+            "review": review_words(review), "override": bool(approved and decision.get("override")),
+            "approved_by": decision.get("reviewer") if approved else None,
+            "signed_by": (manifest.get("signature") or {}).get("signer"), "checked": checked, "unchecked": unchecked}
+
+
+def review_words(review: dict) -> str | None:
+    """The manifest's review status in words; an approval that overrode the policy says so (and why)."""
+    status = review.get("status")
+    decision = review.get("decision") or {}
+    if status == "approved" and decision.get("override"):
+        why = (decision.get("override_reason") or "").strip()
+        return "approved by override of the policy" + (f" ({why})" if why else "")
+    return status
 
 
 def _weights(root: Path, manifest: dict, ticket, fmt: str, checked: list[str]) -> list[str]:
@@ -211,9 +236,36 @@ def _weights(root: Path, manifest: dict, ticket, fmt: str, checked: list[str]) -
         diff = sorted(n for n in set(recorded) | set(got) if recorded.get(n) != got.get(n))
         problems += [f"{n}: tensor differs from the one recorded at export" for n in diff[:10]]
         checked.append("tensor hashes recorded at export")
-    if fmt == "masked-weights":
+    problems += _shipped(root, manifest, ticket, checked)
+    if fmt == "masked-weights" and not (manifest.get("artifact") or {}).get("quantization"):
         problems += _pruned_are_zero(root, ticket)
         checked.append("pruned weights are zero")
+    return problems
+
+
+def _shipped(root: Path, manifest: dict, ticket, checked: list[str]) -> list[str]:
+    """The artifact's id recomputed from its tensors, pruned weights exact zeros in a quantized artifact,
+    and that the approving evidence was measured on this artifact (analysis.serving.artifact)."""
+    from pruning import serving_format
+
+    from ..serving import artifact as shipped
+
+    recorded = manifest.get("artifact")
+    if not recorded:
+        return []  # a bundle from before artifacts were recorded: its files are still checked above
+    problems = []
+    got = shipped.artifact_id(root)
+    if got != recorded.get("id"):
+        problems.append(f"artifact: its tensors hash to {got[:12]}, the manifest says {str(recorded.get('id'))[:12]}")
+    checked.append("artifact id")
+    if recorded.get("quantization") and manifest.get("bundle_format") == "masked-weights":
+        problems += [f"quantized weights: {p}" for p in serving_format.masked_nonzero(root, ticket.masks)]
+        checked.append("pruned weights are exact zeros after quantization")
+    why = shipped.evidence_problem(manifest, got)
+    if why:
+        problems.append(f"evidence: {why}")
+    elif manifest.get("evidence"):
+        checked.append("approving evidence was measured on this artifact")
     return problems
 
 
@@ -240,6 +292,13 @@ def _against_dense(root: Path, manifest: dict, ticket, dense: str | None, loaded
     if loaded.weights_sha256 != ticket.dense["weights_sha256"]:
         return [f"the dense model given hashes to {loaded.weights_sha256[:12]}, the ticket was made from "
                 f"{ticket.dense['weights_sha256'][:12]}: not its dense model"]
+    quantization = (manifest.get("artifact") or {}).get("quantization")
+    if quantization:  # deterministic RTN: quantizing the dense model under the ticket again gives the same tensors
+        from ..serving.artifact import requantized_differences
+
+        problems = requantized_differences(root, loaded, ticket, quantization)
+        checked.append("quantized weights are the dense model's under the ticket's masks, quantized again")
+        return problems[:10]
     problems = []
     with applied(loaded, ticket):
         expected = dict(loaded.model.named_parameters())

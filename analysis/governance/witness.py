@@ -2,10 +2,14 @@
 
 Deleting the newest records, or restoring an older copy of `ledger.duckdb`, leaves a ledger whose
 chain is internally consistent; what gives it away is a head seen earlier that the ledger no longer
-has. Every governance write appends that head here (default: next to the ledger,
-`<ledger>.witness.jsonl`; `$TICKETLAB_WITNESS` moves it, e.g. to another disk or an append-only
-mount), and every export bundle carries one. Each head is signed by whoever made the write, so the
-witness log cannot be extended with invented heads either.
+has. Every governance write appends that head here, and every export bundle carries one. Each head
+is signed by whoever made the write, so the witness log cannot be extended with invented heads either.
+
+Where it lives is chosen once, at `init` (`$TICKETLAB_WITNESS`, e.g. another disk or an append-only
+mount; default next to the ledger, `<ledger>.witness.jsonl`), and signed into record #1: a process
+cannot witness its writes in a private copy. Every record must have its own head here; one that has
+none (a write killed after its commit, or a witness bypassed) fails the audit until it is witnessed
+again by a signed step (`records.rewitness`).
 """
 
 from __future__ import annotations
@@ -14,19 +18,60 @@ import json
 import os
 from pathlib import Path
 
+from pruning import durable
 from pruning.errors import TicketLabError
 
 from . import keys
-from .chain import canonical
+from .chain import body_of, canonical
 from .keys import Signer
 
+ENV = "TICKETLAB_WITNESS"
+FIELDS = ("ledger_id", "seq", "head", "actor", "key_id", "signature")
 
-def path_for(ledger) -> Path:
-    env = os.environ.get("TICKETLAB_WITNESS")
+
+def configured_path(ledger) -> Path:
+    """Where `init` puts the witness log: `$TICKETLAB_WITNESS`, else next to the ledger."""
+    env = os.environ.get(ENV)
     if env:
-        return Path(env).expanduser()
+        return Path(env).expanduser().resolve()
     p = Path(ledger.path)
     return p.with_name(p.name + ".witness.jsonl")
+
+
+def pinned_value(ledger, first: dict | None = None) -> str | None:
+    """The witness location the first admin signed into record #1 (None for ledgers initialised before it
+    was pinned, which keep using `configured_path`)."""
+    if first is None:
+        rows = ledger.query("SELECT * FROM governance_log WHERE seq = 1")
+        first = rows[0] if rows else None
+    if first is None or first["kind"] != "init":
+        return None
+    value = body_of(first).get("witness")
+    return value if isinstance(value, str) and value else None
+
+
+def to_pin(ledger, path: Path) -> str:
+    """What record #1 stores: relative to the ledger's folder when the log lives there (copies of the state
+    folder keep their own witness), else the absolute path."""
+    try:
+        return str(path.relative_to(Path(ledger.path).parent))
+    except ValueError:
+        return str(path)
+
+
+def path_for(ledger, first: dict | None = None) -> Path:
+    """The witness log of this ledger: the location pinned in record #1, never one taken per process. A
+    `$TICKETLAB_WITNESS` that points elsewhere is refused, not followed: a write witnessed in a private
+    copy would be no witness."""
+    pinned = pinned_value(ledger, first)
+    if pinned is None:
+        return configured_path(ledger)
+    path = (Path(ledger.path).parent / pinned).resolve()
+    env = os.environ.get(ENV)
+    if env and Path(env).expanduser().resolve() != path:
+        raise TicketLabError(f"${ENV} points at {env}, but this ledger's witness log is pinned at {path} (record #1, "
+                             f"signed by its first admin): unset ${ENV}; nothing was recorded.")
+    return path
 
 
 def head_payload(ledger_id: str, seq: int, head: str) -> bytes:
@@ -40,47 +85,69 @@ def signed_head(signer: Signer, ledger_id: str, row: dict) -> dict:
 
 
 def append(path: Path, entry: dict) -> None:
-    """One line per head, fsynced: a witness that a crash can lose is no witness."""
+    """One line per head, fsynced: a witness that a crash can lose is no witness. A line a crash left
+    unfinished is closed first, so the new head is never glued onto it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, (json.dumps(entry, sort_keys=True) + "\n").encode())
+        size = os.fstat(fd).st_size
+        lead = b"\n" if size and os.pread(fd, 1, size - 1) != b"\n" else b""
+        os.write(fd, lead + (json.dumps(entry, sort_keys=True) + "\n").encode())
         os.fsync(fd)
+    except OSError as e:
+        durable.raise_if_full(e, path)
+        raise
     finally:
         os.close(fd)
 
 
-def read(path: Path) -> list[dict]:
-    """The witnessed heads; a line that is not a head is a corrupt witness log (one clear error)."""
-    out = []
+def scan(path: Path) -> tuple[list[dict], list[str]]:
+    """(the witnessed heads, a note per line that is not a head). Every line counts, the last one too when
+    a crash cut its newline; a line that is not a head (a torn append, something written by hand) is named
+    and skipped, so one bad line neither hides the heads after it nor fails every audit from then on."""
     try:
-        text = path.read_text()
+        text = path.read_text(errors="replace")
     except FileNotFoundError:
-        return []
-    except (OSError, UnicodeDecodeError) as e:
+        return [], []
+    except OSError as e:
         raise TicketLabError(f"witness log {path} cannot be read ({e}); restore it from a backup.") from e
-    lines = text.split("\n")
-    for i, line in enumerate(lines, 1):
+    heads, bad = [], []
+    for i, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
-        if i == len(lines):
-            break  # no newline after it: a write interrupted by a crash; the next write's head covers it
         try:
             entry = json.loads(line)
-            if not isinstance(entry, dict) or not all(k in entry for k in ("ledger_id", "seq", "head", "actor",
-                                                                             "key_id", "signature")):
+            if not isinstance(entry, dict) or not all(k in entry for k in FIELDS):
                 raise ValueError("missing fields")
+            if not isinstance(entry["seq"], int) or not all(isinstance(entry[k], str) for k in FIELDS if k != "seq"):
+                raise ValueError("fields of the wrong type")
         except ValueError as e:
-            raise TicketLabError(f"witness log {path} line {i} is corrupt ({e}): restore the file from a backup (or "
-                                 f"point $TICKETLAB_WITNESS at the right one); nothing was recorded.") from e
-        out.append(entry)
-    return out
+            bad.append(f"witness log {path} line {i} is not a signed head ({str(e)[:80]}): skipped")
+            continue
+        heads.append(entry)
+    return heads, bad
+
+
+def read(path: Path) -> list[dict]:
+    return scan(path)[0]
 
 
 def key_for(registry, entry: dict) -> str | None:
     """The public key that signed a head: any key the actor ever had (a later revocation does not unsign it)."""
     person = registry.people.get(entry.get("actor"))
     return person.keys.get(entry.get("key_id")) if person else None
+
+
+def witnessed(state, heads: list[dict]) -> set[int]:
+    """The seqs of records that have their own genuine head (right ledger, hash and signature)."""
+    by_seq = {r["seq"]: r["row_hash"] for r in state.rows}
+    out = set()
+    for entry in heads:
+        if entry["ledger_id"] == state.ledger_id and by_seq.get(entry["seq"]) == entry["head"]:
+            pem = key_for(state.registry, entry)
+            if pem and keys.verify(pem, head_payload(entry["ledger_id"], entry["seq"], entry["head"]), entry["signature"]):
+                out.add(entry["seq"])
+    return out
 
 
 def check(state, heads: list[dict], source: str) -> list[str]:

@@ -8,21 +8,22 @@ same way, so a category without documents (not in the data) reports nothing, and
 Which categories exist is bbq.yaml's list (metadata.ticketlab.categories), not this file's.
 
 lm-eval has no standard error for its custom BBQ aggregations ("N/A"); `bootstrap_stderrs` (bbq.yaml's
-`stderr_hook`) gives one by resampling whole BBQ instances (the 4 examples built from one template
-fill) within each category, which is how the capped subset was drawn.
+`stderr_hook`) gives one with `analysis.uncertainty.bootstrap`: documents resampled within each category
+(the capped subset is drawn per category). A score resting on fewer than `uncertainty.MIN_DOCS`
+documents (an ambiguous-context score counts only ambiguous documents) gets no standard error but the
+reason: a quick `--limit 20` run has 3 documents per category, and resampling whole template instances,
+as this hook once did, left one instance per category and reported a standard error of 0.
 """
 
 from __future__ import annotations
 
-import math
-import random
 import warnings
 
 import numpy as np
 from lm_eval.tasks.bbq import utils as U
 
-BOOTSTRAP_ITERS = 200
-BOOTSTRAP_SEED = 0
+from analysis import uncertainty
+
 _PER_CATEGORY = ("amb_bias_score_", "disamb_bias_score_")
 
 
@@ -44,36 +45,30 @@ def aggregation(metric: str):
     return None
 
 
-def bootstrap_stderrs(samples: list[dict], metrics: list[str], iters: int = BOOTSTRAP_ITERS,
-                      seed: int = BOOTSTRAP_SEED) -> dict[str, float | None]:
-    """Stratified cluster bootstrap of lm-eval's BBQ aggregations from lm-eval's logged samples. A
-    per-category metric is carried by its category's samples only, so its resamples are that stratum's."""
-    clusters: dict[str, dict[str, list[int]]] = {}
-    for i, s in enumerate(samples):
-        doc = s["doc"]
-        clusters.setdefault(doc["category"], {}).setdefault(doc.get("instance", str(i)), []).append(i)
-    strata = [list(groups.values()) for groups in clusters.values()]
-    rng = random.Random(seed)
-    draws: list[list[int]] = []
-    for _ in range(iters):
-        draw = []
-        for groups in strata:
-            for _ in groups:
-                draw += groups[rng.randrange(len(groups))]
-        draws.append(draw)
-    out: dict[str, float | None] = {}
+def _carries(metric: str, doc: dict) -> bool:
+    """Whether `doc` counts for `metric`'s aggregate: ambiguous-context scores rest on ambiguous documents,
+    disambiguated ones on disambiguated documents (lm-eval's aggregations mask the others out)."""
+    ambiguous = doc.get("context_condition") == "ambig"
+    if metric.startswith(("accuracy_amb", "amb_bias_score")):
+        return ambiguous
+    if metric.startswith(("accuracy_disamb", "disamb_bias_score")):
+        return not ambiguous
+    return True
+
+
+def bootstrap_stderrs(samples: list[dict], metrics: list[str], iters: int = uncertainty.BOOTSTRAP_ITERS,
+                      seed: int = uncertainty.BOOTSTRAP_SEED) -> dict[str, uncertainty.Estimate]:
+    """A bootstrap over documents (stratified by category) of lm-eval's BBQ aggregations, from lm-eval's
+    logged samples. A per-category metric is carried by its category's samples only."""
+    out: dict[str, uncertainty.Estimate] = {}
     with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # empty slices: a stratum without ambiguous items
+        warnings.simplefilter("ignore", RuntimeWarning)  # empty slices: a resample without ambiguous items
         for metric in metrics:
             fn = aggregation(metric)
-            has = [metric in s for s in samples]
-            if fn is None or not any(has):
+            mine = [s for s in samples if metric in s]
+            if fn is None or not mine:
                 continue
-            stats = []
-            for draw in draws:
-                values = [samples[i][metric] for i in draw if has[i]]
-                if values:
-                    stats.append(float(fn(values)))
-            stats = [v for v in stats if not math.isnan(v)]
-            out[metric] = float(np.std(stats, ddof=1)) if len(stats) > 1 else None
+            n = sum(_carries(metric, s["doc"]) for s in mine)
+            out[metric] = uncertainty.bootstrap([s[metric] for s in mine], fn, n=n, iters=iters, seed=seed,
+                                                strata=[s["doc"]["category"] for s in mine])
     return out

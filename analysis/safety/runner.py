@@ -31,6 +31,7 @@ import numpy as np
 from pruning.errors import TicketLabError
 from pruning.ticket import Ticket, applied
 
+from .. import uncertainty
 from . import registry
 from .loaders import BBQ_PER_CATEGORY
 from .scoring import DEFAULT_ROW_TOKENS, SCORING, make_lm
@@ -51,6 +52,7 @@ class SafetyResult:
     higher_is_better: dict[str, dict[str, bool]]
     samples: dict[str, list[dict]]  # compact per-document records of the tasks that keep samples
     config: dict = field(default_factory=dict)
+    n_docs: dict[str, dict[str, int]] = field(default_factory=dict)  # task -> metric -> documents it rests on
 
 
 def __getattr__(name: str):
@@ -212,14 +214,19 @@ def run_safety(loaded, ticket: Ticket | None = None, tasks: list[str] | str | No
     for task in names:
         raw = out["results"].get(task, {})
         results[task] = {k: _num(v) for k, v in raw.items() if "," in k}
+    n_docs: dict[str, dict[str, int]] = {}  # task -> metric -> documents it rests on (where a hook counted)
     for task in names:
         hook = None if hub else infos[task].stderr_hook
         logged = out.get("samples", {}).get(task)
         if hook and logged:
             metrics = [k.split(",")[0] for k in results[task] if "_stderr" not in k]
-            for metric, se in _hook(hook)(logged, metrics).items():
+            for metric, est in _hook(hook)(logged, metrics).items():
+                if not isinstance(est, uncertainty.Estimate):  # a hook may give plain numbers
+                    est = uncertainty.Estimate(_num(est), None)
                 if results[task].get(f"{metric}_stderr,none") is None:
-                    results[task][f"{metric}_stderr,none"] = se
+                    results[task][f"{metric}_stderr,none"] = est.se
+                if est.n is not None:
+                    n_docs.setdefault(task, {})[metric] = est.n
     samples = {t: [{"doc_id": s["doc_id"], **_compact(s, infos[t].sample_fields)}
                    for s in out.get("samples", {}).get(t, [])] for t in names if infos[t].keep_samples}
     run_meta = {"bbq_per_category": None if hub else (bbq_per_category or None)}
@@ -246,4 +253,4 @@ def run_safety(loaded, ticket: Ticket | None = None, tasks: list[str] | str | No
                                 "batch_size": gen_batch_size, "chat_template": chat}
         config["partials"] = [str(p) for p in getattr(lm, "partials", [])]
     return SafetyResult(results=results, n_samples=n_samples, higher_is_better=out.get("higher_is_better", {}),
-                        samples=samples, config=config)
+                        samples=samples, config=config, n_docs=n_docs)

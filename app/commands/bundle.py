@@ -11,13 +11,17 @@ def add_parser(sub, parent):
     e.add_argument("ticket", help="ticket id or unique prefix")
     e.add_argument("--out", required=True, help="bundle directory (must not exist unless --overwrite)")
     e.add_argument("--format", default="masked-weights", choices=("masks", "masked-weights", "materialized"))
-    e.add_argument("--as", dest="as_name", help="the approving reviewer, whose key signs the bundle "
-                                                "(default $TICKETLAB_USER)")
+    e.add_argument("--as", dest="as_name", help="who signs the bundle: the approving reviewer or a "
+                                                "deployer (default $TICKETLAB_USER)")
     e.add_argument("--unreviewed", action="store_true",
                    help="export a ticket that is not approved (unsigned; the manifest says so)")
     e.add_argument("--overwrite", action="store_true", help="replace an earlier bundle at --out")
     e.add_argument("--model", help="where the dense model is now, if not at the ticket's recorded spec")
     e.add_argument("--dtype", default="float32", help="weights dtype in the bundle")
+    e.add_argument("--quantize", default="none", choices=("none", "w8a8", "w4a16"),
+                   help="store the surviving weights quantized in compressed-tensors (vLLM's format), round-to-"
+                        "nearest: w8a8 int8 weights+activations, w4a16 4-bit weights")
+    e.add_argument("--group-size", type=int, help="w4a16: input columns per scale (default 128)")
     e.add_argument("--json", action="store_true")
     v = sub.add_parser("verify", parents=[parent], help="check a bundle: hashes, ticket id, signature, signer, weights")
     v.add_argument("dir")
@@ -47,10 +51,15 @@ def _local_trust(directory: str):
         return None, ""
     if not path.exists() or not head:
         return None, ""
+    from analysis.governance import anchor
     from analysis.ledger import Ledger
 
     st = state.load(Ledger(path))
-    return (st.registry.trust(), f" (keys from the ledger {path})") if st.ledger_id == head.get("ledger_id") else (None, "")
+    if st.ledger_id != head.get("ledger_id"):
+        return None, ""
+    if anchor.problem(st):  # a re-initialised ledger's keys vouch for nothing
+        return None, f" (the local ledger's keys are not used: {anchor.problem(st)})"
+    return st.registry.trust(), f" (keys from the ledger {path})"
 
 
 def run(args) -> int:
@@ -86,7 +95,8 @@ def run(args) -> int:
 
     signer = None if args.unreviewed else identity.unlock(args.as_name)
     m = export_bundle(ledger, args.ticket, args.out, args.format, signer=signer, unreviewed=args.unreviewed,
-                      overwrite=args.overwrite, model=args.model, dtype=args.dtype)
+                      overwrite=args.overwrite, model=args.model, dtype=args.dtype, quantize=args.quantize,
+                      group_size=args.group_size)
     if args.json:
         print(json.dumps({k: m[k] for k in ("bundle_format", "ticket", "review", "deployer")}, indent=2, default=str))
     else:

@@ -32,6 +32,10 @@ def add_parser(sub, parent):
     a = sub.add_parser("audit", parents=[parent], help="verify every signature, role and the witness log")
     a.add_argument("--against", action="append", default=[], metavar="BUNDLE",
                    help="also check the ledger against the signed head carried by this export bundle (repeatable)")
+    a.add_argument("--rewitness", action="store_true",
+                   help="after checking the records the audit lists as unwitnessed (a write killed after its commit), "
+                        "sign their heads into the witness log (admin, --as)")
+    a.add_argument("--as", dest="as_name", help="the admin who signs the re-witnessed heads")
     a.add_argument("--json", action="store_true")
     return [r, d, a]
 
@@ -82,6 +86,11 @@ def run(args) -> int:
                   f"pinned policy {row['policy_name']} v{row['policy_version']} "
                   f"{'passed' if row['passed'] else 'failed'}; hash {row['row_hash'][:16]}")
         return 0
+    if args.rewitness:
+        from analysis.governance.records import rewitness
+
+        done = rewitness(ledger, identity.unlock(args.as_name))
+        print(f"witnessed again: {', '.join(f'#{s}' for s in done) or 'nothing (every record has its head)'}")
     report = audit_mod.audit(ledger, against=args.against)
     if args.json:
         print(json.dumps(report, indent=2, default=str))

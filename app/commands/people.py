@@ -14,7 +14,9 @@ def _as(p, what: str) -> None:
 def add_parser(sub, parent):
     k = sub.add_parser("keygen", parents=[parent], help="make your signing key pair (P-256, passphrase-encrypted)")
     k.add_argument("name", help="your name in the registry")
-    k.add_argument("--replace", action="store_true", help="overwrite an existing key (after it was revoked)")
+    k.add_argument("--replace", action="store_true",
+                   help="overwrite an existing key; a key registered and active in the ledger must be unlocked first "
+                        "($TICKETLAB_OLD_PASSPHRASE) and is revoked, signed by itself")
     i = sub.add_parser("init", parents=[parent], help="initialise a ledger's signed registry with its first admin")
     i.add_argument("--admin", required=True, help="the first admin (their key must exist: `ticketlab keygen NAME`)")
     i.add_argument("--role", action="append", default=[], help="further roles for the admin (repeatable)")
@@ -38,8 +40,10 @@ def add_parser(sub, parent):
     rv.add_argument("name")
     rv.add_argument("--reason", required=True)
     _as(rv, "who revokes")
-    ex = ps.add_parser("export", parents=[parent], help="write the trusted keys and roles for `ticketlab verify --trust`")
+    ex = ps.add_parser("export", parents=[parent], help="write the trusted keys, roles and the ledger's anchor for "
+                                                        "`ticketlab verify --trust`, signed by an admin")
     ex.add_argument("--out", required=True, help="FILE.json")
+    _as(ex, "the admin who signs the trust file")
     po = sub.add_parser("policy", parents=[parent], help="the pinned policy: show, history, set (admin)")
     pos = po.add_subparsers(dest="policy_action", required=True, metavar="ACTION")
     pos.add_parser("show", parents=[parent], help="print the policy in force (TOML)")
@@ -51,7 +55,17 @@ def add_parser(sub, parent):
     c = sub.add_parser("sign-ticket", parents=[parent], help="sign as the creator of a ticket nobody has signed for")
     c.add_argument("ticket")
     _as(c, "the creator (engineer role)")
-    return [k, i, p, po, c]
+    an = sub.add_parser("anchor", parents=[parent], help="the ledger's trust anchor, kept in your key directory")
+    ans = an.add_subparsers(dest="anchor_action", required=True, metavar="ACTION")
+    ans.add_parser("show", parents=[parent], help="print this ledger's pinned anchor")
+    ae = ans.add_parser("export", parents=[parent], help="write this ledger's pinned anchor for a colleague")
+    ae.add_argument("--out", required=True, help="FILE.json")
+    ap = ans.add_parser("pin", parents=[parent], help="pin an anchor (or the anchor in a signed trust file)")
+    ap.add_argument("file")
+    ac = ans.add_parser("create", parents=[parent], help="sign and pin the anchor of this ledger as it stands (admin; "
+                                                         "for ledgers initialised before anchors)")
+    _as(ac, "the admin")
+    return [k, i, p, po, c, an]
 
 
 def run(args) -> int:
@@ -59,8 +73,16 @@ def run(args) -> int:
     from analysis.ledger import Ledger
 
     if args.command == "keygen":
+        from pruning import settings
+
+        retired = ""
+        if args.replace:  # the registered key is not destroyed by whoever can write the key directory
+            retired = identity.retire_for_replacement(Ledger() if settings.ledger_path().exists() else None,
+                                                      args.name)
         pw = keys.passphrase(args.name, confirm=True)
         path, pem = keys.generate(args.name, pw, overwrite=args.replace)
+        if retired:
+            print(retired)
         print(f"key for {args.name}: {path} (private, mode 600) and {keys.public_path(args.name)} (public); id "
               f"{keys.fingerprint(pem)[:16]}. Send the public file to an admin: `ticketlab people register "
               f"{args.name} --key {keys.public_path(args.name)} --role ROLE`.")
@@ -78,6 +100,8 @@ def run(args) -> int:
         return 0
     if args.command == "policy":
         return _policy(args, ledger)
+    if args.command == "anchor":
+        return _anchor(args, ledger)
     action = args.people_action
     if action == "list":
         reg = state.load(ledger).registry
@@ -88,11 +112,13 @@ def run(args) -> int:
             print(f"{n:<16} {', '.join(sorted(p.roles)) or '-':<32} key {(p.key_id or 'REVOKED')[:16]}")
         return 0
     if action == "export":
+        from analysis.governance import trustfile
         from pruning.durable import atomic_write_json
 
-        trust = state.load(ledger).registry.trust()
+        trust = trustfile.export(state.load(ledger), identity.unlock(args.as_name))
         atomic_write_json(args.out, trust, indent=2, sort_keys=True)
-        print(f"trusted keys of {len(trust['people'])} people (ledger {trust['ledger_id']}) written to {args.out}")
+        print(f"trusted keys of {len(trust['people'])} people (ledger {trust['ledger_id']}, signed by "
+              f"{trust['signed_by']}) written to {args.out}")
         return 0
     who = identity.unlock(args.as_name)
     if action == "register":
@@ -122,3 +148,45 @@ def _policy(args, ledger) -> int:
         for v in versions:
             print(f"v{v['version']:<3} {v['name'] or '':<16} {v['sha256'][:16]}  pinned by {v['by']} at {str(v['at'])[:19]}")
     return 0
+
+
+def _anchor(args, ledger) -> int:
+    from analysis.governance import anchor, identity, state
+    from pruning.durable import atomic_write_json
+    from pruning.errors import TicketLabError
+
+    action = args.anchor_action
+    if action == "pin":
+        data = _read_json(args.file)
+        pinned = anchor.pin(data.get("anchor", data) if isinstance(data, dict) else data, args.file)
+        a = anchor.load(pinned.stem)
+        print(f"pinned the trust anchor of ledger {a['ledger_id']} (first admin key {a['first_admin_key_id'][:16]}, "
+              f"vouched for by {a['signer']}, key {a['signer_key_id'][:16]}) at {pinned}")
+        return 0
+    st = state.load(ledger)
+    if st.ledger_id is None:
+        from analysis.governance.records import not_initialised
+
+        raise not_initialised(ledger)
+    if action == "create":
+        anchor.pin(anchor.sign(st, identity.unlock(args.as_name)), "the anchor")
+    a = anchor.load(st.ledger_id)
+    if a is None:
+        raise TicketLabError(anchor.problem(st) + ".")
+    if action == "export":
+        atomic_write_json(args.out, a, indent=2, sort_keys=True)
+        print(f"trust anchor of ledger {a['ledger_id']} written to {args.out}")
+    else:
+        print(json.dumps(a, indent=2, sort_keys=True))
+    return 0
+
+
+def _read_json(path: str):
+    from pathlib import Path
+
+    from pruning.errors import TicketLabError
+
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise TicketLabError(f"{path} cannot be read as JSON ({e}).") from e

@@ -13,17 +13,17 @@ from . import data, tables
 from .breakdown import breakdown
 
 SHOWN = ["task", "metric", "baseline", "baseline_stderr", "ticket", "ticket_stderr", "delta", "delta_pct",
-         "within_noise", "change", "severity", "limit"]
+         "within_noise", "change", "limit"]  # severity only orders the rows: an internal number, not shown
+COUNTS = ["baseline_n", "ticket_n", "noise"]
 CONFIG = {
     "baseline_stderr": st.column_config.Column("± baseline", help="one standard error"),
     "ticket_stderr": st.column_config.Column("± ticket", help="one standard error"),
     "delta": st.column_config.Column("delta", help="ticket − baseline"),
     "delta_pct": st.column_config.Column("delta %", help="(ticket − baseline) / |baseline|"),
-    "within_noise": st.column_config.Column("within noise?", help="|delta| ≤ √(se_baseline² + se_ticket²)"),
+    "within_noise": st.column_config.Column("within noise?", help="|delta| ≤ √(se_baseline² + se_ticket²); "
+                                            "'cannot tell' when a side rests on too few documents"),
     "change": st.column_config.Column("change", help="by the metric's direction (higher / lower / closest to its ideal)"),
-    "severity": st.column_config.Column("severity", help="how much further from best than the baseline, in combined "
-                                                         "standard errors (or % without them); worst first"),
-    "limit": st.column_config.Column("run", help="quick: a --limit run (indicative, not for decisions)"),
+    "limit": st.column_config.Column("run", help="quick: a run with a limit (indicative, not for decisions)"),
 }
 
 
@@ -44,9 +44,9 @@ def rows(baseline: str, ticket: str) -> pd.DataFrame:
 
 
 def _table(df: pd.DataFrame, key: str) -> None:
-    shown = df[[c for c in SHOWN if c in df]].reset_index(drop=True)
+    shown = df[[c for c in SHOWN + COUNTS if c in df]].reset_index(drop=True)
     st.dataframe(tables.styled_comparison(shown), hide_index=True, width="stretch", placeholder="—", key=key,
-                 column_config=CONFIG, height=min(36 * (len(shown) + 1) + 3, 560))
+                 column_config={**CONFIG, **dict.fromkeys(COUNTS)}, height=min(36 * (len(shown) + 1) + 3, 560))
 
 
 def comparison_view(baseline: str, ticket: str, key: str, baseline_label: str = "baseline") -> pd.DataFrame:
@@ -60,7 +60,7 @@ def comparison_view(baseline: str, ticket: str, key: str, baseline_label: str = 
     c1, c2, c3 = st.columns([1, 1, 2])
     only = c1.toggle("differences only", value=False, key=f"{key}_diff_only",
                      help="hide rows whose change is within the combined standard error")
-    order = c2.selectbox("sort", ["severity (worst first)", "task", "|delta %|"], key=f"{key}_sort")
+    order = c2.selectbox("sort", ["worst first", "task", "|delta %|"], key=f"{key}_sort")
     quick = df["limit"].notna().sum() if "limit" in df else 0
     c3.caption(f"ticket minus **{baseline_label}**; green better, red worse, grey within noise"
                + (f" · **{quick} of {len(df)} rows from quick runs** (indicative)" if quick else " · full runs"))

@@ -9,6 +9,7 @@ a fresh form, and each button names the ticket it acts on.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,9 +20,7 @@ import streamlit as st
 from pruning import settings
 from pruning.errors import TicketLabError
 
-from . import data
-
-SIGNER = "gov_signer"
+from . import data, signin, tables
 
 
 def modules() -> SimpleNamespace:
@@ -69,35 +68,81 @@ def _oidc_person() -> str | None:
 
 
 def signer():
-    """The signed-in person's unlocked key, if it is still their registered key."""
-    s = st.session_state.get(SIGNER)
+    """The signed-in person's unlocked key, if it is still their registered key (held for this browser by
+    `signin`, dropped after its idle time)."""
+    s = signin.current()
     if s is None:
         return None
     person = _gov_state().registry.people.get(s.name)
     if person is None or person.key_id != s.key_id:  # revoked or replaced since: sign in again
-        st.session_state.pop(SIGNER, None)
+        signin.sign_out()
         return None
     return s
 
 
+def roles_of(me) -> set[str]:
+    """The roles the signed-in person holds now (empty when nobody is signed in)."""
+    if me is None:
+        return set()
+    person = _gov_state().registry.people.get(me.name)
+    return set(person.roles) if person else set()
+
+
+def holders(role: str) -> list[str]:
+    """Who holds `role` now with an active key: the names a page tells people to ask."""
+    return sorted(n for n, p in _gov_state().registry.people.items() if role in p.roles and p.key_id)
+
+
+# CLI words in messages from the shared governance functions, as the controls that do the same here
+_BROWSER_WORDS = (
+    (re.compile(r"Check \$TICKETLAB_PASSPHRASE or retype it\."), "Retype it in “passphrase of your key”."),
+    (re.compile(r"\$TICKETLAB_PASSPHRASE"), "“passphrase of your key”"),
+    (re.compile(r"--override-reason"), "“override reason”"),
+    (re.compile(r"--override"), "“override the pinned policy”"),
+    (re.compile(r"--reason"), "“reason”"),
+    (re.compile(r"pass --as \S+ and unlock that key"), "sign in as them"),
+    (re.compile(r"`ticketlab sign-ticket [0-9a-f]+`"), "“Sign as the creator” on the Review page (engineer role)"),
+    (re.compile(r"`ticketlab people role (\S+) --add (\S+)`"), r"the Admin page (“roles” of \1: add \2)"),
+    (re.compile(r"`ticketlab init --admin NAME`"), "the Admin page (“Create the ledger”)"),
+    (re.compile(r"--unreviewed"), "“also offer tickets that are not approved”"),
+    (re.compile(r"run `ticketlab eval`"), "evaluate it (Benchmarks → Evaluate)"),
+)
+
+
+def browser_words(message: str) -> str:
+    """A governance message with its command-line flags replaced by the names of the controls here."""
+    for pattern, words in _BROWSER_WORDS:
+        message = pattern.sub(words, message)
+    return message
+
+
+def say(e: Exception, where=None) -> None:
+    (where or st).error(browser_words(str(e)), icon=":material/warning:")
+
+
 def sign_in(key: str = "gov") -> object | None:
     """Who acts on this page. Offline: pick your registered name and unlock your key with its passphrase.
-    With an identity provider configured, the name comes from `st.login` and only the passphrase is asked."""
+    With an identity provider configured, the name comes from `st.login` and only the passphrase is asked.
+    The unlocked key stays with the server for this browser (a reload keeps it), never the passphrase."""
     gov = modules()
     me = signer()
     st_ = _gov_state()
     if st_.ledger_id is None:
-        st.info("This ledger has no signed registry yet: initialise it with `ticketlab init --admin NAME`; until "
-                "then nobody can decide, promote or export signed bundles.", icon=":material/key:")
+        st.info("This ledger has no signed registry yet: an admin creates it on the Admin page (“Create the "
+                "ledger”); until then nobody can decide, promote or export signed bundles.", icon=":material/key:")
         return None
     if me is not None:
         roles = ", ".join(sorted(st_.registry.people[me.name].roles)) or "no role"
         c1, c2 = st.columns([4, 1])
-        c1.caption(f"signed in as **{me.name}** ({roles}); actions are signed with key `{me.key_id[:12]}`")
+        c1.caption(f"signed in as **{me.name}** ({roles}); actions are signed with key `{me.key_id[:12]}`; the "
+                   f"key is locked after {int(signin.idle_s() // 60) or 1} min without use")
         if c2.button("Sign out", key=f"{key}_signout"):
-            st.session_state.pop(SIGNER, None)
+            signin.sign_out()
             st.rerun()
         return me
+    idle = signin.dropped_for_idle()
+    if idle:
+        st.caption(f"{idle}'s key was locked after {int(signin.idle_s() // 60) or 1} min without use: sign in again.")
     oidc = _oidc_person()
     with st.form(f"{key}_signin"):
         names = sorted(n for n, p in st_.registry.people.items() if p.key_id)
@@ -109,17 +154,16 @@ def sign_in(key: str = "gov") -> object | None:
         pw = st.text_input("passphrase of your key", type="password", key=f"{key}_signin_pw")
         go = st.form_submit_button("Unlock my key")
     if go:
-        try:
-            if not name:
-                raise TicketLabError("pick your name first.")
-            s = gov.keys.unlock(name, pw)
+        def registered(s) -> None:
             person = st_.registry.people.get(s.name)
             if person is None or person.key_id != s.key_id:
-                raise TicketLabError(f"the key for {name} in {gov.keys.key_dir()} is not {name}'s registered key.")
+                raise TicketLabError(f"the key for {s.name} in {gov.keys.key_dir()} is not {s.name}'s registered key.")
+
+        try:
+            signin.unlock(name, pw, registered)
         except TicketLabError as e:
-            st.error(str(e), icon=":material/lock:")
+            st.error(browser_words(str(e)), icon=":material/lock:")
         else:
-            st.session_state[SIGNER] = s
             st.rerun()
     return None
 
@@ -164,13 +208,30 @@ def _audit(key: tuple) -> dict:
     return modules().audit.audit(data.ledger())
 
 
-def _after_write(message: str) -> None:
+def key(base: str) -> str:
+    """The widget key of a form field: `base`, with a generation suffix once a write has emptied its form
+    (a new key is a new, empty widget; the browser keeps an old widget's value whatever the server pops)."""
+    n = st.session_state.get(f"_gen_{base}", 0)
+    return base if n == 0 else f"{base}~{n}"
+
+
+def after_write(message: str, clear: tuple[str, ...] = ()) -> None:
+    """After a signed write: read the ledger afresh, empty the form that made it (`clear`: its fields' base
+    keys, as given to `key`), and show `message` once on the rerun."""
     data.forget()
     _gov_state_at.clear()
     _review.clear()
     _audit.clear()
+    for base in clear:
+        st.session_state.pop(key(base), None)
+        st.session_state[f"_gen_{base}"] = st.session_state.get(f"_gen_{base}", 0) + 1
     st.session_state["gov_flash"] = message
     st.rerun()
+
+
+def fresh_state():
+    """The governance log as it is now, not as cached for this page run (for checks just before a write)."""
+    return modules().state.load(data.ledger())
 
 
 def flash() -> None:
@@ -185,95 +246,18 @@ def signed_records(ticket: str) -> None:
     st_ = _gov_state()
     creation = gov.state.creation_of(st_, ticket)
     st.caption(f"created by **{creation['actor']}** (signed record #{creation['seq']})" if creation else
-               "**nobody has signed as this ticket's creator**: it cannot be approved until its creator runs "
-               f"`ticketlab sign-ticket {ticket}` (or signs below)")
+               "**nobody has signed as this ticket's creator**: it cannot be approved until an engineer who made it "
+               "signs in here and presses “Sign as the creator”")
     rows = gov.state.decision_rows(st_, ticket)
     if rows:
         df = pd.DataFrame(rows)[["seq", "decided_at", "decision", "reviewer", "signed", "reason", "override",
                                  "override_reason", "policy_name", "policy_version", "passed"]]
         df["signed"] = df["signed"].map({True: "verified", False: "DOES NOT VERIFY"})
-        st.dataframe(df, hide_index=True, width="stretch")
-
-
-def decision_form(ticket: str, baseline: str, policy: str = "", review=None) -> None:
-    """Approve or reject `ticket` as the signed-in reviewer, under the pinned policy."""
-    gov = modules()
-    flash()
-    signed_records(ticket)
-    me = sign_in("dec")
-    if me is None:
-        return
-    st_ = _gov_state()
-    if gov.state.creation_of(st_, ticket) is None and "engineer" in st_.registry.people[me.name].roles:
-        if st.button(f"Sign as the creator of {ticket}", key=f"claim_{ticket}"):
-            try:
-                gov.identity.sign_creation(data.ledger(), me, ticket)
-            except TicketLabError as e:
-                st.error(str(e), icon=":material/warning:")
-            else:
-                _after_write(f"{me.name} signed as creator of {ticket}")
-    pinned = _review(ticket, baseline, "", (data.stamp(), None))
-    with st.form(f"decision_{ticket}"):  # keyed by ticket: another candidate gets a fresh, empty form
-        decision = st.radio("decision", ["approve", "reject"], horizontal=True, key=f"dec_decision_{ticket}")
-        reason = st.text_area("reason (recorded and signed)", key=f"dec_reason_{ticket}", height=80)
-        override = st.checkbox("override the pinned policy (approve although a rule fails or evidence is missing)",
-                               key=f"dec_override_{ticket}", disabled=pinned.passed)
-        override_reason = st.text_input("override reason", key=f"dec_override_reason_{ticket}", disabled=pinned.passed)
-        go = st.form_submit_button(f"Sign and record the decision on {ticket} as {me.name}", type="primary")
-    if go:
-        try:
-            row = gov.decisions.decide(data.ledger(), ticket, decision, me, reason, override=override,
-                                       override_reason=override_reason, baseline=baseline)
-        except TicketLabError as e:
-            st.error(str(e), icon=":material/warning:")
-        else:
-            _after_write(f"recorded decision #{row['seq']}: {row['decision']} of {row['ticket_id']} signed by "
-                         f"{row['reviewer']}" + (" (override)" if row["override"] else ""))
-
-
-def deployment_panel(ticket: str, dense_sha256: str) -> None:
-    gov = modules()
-    st_ = _gov_state()
-    current = gov.state.deployment_pointer(st_, dense_sha256)
-    stack = gov.state.stack(st_, dense_sha256)
-    st.markdown(f"Deployed now for dense model `{dense_sha256[:12]}`: **{current}**"
-                + (" — this ticket" if current == ticket else ""))
-    hist = gov.state.history(st_, dense_sha256)
-    if hist:
-        df = pd.DataFrame(hist).drop(columns=["dense_sha256", "row_hash", "decision_hash", "policy_sha256"],
-                                     errors="ignore")
-        df["signed"] = df["signed"].map({True: "verified", False: "DOES NOT VERIFY"})
-        st.dataframe(df.sort_values("seq", ascending=False), hide_index=True, width="stretch")
-    else:
-        st.caption("No deployment moves yet: the dense model serves itself.")
-    me = signer()
-    if me is None:
-        st.caption("Sign in above (deployer role) to promote or roll back.")
-        return
-    left, right = st.columns(2)
-    with left.form(f"promote_{ticket}"):
-        reason = st.text_input("reason", key=f"dep_reason_{ticket}")
-        go = st.form_submit_button(f"Promote {ticket} as {me.name}", type="primary", disabled=current == ticket)
-    if go:
-        try:
-            row = gov.deploy.promote(data.ledger(), ticket, me, reason)
-        except TicketLabError as e:
-            left.error(str(e), icon=":material/warning:")
-        else:
-            _after_write(f"promoted {row['target']} (was {row['previous']}), signed by {row['by_user']}")
-    with right.form(f"rollback_{ticket}"):
-        earlier = list(reversed(stack[:-1]))
-        to = st.selectbox("roll back to", ["previous"] + earlier, key=f"rb_to_{ticket}", disabled=len(stack) < 2)
-        reason_rb = st.text_input("reason", key=f"rb_reason_{ticket}")
-        go_rb = st.form_submit_button(f"Roll back {dense_sha256[:12]} as {me.name}", disabled=len(stack) < 2)
-    if go_rb:
-        try:
-            row = gov.deploy.rollback(data.ledger(), me, reason_rb, to=None if to == "previous" else to,
-                                      model=dense_sha256)
-        except TicketLabError as e:
-            right.error(str(e), icon=":material/warning:")
-        else:
-            _after_write(f"rolled back to {row['target']} (was {row['previous']}), signed by {row['by_user']}")
+        df["override"] = df["override"].map({True: "override", False: ""})
+        df["passed"] = df["passed"].map({True: "passed", False: "failed"})
+        st.dataframe(tables.clean_text(df), hide_index=True, width="stretch", column_config={
+            "seq": st.column_config.NumberColumn("record #", format="%d"),
+            "passed": st.column_config.TextColumn("policy"), "override": st.column_config.TextColumn("override?")})
 
 
 def audit_status() -> None:
@@ -283,7 +267,7 @@ def audit_status() -> None:
         st.error(str(e), icon=":material/warning:")
         return
     if not report["initialised"]:
-        st.info("No signed governance records yet (`ticketlab init`).", icon=":material/key:")
+        st.info("No signed governance records yet: an admin creates the ledger on the Admin page.", icon=":material/key:")
     elif report["ok"]:
         st.success(f"Audit: {report['records']} signed records, every signature and role valid; the ledger holds "
                    f"all {report['witnessed']} heads of the witness log.", icon=":material/lock:")
@@ -307,27 +291,62 @@ def bundle_status(bundle: Path) -> None:
     except TicketLabError as e:
         st.error(str(e), icon=":material/gpp_bad:")
         return
-    who = f"signed by **{result['signed_by']}**" if result["signed_by"] else "**unsigned**"
-    (st.success if result["ok"] else st.warning)(
-        f"{who}; checked: {', '.join(result['checked'])}" + "".join(f"  \nNOT CHECKED: {u}" for u in result["unchecked"]),
-        icon=":material/lock:" if result["ok"] else ":material/help:")
+    (st.success if result["ok"] else st.warning)(verified_words(result),
+                                                 icon=":material/lock:" if result["ok"] else ":material/help:")
+
+
+def verified_words(result: dict) -> str:
+    """What `verify_bundle` established, in words: who signed, who approved (and whether by override), what
+    was checked and, first, what was not. Never "verified" for an unsigned or unchecked bundle."""
+    who = f"signed by **{result['signed_by']}**" if result["signed_by"] else "**UNSIGNED: nobody vouches for it**"
+    review = result.get("review") or "unreviewed"
+    approved = f" · {review}" + (f" by **{result['approved_by']}**" if result.get("approved_by") else "")
+    head = ("Verified: " if result["ok"] else "NOT verified: ") + who + approved
+    missing = "".join(f"  \nNOT CHECKED: {u}" for u in result["unchecked"])
+    return f"{head}{missing}  \nchecked: {', '.join(result['checked'])}"
+
+
+def exporters(ticket: str) -> tuple[dict | None, list[str]]:
+    """(the approval, who may sign its bundle: the approving reviewer, then every deployer)."""
+    st_ = _gov_state()
+    approval = modules().state.approval_of(st_, ticket)
+    if approval is None:
+        return None, []
+    deployers = sorted(n for n, p in st_.registry.people.items() if "deployer" in p.roles and p.key_id)
+    return approval, [approval["reviewer"]] + [n for n in deployers if n != approval["reviewer"]]
+
+
+def approval_words(approval: dict) -> str:
+    """'approved by alice (#12)', or 'approved by OVERRIDE of the policy by alice (#12): reason'."""
+    if approval.get("override"):
+        return (f"approved by **override** of the policy by {approval['reviewer']} (decision #{approval['seq']}): "
+                f"{approval.get('override_reason') or 'no reason given'}")
+    return f"approved by {approval['reviewer']} (decision #{approval['seq']})"
 
 
 def signed_export(ticket: str, fmt: str, out: str, overwrite: bool) -> None:
-    """Export an approved ticket signed by the signed-in approving reviewer (in this session: the key never
-    leaves it). Unreviewed exports run as background jobs and stay unsigned."""
+    """Export an approved ticket signed by the signed-in person: its approving reviewer, or a deployer (the
+    bundle then carries the reviewer's signed approval; `verify` checks both). The key never leaves this
+    session. Someone else is told whom to ask, and gets no button that can only fail."""
     gov = modules()
+    approval, may = exporters(ticket)
+    if approval is not None:
+        (st.warning if approval.get("override") else st.caption)(approval_words(approval))
     me = sign_in("exp")
-    if me is None:
+    if me is None or approval is None:
         return
-    approval = gov.state.approval_of(_gov_state(), ticket)
-    if approval is not None and approval["reviewer"] != me.name:
-        st.caption(f"only {approval['reviewer']}, who approved {ticket}, can sign its bundle.")
-    if st.button(f"Export {ticket} signed by {me.name}", type="primary", key=f"exp_signed_{ticket}_{fmt}"):
+    if me.name not in may:
+        st.info(f"{me.name} cannot sign this bundle: it is signed by {approval['reviewer']}, who approved it, or by a "
+                f"deployer ({', '.join(may[1:]) or 'nobody holds that role yet'}). Ask one of them to sign in here.",
+                icon=":material/person_search:")
+        return
+    role = gov.export.exporter_role(approval, me.name)
+    what = "as its approver" if role == "approver" else f"as deployer; carries {approval['reviewer']}'s signed approval"
+    if st.button(f"Export {ticket} signed by {me.name} ({what})", type="primary", key=f"exp_signed_{ticket}_{fmt}"):
         try:
             with st.spinner(f"exporting {ticket} as {fmt}…"):
                 m = gov.export.export_bundle(data.ledger(), ticket, out, fmt, signer=me, overwrite=overwrite)
         except TicketLabError as e:
-            st.error(str(e), icon=":material/warning:")
+            say(e)
         else:
-            st.success(f"bundle {out}: {len(m['files'])} files, signed by {me.name}", icon=":material/lock:")
+            st.success(f"bundle {out}: {len(m['files'])} files, signed by {me.name} ({what})", icon=":material/lock:")

@@ -12,7 +12,7 @@ import streamlit as st
 
 from pruning.errors import TicketLabError
 
-from . import data, widgets
+from . import data, governance, widgets
 
 
 def _model(spec: str) -> dict:
@@ -46,9 +46,13 @@ def _ticket(path: Path) -> dict:
 
 
 def _bundle(path: Path) -> dict:
+    """`verify_bundle` with the local ledger's trusted keys (when the ledger is initialised): who signed is
+    checked, not only the hashes; the summary says what could not be checked."""
+    from analysis.governance import state
     from analysis.governance.verify import verify_bundle
 
-    return verify_bundle(path)
+    st_ = state.load(data.ledger())
+    return verify_bundle(path, trust=st_.registry.trust() if st_.ledger_id else None)
 
 
 HEX_ID = re.compile(r"[0-9a-f]{6,64}")
@@ -93,7 +97,8 @@ def load_anything(spec: str) -> None:
         path = Path(spec).expanduser()
         what = what_is(spec)
         if what == "bundle":
-            kind, summary = "bundle directory (every file's hash verified)", _bundle(path)
+            summary = _bundle(path)
+            kind = "bundle directory: " + governance.verified_words(summary).replace("**", "")
         elif what == "ticket folder":
             kind, summary = "ticket folder (hash checked)", _ticket(path)
         elif what == "ticket id":

@@ -10,6 +10,8 @@ import math
 
 import pandas as pd
 
+from analysis import uncertainty
+
 BETTER, WORSE, NOISE = "#1a7f37", "#cf222e", "#6e7781"
 CHANGE_BG = {"better": "#dafbe1", "worse": "#ffebe9", "same": "#f6f8fa"}
 STATUS_BG = {"pass": "#dafbe1", "fail": "#ffebe9", "missing": "#fff8c5", "pending": "#ddf4ff"}
@@ -85,7 +87,9 @@ def clean_text(df: pd.DataFrame) -> pd.DataFrame:
 def styled_comparison(df: pd.DataFrame):
     """A comparison frame (analysis.comparison rows) as a Styler: rounded, signed, coloured by change."""
     view = df.copy()
-    view["within_noise"] = view["within_noise"].map({True: "yes", False: "no"}).fillna("")
+    unsure = view["noise"].fillna("") if "noise" in view else pd.Series("", index=view.index)
+    view["within_noise"] = [{True: "yes", False: "no"}.get(w, "cannot tell" if u else "")
+                            for w, u in zip(view["within_noise"], unsure, strict=True)]
     view["change"] = view["change"].fillna("")
     colours = [tone(c, w == "yes") for c, w in zip(view["change"], view["within_noise"], strict=True)]
 
@@ -98,10 +102,19 @@ def styled_comparison(df: pd.DataFrame):
 
     formats = {"baseline": num, "ticket": num, "delta": signed, "delta_pct": pct, "severity": lambda v: num(v, 2),
                "ideal": num, "limit": lambda v: "" if is_blank(v) else f"quick: {int(v)}"}
-    styler = view.style.format({k: f for k, f in formats.items() if k in view})
     for col in ("baseline_stderr", "ticket_stderr"):
         if col in view:
-            base = view[col.replace("_stderr", "")]
-            styler = styler.format({col: lambda v, _b=base: stderr(v, _b.abs().max())})
+            # "too few examples to tell (3 documents)" where a number would be noise itself
+            counts = view.get(col.replace("_stderr", "_n"), pd.Series(None, index=view.index))
+            view[col] = [uncertainty.describe(v, None if is_blank(n) else int(n)).removeprefix("± ") or ""
+                         for v, n in zip(view[col], counts, strict=True)]
+    styler = view.style.format({k: f for k, f in formats.items() if k in view})
     styler = styler.apply(paint, subset=[c for c in ("delta", "delta_pct") if c in view])
     return styler.apply(shade, subset=[c for c in ("change",) if c in view])
+
+
+def number_columns(df: pd.DataFrame) -> dict:
+    """st.dataframe column settings giving every float column 4 significant digits (not 24.687292)."""
+    import streamlit as st
+
+    return {c: st.column_config.NumberColumn(str(c), format="%.4g") for c in df.columns if df[c].dtype.kind == "f"}

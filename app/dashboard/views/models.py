@@ -35,12 +35,12 @@ def ticket_table(df, headline: list[str], experiment: bool = False) -> None:
         **{c: st.column_config.NumberColumn(labels[c], format="%.4g", help=c + " (latest run; see evidence)")
            for c in headline},
         "evidence": st.column_config.TextColumn("evidence", help="full: the headline values come from full runs; "
-                                                                 "quick: from --limit runs (indicative)"),
+                                                                 "quick: from runs with a document limit (indicative)"),
         "created_at": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm"),
         **link_config,
     })
     if quick:
-        st.caption("Rows marked **quick** show values from --limit runs: quick looks, not evidence for a decision.")
+        st.caption("Rows marked **quick** show values from runs with a document limit: quick looks, not evidence for a decision.")
 
 
 models = data.models()
@@ -81,8 +81,8 @@ else:
 st.divider()
 st.subheader("Load")
 st.caption("A ticket id (or a unique prefix of at least 6 characters), a ticket directory (its id hash is "
-           "checked), an exported bundle (every file's hash is verified), or a dense model (the embedded name, a "
-           "Hugging Face id or a local directory).")
+           "checked), an exported bundle (its files, signature and signer checked against this ledger's people), or a "
+           "dense model (the embedded name, a Hugging Face id or a local directory).")
 with st.form("load"):
     spec = st.text_input("ticket id, ticket directory, bundle directory or model", value=data.app_model(),
                          key="load_spec")
@@ -92,7 +92,9 @@ if go:
         loading.load_anything(spec.strip())
 if st.session_state.get("loaded_summary"):
     kind, summary = st.session_state["loaded_summary"]
-    st.success(f"loaded {kind}", icon=":material/check_circle:")
+    unverified = isinstance(summary, dict) and summary.get("ok") is False  # a bundle not (fully) verified
+    (st.warning if unverified else st.success)(f"loaded {kind}", icon=":material/help:" if unverified
+                                               else ":material/check_circle:")
     if isinstance(summary, dict) and summary.get("id") and "method" in summary:
         links.ticket_links(summary["id"])
     st.json(summary, expanded=False)

@@ -9,7 +9,7 @@ from dataclasses import asdict
 import pandas as pd
 import streamlit as st
 
-from app.dashboard import comparison, data, figures, governance, tables, verdict_line, widgets
+from app.dashboard import acting, comparison, data, figures, governance, tables, verdict_line, widgets
 from pruning.errors import TicketLabError
 
 st.title("Review")
@@ -59,6 +59,7 @@ if not rules.empty:
     # the Styler needs a unique index: zero-width spaces keep equal statuses apart and read the same
     shown = shown.set_index(pd.Index([s + "\u200b" * i for i, s in enumerate(shown["status"])], name="status"))
     shown = shown.drop(columns="status")
+    shown["detail"] = shown["detail"].map(lambda d: governance.browser_words(d) if isinstance(d, str) else d)
     styled = shown.style.apply(lambda col: colours, subset=["rule", "item"])
     styled = styled.format({"baseline": tables.num, "candidate": tables.num, "delta": tables.signed,
                             **{c: tables.plain for c in ("item", "limit", "detail")}})
@@ -85,11 +86,20 @@ else:
     if not cand_surv.empty:
         h2.plotly_chart(figures.matrix_heatmap(cand_surv, f"Candidate: {tid}"), key="rev_cand_heat")
 
-st.subheader("Decision")
-governance.decision_form(tid, baseline, policy_path, review)
-
-st.subheader("Deployment")
-governance.deployment_panel(tid, dense)
+# acting on the ticket: one sign-in, then what the signed-in person's roles allow first (a deployer sees
+# the deployment panel before the decision form), the rest explained
+st.subheader("Decide and deploy")
+governance.flash()
+governance.signed_records(tid)
+me = governance.sign_in("dec")
+roles = governance.roles_of(me)
+sections = [("Decision", lambda: acting.decision_form(tid, baseline, me, roles) if me else None),
+            ("Deployment", lambda: acting.deployment_panel(tid, dense, me, roles))]
+if "deployer" in roles and "reviewer" not in roles:
+    sections.reverse()
+for title, draw in sections:
+    st.markdown(f"#### {title}")
+    draw()
 
 st.subheader("Audit")
 governance.audit_status()

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .errors import TicketLabError
+from ..errors import TicketLabError
 from .training import TrainConfig, TrainResult, train
 
 

@@ -20,16 +20,17 @@ from pathlib import Path
 import pandas as pd
 
 from pruning.errors import TicketLabError
-from pruning.imp import RoundResult
+from pruning.lottery.runner import RoundResult
 from pruning.refs import resolve_ref
 
-from .ledger import Ledger, MetricRow
-from .recording import record_prune
-from .verdict import t_interval, verdict
+from ..ledger import Ledger, MetricRow
+from ..recording import record_prune
+from .lottery_verdict import sanity_text, t_interval, verdict
 
-ARM_ORDER = ("ticket", "random", "reinit", "magnitude", "wanda", "dense_matched")
+ARM_ORDER = ("ticket", "random", "reinit", "magnitude", "wanda", "dense_matched", "dense_continuous")
 COLORS = {"ticket": "#1f77b4", "reinit": "#ff7f0e", "random": "#2ca02c", "magnitude": "#9467bd",
-          "wanda": "#8c564b", "dense_matched": "#7f7f7f", "dense": "#000000", "empty": "#d62728"}
+          "wanda": "#8c564b", "dense_matched": "#7f7f7f", "dense": "#000000", "empty": "#d62728",
+          "dense_continuous": "#555555"}
 
 
 def _recorded(ledger: Ledger, r: RoundResult, task: str, rewind_step: int | None = None) -> bool:
@@ -125,7 +126,7 @@ def _losses(ledger: Ledger, exp: str) -> pd.DataFrame:
 
 
 def experiment_verdict(experiment: str, ledger: Ledger | None = None) -> dict:
-    """The verdict (analysis.verdict) from the recorded per-seed losses, with the protocol's delta,
+    """The verdict (analysis.lottery.lottery_verdict) from the recorded per-seed losses, with the protocol's delta,
     confidence and sanity margin."""
     ledger = ledger or Ledger()
     row = find_experiment(experiment, ledger)
@@ -135,14 +136,23 @@ def experiment_verdict(experiment: str, ledger: Ledger | None = None) -> dict:
 def _verdict_of(ledger: Ledger, row: dict, df: pd.DataFrame) -> dict:
     proto = _params(row)
     bar = _metric_frame(ledger, row["id"], "stability", "loss_barrier")
-    dense_bar = bar[(bar["round"] == 0)].drop_duplicates(["seed", "rewind_step"], keep="last") if not bar.empty \
-        else bar
-    barriers = [{"seed": int(b.seed), "rewind_step": int(b.rewind_step), "barrier": float(b.value)}
-                for b in dense_bar.itertuples()]
+    bar = bar.drop_duplicates(["seed", "round", "rewind_step"], keep="last") if not bar.empty else bar
+    barriers = [{"seed": int(b.seed), "round": int(b.round), "rewind_step": int(b.rewind_step),
+                 "barrier": float(b.value)} for b in bar.itertuples()]
     k = proto.get("rewind_step")
+    pilot = _pilot_of(row)
+    sd = (pilot or {}).get("seed_sd")
     return verdict(df[["arm", "seed", "round", "sparsity", "value"]].to_dict("records"),
                    delta=float(proto.get("delta", 0.02)), confidence=float(proto.get("confidence", 0.95)),
-                   sanity_margin=float(proto.get("sanity_margin", 0.1)), barriers=barriers, rewind_step=k)
+                   sanity_margin=float(proto.get("sanity_margin", 0.1)), barriers=barriers, rewind_step=k,
+                   seed_sd=sd, power_target=float(proto.get("power", 0.8)),
+                   min_seeds=int(proto.get("min_seeds", 5)), sd_source="the pilot's seeds")
+
+
+def _pilot_of(row: dict) -> dict | None:
+    folder = _params(row).get("folder")
+    path = Path(folder) / "pilot.json" if folder else None
+    return json.loads(path.read_text()) if path and path.exists() else None
 
 
 def imp_report(experiment: str, ledger: Ledger | None = None) -> pd.DataFrame:
@@ -169,7 +179,8 @@ def imp_report(experiment: str, ledger: Ledger | None = None) -> pd.DataFrame:
         row = {"round": int(rnd), "sparsity": sparsity, "remaining": 1.0 - sparsity,
                "dense_mean": dense.mean, "dense_low": dense.low, "dense_high": dense.high, "dense_n": dense.n}
         for arm in arms:
-            iv = t_interval(part[part.arm == arm]["value"], conf) if (rnd > 0 or arm == "ticket") else None
+            iv = t_interval(part[part.arm == arm]["value"], conf) \
+                if (rnd > 0 or arm in ("ticket", "dense_continuous")) else None
             row[f"{arm}_mean"] = iv.mean if iv else math.nan
             row[f"{arm}_low"] = iv.low if iv else math.nan
             row[f"{arm}_high"] = iv.high if iv else math.nan
@@ -179,12 +190,15 @@ def imp_report(experiment: str, ledger: Ledger | None = None) -> pd.DataFrame:
         if e:
             td = e["ticket_minus_dense"]
             row.update(ticket_minus_dense=td["mean"], tmd_low=td["low"], tmd_high=td["high"],
-                       matching=e["matching"], winning=e["winning"])
+                       matching=e["matching"], winning=e["winning"], tested=e["tested"],
+                       outcome=e["tost"]["outcome"], tost_p=e["tost"]["p"])
         else:
-            row.update(ticket_minus_dense=math.nan, tmd_low=math.nan, tmd_high=math.nan, matching=None, winning=None)
+            row.update(ticket_minus_dense=math.nan, tmd_low=math.nan, tmd_high=math.nan, matching=None, winning=None,
+                       tested=None, outcome=None, tost_p=math.nan)
         rows.append(row)
     table = pd.DataFrame(rows)
     table.attrs.update(experiment=exp, verdict=v, sentence=v["sentence"], arms=arms,
+                       budget=_params(find_experiment(exp, ledger)).get("budget"),
                        rewind=df["rewind"].dropna().iloc[0] if df["rewind"].notna().any() else None)
     return table
 
@@ -211,20 +225,51 @@ def format_report(table: pd.DataFrame) -> str:
         tmd = "-" if r["round"] == 0 else cell(r["ticket_minus_dense"], r["tmd_low"], r["tmd_high"])
         flags = "" if r["round"] == 0 else f"{'yes' if r['matching'] else 'no':>8} {'yes' if r['winning'] else 'no':>7}"
         lines.append(line + f" {tmd:>26} {r['n_seeds']:>2} {flags}")
+    for e in v["rounds"]:
+        t = e["tost"]
+        lines.append(f"  {e['sparsity']:.1%}: TOST p = {t['p']:.3g} (upper test {t['p_upper']:.3g}), {t['outcome']}, "
+                     f"{'matching' if e['matching'] else 'not matching'}"
+                     f"{'' if e['tested'] else ' (not tested: after the first failure)'}")
     s = v.get("sanity")
     if s:
-        e = s["empty_minus_dense"]
-        lines.append(f"sanity check (every prunable linear removed) - dense: {cell(e['mean'], e['low'], e['high'])} "
-                     f"nats, needs lower bound > {s['margin']:g}: {'passed' if s['passed'] else 'FAILED'}")
+        lines.append(f"sanity check: {sanity_text(s)}: {'passed' if s['passed'] else 'FAILED'}")
     b = v.get("barrier")
     if b:
         lines.append("instability barrier of the dense network: " + "; ".join(
             f"from step {k}: {cell(i['mean'], i['low'], i['high'])}" for k, i in b["by_rewind_step"].items()))
+    for x in v.get("sparse_stability") or []:
+        lines.append(f"instability of the ticket at {x['sparsity']:.1%} from step {x['rewind_step']}: "
+                     f"{cell(x['mean'], x['low'], x['high'])}")
+    db = v.get("dense_baselines")
+    if db:
+        fk, co = db["from_k"], db["continuous"]
+        lines.append(f"dense baseline (level 0, resumed at K): {cell(fk['mean'], fk['low'], fk['high'])}; "
+                     f"continuous dense run: {cell(co['mean'], co['low'], co['high'])}")
+    b = table.attrs.get("budget")
+    if b:
+        lines.append(budget_text(b))
+    pw = v.get("power")
+    if pw:
+        lines.append(f"power: {pw['given']} seeds -> {pw['achieved']:.2f} (sd {pw['sd']:.4f} from {pw['source']}); "
+                     f"{pw['needed'] or 'more than 200'} seeds needed for {pw['target']:.2f}")
     largest = v["largest_matching_sparsity"]
-    lines.append(f"largest matching sparsity (delta {v['delta']:g} nats): "
-                 f"{'none' if largest is None else f'{largest:.1%}'}")
+    stop = v.get("stopping_sparsity")
+    sep = v.get("separation_sparsity")
+    lines.append("ticket and random separate (random - ticket > 0): "
+                 + ("at no level" if sep is None else f"first at {sep:.1%} sparsity"))
+    lines.append(f"largest matching sparsity (delta {v['delta']:g} nats, tested from low to high sparsity): "
+                 f"{'none' if largest is None else f'{largest:.1%}'}"
+                 f"{'' if stop is None else f'; stopped at {stop:.1%}'}")
     lines.append("VERDICT: " + v["sentence"])
     return "\n".join(lines)
+
+
+def budget_text(b: dict) -> str:
+    """Parameters, tokens per parameter and epochs of one full-length run, in words."""
+    return (f"budget: {b['parameters']:,} parameters ({b['prunable_parameters']:,} prunable, "
+            f"{b['embedding_parameters']:,} embedding), {b['tokens_per_run']:,} tokens per full run = "
+            f"{b['epochs']:.2f} epochs of the {b['train_tokens']:,}-token train split, "
+            f"{b['tokens_per_parameter']:.2f} tokens per parameter")
 
 
 def learning_curves(experiment: str, ledger: Ledger | None = None) -> pd.DataFrame:
@@ -249,16 +294,8 @@ def learning_curves(experiment: str, ledger: Ledger | None = None) -> pd.DataFra
     return pd.DataFrame(out)
 
 
-def experiment_folder(experiment: str, ledger: Ledger | None = None) -> Path | None:
-    row = find_experiment(experiment, ledger)
-    folder = _params(row).get("folder")
-    return Path(folder) if folder else None
-
-
 def pilot_record(experiment: str, ledger: Ledger | None = None) -> dict | None:
-    folder = experiment_folder(experiment, ledger)
-    path = folder / "pilot.json" if folder else None
-    return json.loads(path.read_text()) if path and path.exists() else None
+    return _pilot_of(find_experiment(experiment, ledger))
 
 
 def stability_by_rewind(experiments: list[str], ledger: Ledger | None = None) -> pd.DataFrame:
@@ -348,16 +385,22 @@ def curves_figure(curves: pd.DataFrame, rounds: list[int] | None = None):
 
 
 def pilot_figure(pilot: dict):
+    """Validation loss at T against T, one line per learning rate (every point its own run), chosen point marked."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
     for c in pilot["curves"]:
         steps, losses = zip(*c["curve"], strict=True) if c["curve"] else ((), ())
         fig.add_trace(go.Scatter(x=steps, y=losses, mode="lines+markers", name=f"lr {c['lr']:g}"))
+    chosen = next((v for c in pilot["curves"] if c["lr"] == pilot["lr"] for t, v in c["curve"] if t == pilot["steps"]),
+                  None)
+    if chosen is not None:
+        fig.add_trace(go.Scatter(x=[pilot["steps"]], y=[chosen], mode="markers", name="chosen",
+                                 marker={"symbol": "star", "size": 14, "color": "black"}))
     fig.add_vline(x=pilot["steps"], line_dash="dot", annotation_text=f"T = {pilot['steps']}, lr {pilot['lr']:g}")
-    fig.update_xaxes(title="step")
-    fig.update_yaxes(title="validation loss (nats/token)")
-    fig.update_layout(title="pilot: dense runs per learning rate", template="plotly_white")
+    fig.update_xaxes(title="T (each point a run with a schedule of length T)")
+    fig.update_yaxes(title="validation loss at T (nats/token)")
+    fig.update_layout(title="pilot: dense runs per learning rate and T", template="plotly_white")
     return fig
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from .adapters import ArchitectureAdapter
-from .masks import prune_lowest, prune_lowest_global
+from ..adapters import ArchitectureAdapter
+from ..masks import prune_lowest, prune_lowest_global
 
 
 def prunable_names(loaded, include_embeddings: bool = False) -> list[str]:
@@ -101,7 +101,7 @@ def heads_to_masks(adapter: ArchitectureAdapter, names: list[str], removed: dict
                    shapes: dict[str, torch.Size]) -> tuple[dict[str, torch.Tensor], dict]:
     """Masks and ticket structure for a set of removed query heads; a KV head whose query heads are all
     removed goes with them (GQA: it has no reader left)."""
-    from . import structure as structure_schema
+    from .. import structure as structure_schema
 
     masks = {n: torch.ones(shapes[n], dtype=torch.bool) for n in names}
     structure = structure_schema.heads(

@@ -1,0 +1,193 @@
+"""An exported bundle in vLLM (CPU build, its own venv from `make serve-env`): it loads and answers, the
+deployment check measures it, and whatever the check started is gone on every exit path.
+
+One vLLM server of a W8A8 bundle of a tiny Llama is started for the whole session (start-up compiles,
+so it is shared). The tiny model has head_dim 64: vLLM's CPU attention kernels refuse the conftest
+models' head_dim 16. Skipped with the reason where the serve env is absent; in CI (TICKETLAB_REQUIRE_ALL=1,
+.ci/run runs `make serve-env`) a skip is a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from analysis.serving import env
+from analysis.serving.server import Server, group_pids, port_free
+from pruning.errors import TicketLabError
+
+REPO = Path(__file__).resolve().parents[1]
+READY, WHY = env.available()
+needs_vllm = pytest.mark.skipif(not READY, reason=f"vLLM serve env absent: {WHY}")
+
+
+@pytest.fixture(scope="session")
+def lab64(tmp_path_factory, embedded_dir):
+    """A state dir with a ledger, a tiny head_dim-64 Llama, a magnitude ticket and its W8A8 bundle."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from analysis.governance.export import export_bundle
+    from analysis.ledger import Ledger
+    from analysis.recording import record_prune
+    from pruning import settings
+    from pruning.models import load_model
+    from pruning.prune import make_ticket
+
+    root = tmp_path_factory.mktemp("serving")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TICKETLAB_STATE_DIR", str(root))
+    mp.delenv("TICKETLAB_LEDGER", raising=False)
+    settings._overrides.clear()
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=49152, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
+                      tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    dense = root / "tiny64"
+    LlamaForCausalLM(cfg).save_pretrained(dense)
+    AutoTokenizer.from_pretrained(embedded_dir).save_pretrained(dense)
+    loaded = load_model(str(dense))
+    ticket = make_ticket(loaded, "magnitude", 0.5)
+    ticket.save()
+    ledger = Ledger()
+    record_prune(loaded, ticket, "test", ledger)
+    bundle = root / "exports" / "w8a8"
+    export_bundle(ledger, ticket.id, bundle, "masked-weights", unreviewed=True, loaded=loaded, quantize="w8a8")
+    yield {"root": root, "loaded": loaded, "ticket": ticket, "bundle": bundle, "ledger": ledger}
+    mp.undo()
+    settings._overrides.clear()
+
+
+@pytest.fixture(scope="session")
+def server(lab64):
+    """The one vLLM start shared by the tests that need a running engine."""
+    if not READY:
+        pytest.skip(f"vLLM serve env absent: {WHY}")
+    with Server(lab64["bundle"], lab64["root"] / "serve-logs" / "session.log", dtype="float32",
+                max_model_len=512) as s:
+        yield s
+
+
+@needs_vllm
+def test_w8a8_bundle_loads_in_vllm_and_answers(lab64, server, monkeypatch, capsys):
+    from analysis.serving import client
+    from analysis.serving.check import lab_outputs, serve_check
+    from app.cli import main
+
+    monkeypatch.setenv("TICKETLAB_STATE_DIR", str(lab64["root"]))
+    model = client.served_model(server.base_url)
+    out = client.complete(server.base_url, model, "The capital of France is", 8, ignore_eos=True)
+    assert out["tokens"] == 8 and len(out["token_ids"]) == 8 and out["text"]
+    # the check against this server (a base URL, as for a server elsewhere): outputs against the lab's
+    result = serve_check(lab64["bundle"], base_url=server.base_url, with_dense=False, loaded=lab64["loaded"],
+                         max_tokens=8, rounds=1)
+    assert result["loads"] and result["quantization"]["scheme"] == "w8a8"
+    o = result["outputs"]
+    assert o["prompts"] == 8 and o["claim"].startswith("agreement")
+    # the W8A8 engine and the lab's float model agree on most greedy tokens of this tiny model; identical
+    # outputs everywhere would mean the engine ran something other than the quantized artifact
+    lab = lab_outputs(lab64["loaded"], lab64["ticket"], ["The capital of France is"], 8)[0]
+    assert 0.3 <= o["token_agreement"] <= 1.0 and (o["token_agreement"] < 1.0 or lab == out["token_ids"])
+    speed = result["speed"]
+    assert set(speed) == {"1", "8"} and speed["8"]["ticket"]["tokens_per_s"] > 0
+    assert "ratio_vs_dense" not in speed["1"]  # no dense server was asked for
+    # the CLI records it in the ledger
+    code = main(["serve-check", str(lab64["bundle"]), "--base-url", server.base_url, "--no-dense", "--rounds", "1",
+                 "--max-tokens", "4", "--json"])
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    row = lab64["ledger"].query("SELECT kind, status, subject, params FROM runs WHERE id = ?", [printed["run_id"]])[0]
+    params = json.loads(row["params"])
+    assert row["kind"] == "serve-check" and row["status"] == "succeeded" and row["subject"] == lab64["ticket"].id
+    assert params["loads"] is True and params["artifact"] == json.loads(
+        (lab64["bundle"] / "manifest.json").read_text())["artifact"]["id"]
+
+
+def _engine_of(port: int, timeout: float) -> int | None:
+    """The pid of the `vllm serve` process listening on `port` once it exists."""
+    needle = f"--port\0{port}\0".encode()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit():
+                try:
+                    cmdline = (d / "cmdline").read_bytes()
+                    if needle in cmdline and b"\0serve\0" in cmdline:  # `vllm serve`, not `serve-check`
+                        return int(d.name)
+                except OSError:
+                    continue
+        time.sleep(0.5)
+    return None
+
+
+@needs_vllm
+def test_sigterm_on_the_check_leaves_no_engine_and_frees_the_port(lab64, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    envs = {**os.environ, "TICKETLAB_STATE_DIR": str(lab64["root"]), "PYTHONPATH": str(REPO)}
+    check = subprocess.Popen([sys.executable, "-m", "app.cli", "serve-check", str(lab64["bundle"]), "--no-dense",
+                              "--port", str(port)], cwd=REPO, env=envs, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT)
+    try:
+        engine = _engine_of(port, timeout=300)
+        assert engine is not None, "the check never started vLLM"
+        deadline = time.monotonic() + 120  # let it spawn its engine core too: those must go as well
+        while len(group_pids(engine)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert len(group_pids(engine)) >= 2
+        check.send_signal(signal.SIGTERM)
+        check.wait(timeout=120)
+    finally:
+        if check.poll() is None:
+            check.kill()
+    assert check.returncode != 0
+    assert group_pids(engine) == [], "vLLM processes outlived the check"
+    assert port_free(port)
+
+
+def test_port_in_use_is_one_clear_error(lab64):
+    from analysis.serving.check import serve_check
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(TicketLabError, match=f"port {port} on 127.0.0.1 is in use"):
+            serve_check(lab64["bundle"], port=port, loaded=lab64["loaded"])
+
+
+def test_a_bundle_without_a_serving_format_is_refused(lab64):
+    from analysis.governance.export import export_bundle
+    from analysis.serving.check import serve_check
+
+    masks = lab64["root"] / "exports" / "masks"
+    export_bundle(lab64["ledger"], lab64["ticket"].id, masks, "masks", unreviewed=True, loaded=lab64["loaded"])
+    with pytest.raises(TicketLabError, match="is a `masks` bundle: it holds no model in a serving format"):
+        serve_check(masks, loaded=lab64["loaded"])
+
+
+@needs_vllm
+def test_an_engine_that_does_not_start_says_why_and_where_the_log_is(lab64, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(lab64["bundle"], broken, ignore=shutil.ignore_patterns("ticket", "manifest.json", "model.sig"))
+    config = json.loads((broken / "config.json").read_text())
+    config["architectures"] = ["NoSuchModelForCausalLM"]
+    (broken / "config.json").write_text(json.dumps(config))
+    log = tmp_path / "engine.log"
+    with pytest.raises(TicketLabError) as err:
+        with Server(broken, log, startup_timeout=600):
+            pass
+    message = str(err.value)
+    assert message.startswith("vLLM did not start") and f"(log: {log})" in message
+    assert "NoSuchModelForCausalLM" in message and "\n" not in message
