@@ -73,9 +73,10 @@ def _ppl(loaded, ticket, limit, batch_size, seq_len, progress) -> tuple[dict, li
     return results, rows, config
 
 
-def _safety(loaded, ticket, tasks, limit, batch_size, bbq_per_category, hub, progress, run) -> tuple[dict, list, dict]:
+def _safety(loaded, ticket, tasks, limit, batch_size, bbq_per_category, hub, progress, run,
+            lm=None) -> tuple[dict, list, dict]:
     res = run_safety(loaded, ticket, tasks=tasks, limit=limit, batch_size=batch_size or SAFETY_BATCH_SIZE,
-                     bbq_per_category=bbq_per_category, hub=hub, progress=progress)
+                     bbq_per_category=bbq_per_category, hub=hub, progress=progress, lm=lm)
     cfg = res.config
     rows = []
     for task, values in res.results.items():

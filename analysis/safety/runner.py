@@ -172,11 +172,13 @@ def _hook(path: str):
 def run_safety(loaded, ticket: Ticket | None = None, tasks: list[str] | str | None = None, limit: int | None = None,
                batch_size: int = DEFAULT_BATCH_SIZE, bbq_per_category: int | None = BBQ_PER_CATEGORY,
                hub: bool = False, progress: Progress | None = None,
-               row_tokens: int = DEFAULT_ROW_TOKENS, plan_only: bool = False) -> SafetyResult:
+               row_tokens: int = DEFAULT_ROW_TOKENS, plan_only: bool = False, lm=None) -> SafetyResult:
     """Run the named tasks (default: the whole suite) on `loaded` with `ticket` applied in place.
 
     `plan_only` (for benchmarks) builds and packs every request but runs no model: the metrics are
-    meaningless, `config["scoring"]` says how many tokens a real run would compute."""
+    meaningless, `config["scoring"]` says how many tokens a real run would compute. `lm`: an lm-eval model
+    that scores instead of `loaded.model` (e.g. `local-completions` against a served artifact,
+    analysis.serving.shipped); `ticket` must then be None (the artifact already is the ticket)."""
     names = resolve_tasks(tasks)
     infos = registry.tasks()
     if hub:  # lm-eval's hub tasks: Ticket Lab's own variants have no hub counterpart
@@ -197,8 +199,8 @@ def run_safety(loaded, ticket: Ticket | None = None, tasks: list[str] | str | No
         metadata = {"bbq_per_category": bbq_per_category or 0}
         tm = TaskManager(metadata=metadata) if hub else TaskManager(
             include_path=folders, include_defaults=False, metadata=metadata)
-        lm = make_lm(loaded.model, loaded.tokenizer, batch_size=batch_size, row_tokens=row_tokens,
-                     progress=progress, plan_only=plan_only)
+        lm = lm or make_lm(loaded.model, loaded.tokenizer, batch_size=batch_size, row_tokens=row_tokens,
+                           progress=progress, plan_only=plan_only)
         out = lm_eval.simple_evaluate(model=lm, tasks=names, task_manager=tm, limit=limit, log_samples=True,
                                       bootstrap_iters=1000, use_cache=None, cache_requests=False)
     if out is None:
