@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import socket
 import sys
 import uuid
@@ -115,16 +116,28 @@ class Ledger:
             con.execute("BEGIN TRANSACTION")
             try:
                 yield con
-            except BaseException:
+            except BaseException as e:
                 with contextlib.suppress(duckdb.Error):
                     con.execute("ROLLBACK")
+                if isinstance(e, duckdb.Error):
+                    durable.raise_if_full(e, self._written(e))
                 raise
             try:
                 durable.crash_point("ledger.commit")
                 con.execute("COMMIT")
-            except duckdb.TransactionException as e:
+            except (duckdb.Error, OSError) as e:
+                with contextlib.suppress(duckdb.Error):
+                    con.execute("ROLLBACK")
+                durable.raise_if_full(e, self._written(e))  # a full disk is not a conflict: name it
+                if not isinstance(e, duckdb.TransactionException):
+                    raise
                 raise TicketLabError(f"ledger {self.path}: another writer changed the same rows at the same time "
                                      f"({e}); nothing was written. Try again.") from e
+
+    def _written(self, e: BaseException) -> Path:
+        """The file DuckDB failed to write (its message names it: the ledger or its .wal), else the ledger."""
+        m = re.search(r'write file "([^"]+)"', str(e))
+        return Path(m.group(1)) if m else self.path
 
     def query(self, sql: str, params: list | tuple | None = None) -> list[dict]:
         with self.connect(read_only=True) as con:

@@ -2,10 +2,12 @@
 
     python -m benchmarks.imp [--quick] [--state DIR] [--json FILE] [--pretrained SPEC --pretrained-steps N]
 
-Targets (issue 9): the default tiny experiment (pruning.lottery.protocol.Protocol(): pilot over 3 learning
-rates, 3 rounds at 50%, K = 20, 3 seeds, arms ticket/random/reinit, sanity check, stability of the
-dense network from K and from 0) answers within 60 minutes on this 2-core machine; masking costs
-under 10% of dense training throughput.
+Targets (issue 18): the default tiny experiment (pruning.lottery.protocol.Protocol(): pilot over a 3 x 3
+grid of learning rates and T up to 2,400 steps with seed noise, a continuous dense run per seed, level 0
+and 14 rounds at 20% with ticket/random/reinit resumed at K = 20, 5 seeds, stability of every level from
+4 rewind points) in at most 2 hours on this 2-core machine; masking costs under 10% of dense training
+throughput. `--quick` states the step count and the estimate; `--set KEY=JSON` runs a smaller but complete
+protocol for real.
 
 Full mode runs the default experiment through the same code as `ticketlab imp` (ledger recording
 included) in --state (default: a temporary folder), prints the table and the verdict and the wall time.
@@ -32,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-EXPERIMENT_TARGET_S = 60 * 60
+EXPERIMENT_TARGET_S = 2 * 60 * 60
 MASK_OVERHEAD_TARGET = 0.10
 
 
@@ -75,19 +77,47 @@ def throughput(train_data: torch.Tensor, steps: int, repeats: int, sparsity: flo
 
 
 def trainings_of(protocol, t: int) -> dict:
-    """Optimizer steps the protocol's experiment takes at T = t (pilot included)."""
+    """Optimizer steps the protocol's experiment takes at T = t (pilot included, grid extensions not)."""
     k = protocol.rewind_step or 0
-    per_seed = t  # dense
-    per_seed += t if protocol.sanity else 0
+    per_seed = t + (t - k if k else 0)  # the continuous dense run, then level 0 resumed at K
     per_seed += protocol.rounds * len(protocol.arms) * (t - k)
     if protocol.stability != "none":
-        per_seed += 2 * (t - k) + (2 * t if k else 0)
-    pilot = len(protocol.pilot_lrs) * protocol.pilot_steps if protocol.needs_pilot else 0
+        ks = protocol.sweep_ks(t) if protocol.rewind_step is not None else (0,)
+        levels = 1 + (protocol.rounds if protocol.stability == "all" else 0)
+        per_seed += levels * sum(2 * (t - x) for x in ks)
+    pilot = len(protocol.pilot_lrs) * sum(protocol.candidate_ts) if protocol.needs_pilot else 0
+    pilot += 2 * protocol.pilot_seeds * t if protocol.is_tiny else 0
     return {"steps": pilot + len(protocol.seeds) * per_seed, "pilot_steps": pilot, "per_seed_steps": per_seed}
 
 
-def experiment(state: Path, progress: bool) -> dict:
-    """The default tiny experiment through the `ticketlab imp` code path, recorded in `state`'s ledger."""
+def protocol_with(overrides: list[str]):
+    """The default protocol with `key=json-value` overrides (e.g. rounds=5, seeds=[0,1,2], tiny={...})."""
+    from dataclasses import replace
+
+    from pruning.lottery.protocol import Protocol
+    from pruning.lottery.tiny import TinyConfig
+
+    base = Protocol()
+    changes = {}
+    for item in overrides:
+        key, _, raw = item.partition("=")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw  # a plain string such as stability=dense
+        if key == "tiny":
+            value = replace(base.tiny, **value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        changes[key] = value
+    p = replace(base, **changes)
+    assert isinstance(p.tiny, TinyConfig)
+    return p
+
+
+def experiment(state: Path, progress: bool, protocol=None) -> dict:
+    """The default tiny experiment (or `protocol`) through the `ticketlab imp` code path, recorded in `state`'s
+    ledger."""
     from analysis.ledger import Ledger
     from analysis.lottery.experiments import (
         experiment_verdict,
@@ -104,7 +134,7 @@ def experiment(state: Path, progress: bool) -> dict:
 
     settings.set_data_dir(settings.data_dir().resolve())  # the reference data stays where it was found
     settings.set_state_dir(state)
-    protocol = Protocol()
+    protocol = protocol or Protocol()
     exp = ImpExperiment(protocol)
     ledger = Ledger()
     params = {**protocol.to_dict(), "rewind_step": protocol.rewind_step, "folder": str(exp.dir),
@@ -120,9 +150,11 @@ def experiment(state: Path, progress: bool) -> dict:
               f"held-out {r.heldout_loss:.4f}  steps {r.record.get('start_step')}..{r.record.get('schedule_steps')}"
               f"{'  (resumed)' if r.resumed else ''}", flush=True)
 
-    results = exp.run(on_round=on_round, progress=(lambda d: progress_bar(d)) if progress else None)
+    results = exp.run(on_round=on_round, progress=(lambda d: progress_bar(d)) if progress else None,
+                      warn=lambda w: print(f"warning: {w}", flush=True))
     wall = time.perf_counter() - start
     params["resolved"] = {"lr": exp.resolved.lr, "steps": exp.resolved.steps}
+    params["budget"] = exp.budget()
     v = experiment_verdict(exp.id, ledger)
     record_experiment(exp.id, params, "complete", summary_of(results, v), ledger)
     report = format_report(imp_report(exp.id, ledger))
@@ -179,19 +211,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--progress", action="store_true", help="progress bars per training")
     p.add_argument("--pretrained", help="also time the pretrained arms of this model spec")
     p.add_argument("--pretrained-steps", type=int, default=4)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                   help="change one protocol setting of the full run (a smaller, still complete experiment), "
+                        "e.g. --set rounds=5 --set 'seeds=[0,1,2]'")
     args = p.parse_args(argv)
     quick = args.quick or os.environ.get("TICKETLAB_BENCH_QUICK") == "1"
     print(f"torch threads {torch.get_num_threads()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, "
           f"load average {os.getloadavg()[0]:.1f} (timings are noisy when others use the cores)", flush=True)
     out: dict = {"quick": quick}
-    from pruning.lottery.protocol import Protocol
-
     if quick:
         train_data, _ = _data()
         t = throughput(train_data, steps=20, repeats=2)
         out["throughput"] = t
         step_s = t["tokens_per_step"] / t["dense_tokens_per_s"]
-        steps = trainings_of(Protocol(), Protocol().pilot_steps)
+        proto = protocol_with(args.set)
+        steps = trainings_of(proto, proto.pilot_steps)
         out["estimate_s"] = steps["steps"] * step_s * 1.1  # ~10% for validation, held-out scoring and saving
         print(f"training tokens/s dense {t['dense_tokens_per_s']:.0f}, masked {t['masked_tokens_per_s']:.0f} "
               f"(overhead {t['mask_overhead']:+.1%}); default experiment at most {steps['steps']} steps: "
@@ -201,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         state.mkdir(parents=True, exist_ok=True)
         (state / "models").mkdir(exist_ok=True)
         print(f"default tiny experiment in {state}:", flush=True)
-        e = experiment(state, args.progress)
+        e = experiment(state, args.progress, protocol_with(args.set))
         out["experiment"] = e
         print(e["report"])
         print(f"wall {e['wall_s'] / 60:.1f} min for {e['units']} units ({e['resumed_units']} resumed); target < "

@@ -14,6 +14,7 @@ leftovers can be recognised (its pid is dead) and swept by `remove_stale_temps`.
 environment variable TICKETLAB_CRASH_AT names the label (optionally `label@N` for its N-th hit in
 this process), the process kills itself with SIGKILL right there, as `kill -9` would.
 TICKETLAB_CRASH_TRACE=FILE lists the labels a clean run passes (see tests/test_crash_matrix.py).
+TICKETLAB_FAULT_AT=label raises ENOSPC there (a full disk where no small file system can be mounted).
 TICKETLAB_HOLD_AT=label=FILE makes the process wait at the label's first hit until FILE exists, so a
 test can line several real processes up at the same point and release them at once (races).
 """
@@ -38,6 +39,7 @@ from .procs import pid_alive
 CRASH_ENV = "TICKETLAB_CRASH_AT"
 TRACE_ENV = "TICKETLAB_CRASH_TRACE"
 HOLD_ENV = "TICKETLAB_HOLD_AT"
+FAULT_ENV = "TICKETLAB_FAULT_AT"
 HOLD_MAX_S = 300.0
 _TMP_MARK = ".tmp-"
 _hits: dict[str, int] = {}
@@ -52,6 +54,8 @@ def crash_point(label: str) -> None:
         with open(trace, "a") as f:
             f.write(label + "\n")
     _hold(label)
+    if os.environ.get(FAULT_ENV) == label:
+        raise OSError(errno.ENOSPC, "No space left on device (injected by $TICKETLAB_FAULT_AT)")
     want = os.environ.get(CRASH_ENV)
     if not want:
         return
@@ -75,21 +79,51 @@ def mount_point(path: str | Path) -> Path:
     return p
 
 
+FULL_TEXT = ("No space left on device", "Disk quota exceeded", "os error 28", "StorageFull")
+
+
+def is_full(e: BaseException) -> bool:
+    """A full file system, however the library reports it (OSError, DuckDB's IO errors, safetensors' Rust
+    errors carry the OS message rather than the errno)."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:  # the cause chain, once (chains can loop)
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in FULL:
+            return True
+        if any(t in str(e) for t in FULL_TEXT):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def raise_if_full(e: BaseException, path: str | Path) -> None:
     """Raise one clear error for a full file system (or quota) at `path`, naming both; any other error is
     left to the caller (`except OSError as e: raise_if_full(e, path); raise`)."""
-    if not isinstance(e, OSError) or e.errno not in FULL:
-        return
+    if isinstance(e, TicketLabError) or not is_full(e):
+        return  # already one clear error, or not a full disk
+    quota = isinstance(e, OSError) and e.errno == errno.EDQUOT or "quota" in str(e)
     mount = mount_point(path)
     try:
         st = os.statvfs(mount)
         free = f"{st.f_bavail * st.f_frsize / 1e6:.1f} MB free of {st.f_blocks * st.f_frsize / 1e6:.1f} MB"
     except OSError:
         free = "free space unknown"
-    what = "quota exceeded" if e.errno == errno.EDQUOT else "no space left"
+    what = "quota exceeded" if quota else "no space left"
     raise TicketLabError(f"the file system at {mount} is full ({what}, {free}) while writing {path}: free space there "
                          f"(or point the state directory elsewhere) and run the command again; nothing was written "
                          f"in place of what was there.") from e
+
+
+def make_parent(path: Path) -> None:
+    """Create `path`'s folder; when something on the way is a file, one clear error naming it."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as e:
+        blocker = next((p for p in (path.parent, *path.parent.parents) if p.exists() and not p.is_dir()), path.parent)
+        raise TicketLabError(f"cannot write {path}: {blocker} is a file, not a folder; choose another path.") from e
+    except OSError as e:
+        raise_if_full(e, path)
+        raise
 
 
 def _hold(label: str) -> None:
@@ -147,20 +181,26 @@ def _tmp_prefix(final: Path) -> str:
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Replace `path` with `data` atomically and durably, with the umask's permissions."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(path)
     remove_stale_temps(path.parent, path.name)
-    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), dir=path.parent)
+    except OSError as e:
+        raise_if_full(e, path)
+        raise
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fchmod(f.fileno(), file_mode())
+            crash_point("durable.file.write")
             os.fsync(f.fileno())
         crash_point("durable.file.before_rename")
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        raise_if_full(e, path)
         raise
     fsync_dir(path.parent)
     crash_point("durable.file.after_rename")
@@ -219,15 +259,23 @@ def atomic_dir(final: str | Path, *, replace: bool = False) -> Iterator[Path]:
     decides, e.g. a ticket with the same id is the same content). On an exception the temporary
     folder is removed and `final` is untouched."""
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(final)
     remove_stale_temps(final.parent, final.name)  # what a killed earlier attempt left
-    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(final), dir=final.parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(final), dir=final.parent))
+    except OSError as e:
+        raise_if_full(e, final)
+        raise
     try:
         yield tmp
+        crash_point("durable.dir.write")
         _relax_permissions(tmp)
         fsync_tree(tmp)
         crash_point("durable.dir.before_rename")
         _move_into_place(tmp, final, replace)
+    except BaseException as e:
+        raise_if_full(e, final)  # whatever library was writing into the folder, a full disk is named
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     fsync_dir(final.parent)

@@ -13,6 +13,10 @@ import pytest
 import torch
 from require_all import pytest_configure, pytest_runtest_makereport  # noqa: F401  (hooks: skips fail in CI)
 
+# Private keys are sealed with scrypt at a cost of about a second per unlock; the suite makes and unlocks
+# hundreds of keys, so it lowers the cost (test_keys.py checks that the default is the strong one).
+os.environ.setdefault("TICKETLAB_KDF_LOG2N", "10")
+
 REPO = Path(__file__).resolve().parents[1]
 REPO_STATE = REPO / "data"
 

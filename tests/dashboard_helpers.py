@@ -38,3 +38,10 @@ def sign_in(at: AppTest, key: str, name: str, pw: str) -> None:
     at.selectbox(key=f"{key}_signin_name").set_value(name)
     at.text_input(key=f"{key}_signin_pw").set_value(pw)
     button(at, "Unlock my key").click().run()
+
+
+def keyed(elements, base: str):
+    """The widget whose key is `base` or a later generation of it (`base~N`, after a write emptied its form)."""
+    hits = [e for e in elements if e.key == base or (e.key or "").startswith(base + "~")]
+    assert hits, f"no widget keyed {base!r}; have {[e.key for e in elements]}"
+    return hits[-1]

@@ -172,7 +172,7 @@ def _commands(lab: dict) -> dict:
 
 # which named points to kill at, per command: (label, which hit: first, last or a number)
 POINTS = {
-    "prune": [("ticket.save.partial", "first"), ("ledger.commit", "last")],
+    "prune": [("ticket.save.partial", "first"), ("ledger.commit", "last"), ("governance.committed", "first")],
     "eval": [("ledger.run.finished", "first"), ("ledger.commit", "last")],
     "export": [("durable.dir.before_rename", "last"), ("durable.dir.after_rename", "last")],
     "materialize": [("durable.dir.before_rename", "first"), ("durable.dir.after_rename", "first")],

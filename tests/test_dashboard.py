@@ -347,13 +347,23 @@ def test_evaluate_form_presets_validation_and_settings_that_stay(lab):
     assert at.multiselect(key="ev_suites").options == [f"{s} — {d}" for s, d in metric_meta.suites().items()]
     assert len(at.multiselect(key="ev_tasks").options) == len(metric_meta.registered_tasks("safety"))
     assert at.multiselect(key="ev_suites").value == ["ppl", "safety"] and at.checkbox(key="ev_quick").value
-    assert at.number_input(key="ev_limit").value == QUICK_LIMIT
+    assert at.text_input(key="ev_limit").value == str(QUICK_LIMIT)
     assert "on this machine" in texts(at)
+    # the full preset says how long it takes before this machine has timed one (issue 21)
+    at.segmented_control(key="ev_preset").set_value("full").run()
+    assert "estimated (not yet timed here): ppl + safety took 19 min 10 s for SmolLM2-135M" in texts(at)
+    at.segmented_control(key="ev_preset").set_value("quick").run()
+    # an out-of-range limit blocks the button and starts nothing (it used to start the previous value)
+    before = len(_eval_jobs())
+    at.text_input(key="ev_limit").set_value("0").run()
+    assert any("“limit” must be a whole number from 1 to 100,000 (got '0')" in e for e in errors(at))
+    assert button(at, "Evaluate in the background").disabled
+    assert len(_eval_jobs()) == before
     # settings survive a change of subject
-    at.number_input(key="ev_limit").set_value(2).run()
+    at.text_input(key="ev_limit").set_value("2").run()
     at.multiselect(key="ev_suites").set_value(["ppl"]).run()
     at.selectbox(key="bm_eval_subject").set_value(lab.ids[1]).run()
-    assert at.number_input(key="ev_limit").value == 2 and at.multiselect(key="ev_suites").value == ["ppl"]
+    assert at.text_input(key="ev_limit").value == "2" and at.multiselect(key="ev_suites").value == ["ppl"]
     assert at.checkbox(key="ev_quick").value
     # validation before any job starts
     before = len(_eval_jobs())
@@ -383,17 +393,21 @@ def test_evaluate_form_presets_validation_and_settings_that_stay(lab):
     assert finished["status"] == "succeeded", finished
     done = page("jobs")
     no_crash(done)
-    assert any("quick run (--limit 2)" in s.value for s in done.success), [s.value for s in done.success]
+    assert any("quick run (limit 2)" in s.value for s in done.success), [s.value for s in done.success]
 
 
 def test_unknown_or_ambiguous_ticket_in_the_url_is_an_error_naming_it(lab):
     from app.dashboard.widgets import match_ticket
 
-    for name in ("survival", "review", "benchmarks"):
+    for name in PAGES:  # every page flags it (Export and Benchmarks said nothing), and only once
         at = page(name, ticket="deadbeef")
         no_crash(at)
-        assert any("no ticket 'deadbeef'" in e for e in errors(at)), (name, errors(at))
+        assert sum("no ticket 'deadbeef'" in e for e in errors(at)) == 1, (name, errors(at))
         assert not at.get("plotly_chart") or name == "benchmarks"  # nothing drawn for another ticket
+    # Benchmarks honours a known ?ticket=: its comparison tab and the ticket among the plotted subjects
+    at = page("benchmarks", ticket=lab.ids[1])
+    assert at.selectbox(key="bm_cmp_ticket").value == lab.ids[1]
+    assert lab.ids[1] in at.multiselect(key="bm_subjects").value
     at = page("survival", ticket=lab.ids[2][:8])  # a unique prefix opens that ticket
     assert at.selectbox(key="surv_ticket").value == lab.ids[2] and not errors(at)
     ids = ["abcdef01" + "0" * 56, "abcdef02" + "0" * 56]
@@ -446,7 +460,7 @@ def test_models_table_links_and_quick_evidence(lab):
     table = at.dataframe[1].value.set_index("id")
     assert table.loc[lab.ids[0], "→ survival"] == f"survival?ticket={lab.ids[0]}"
     assert table.loc[lab.ids[0], "→ review"] == f"review?ticket={lab.ids[0]}"
-    assert table.loc[lab.ids[0], "evidence"].startswith("quick (--limit")
+    assert table.loc[lab.ids[0], "evidence"].startswith("quick (limit")
     assert table.loc[lab.ids[2], "evidence"] == ""  # never evaluated
     assert "None" not in table[["setting", "size", "review", "deployed", "evidence"]].to_string()
     assert "quick" in texts(at)

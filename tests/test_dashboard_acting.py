@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from dashboard_helpers import button, page, texts
+from dashboard_helpers import button, keyed, page, texts
 from dashboard_helpers import sign_in as _sign_in
 from govern_helpers import approved_ticket, make_recorded_ticket, passphrase, setup_lab
 
@@ -17,8 +17,8 @@ def sign_in(at, name: str, pw: str) -> None:
 
 
 def decide(at, t: str, who: str, decision: str, reason: str) -> None:
-    at.radio(key=f"dec_decision_{t}").set_value(decision)
-    at.text_area(key=f"dec_reason_{t}").set_value(reason)
+    keyed(at.radio, f"dec_decision_{t}").set_value(decision)
+    keyed(at.text_area, f"dec_reason_{t}").set_value(reason)
     button(at, f"Sign and record the decision on {t} as {who}").click().run()
 
 
@@ -31,7 +31,7 @@ def test_two_tabs_deciding_one_ticket_ask_for_confirmation_naming_the_other(stat
     sign_in(two, "bob", passphrase("bob"))
     decide(one, t, "alice", "approve", "within budget")
     first = gstate.latest_decision(lab.ledger, t)
-    assert first["decision"] == "approve" and one.text_area(key=f"dec_reason_{t}").value == ""
+    assert first["decision"] == "approve" and keyed(one.text_area, f"dec_reason_{t}").value == ""
 
     # the second tab never saw alice's approval: its reject is held, and the warning says who, when, what
     decide(two, t, "bob", "reject", "bias grew")
@@ -49,7 +49,7 @@ def test_two_tabs_deciding_one_ticket_ask_for_confirmation_naming_the_other(stat
     assert "bob rejected it at" in "\n".join(w.value for w in one.warning)
     button(one, "Cancel (record nothing)").click().run()
     assert gstate.latest_decision(lab.ledger, t)["seq"] == second["seq"]
-    assert one.text_area(key=f"dec_reason_{t}").value == "approve again"  # kept: nothing was recorded
+    assert keyed(one.text_area, f"dec_reason_{t}").value == "approve again"  # kept: nothing was recorded
 
 
 def test_promote_and_rollback_confirm_with_record_numbers(state, tiny_llama, monkeypatch):
@@ -61,11 +61,11 @@ def test_promote_and_rollback_confirm_with_record_numbers(state, tiny_llama, mon
     deploy.promote(lab.ledger, a, lab["dave"], "first")
     at = page("review", ticket=b)
     sign_in(at, "dave", passphrase("dave"))
-    at.text_input(key=f"dep_reason_{b}").set_value("better")
+    keyed(at.text_input, f"dep_reason_{b}").set_value("better")
     button(at, f"Promote {b} as dave").click().run()
     seq = gstate.moves(lab.ledger)[-1]["seq"]
     assert f"promoted {b} (was {a}): record #{seq}, signed by dave" in texts(at)
-    at.text_input(key=f"rb_reason_{b}").set_value("regression in production")
+    keyed(at.text_input, f"rb_reason_{b}").set_value("regression in production")
     button(at, f"Roll back {tiny_llama.weights_sha256[:12]} as dave").click().run()
     seq = gstate.moves(lab.ledger)[-1]["seq"]
     assert f"rolled back to {a} (was {b}): record #{seq}, signed by dave" in texts(at)
@@ -90,3 +90,35 @@ def test_sign_in_is_rate_limited_and_the_key_locked_when_idle(state, tiny_llama,
     time.sleep(1.2)
     at.run()
     assert "signed in as" not in texts(at) and "alice's key was locked after 1 min without use" in texts(at)
+
+
+def test_browser_prune_is_signed_by_the_signed_in_engineer_and_labelled_apart(state, tiny_llama, monkeypatch):
+    from app import jobs
+
+    monkeypatch.setenv("TICKETLAB_APP_MODEL", tiny_llama.spec)
+    setup_lab(state, tiny_llama, monkeypatch)
+    at = page("prune")
+    assert "Unsigned until an engineer signs" in "\n".join(e.label for e in at.expander)
+    _sign_in(at, "prune", "carol", passphrase("carol"))
+    assert "signed as carol's (their creator) when the job finishes" in texts(at)
+    button(at, "Prune in the background").click().run()
+    at.selectbox(key="p_magnitude_pattern").set_value("2:4")
+    at.text_input(key="p_magnitude_name").set_value("semi")
+    button(at, "Prune in the background").click().run()
+    listed = jobs.list_jobs()[:2]
+    second = next(j for j in listed if "--pattern" in j["argv"])
+    first = next(j for j in listed if "--pattern" not in j["argv"])
+    assert first["label"] != second["label"]  # the same label for both used to hide which was which
+    assert second["label"].startswith("prune magnitude 50% pattern=2:4 “semi”")
+    for job in (first, second):
+        assert jobs.wait(job["id"], timeout=180)["status"] == "succeeded"
+    at.run()  # the next page run signs both finished tickets as carol's
+    for job in (first, second):
+        creation = gstate.creation_of(gstate.load(lab_ledger()), jobs.get(job["id"])["result"]["id"])
+        assert creation is not None and creation["actor"] == "carol"
+
+
+def lab_ledger():
+    from analysis.ledger import Ledger
+
+    return Ledger()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from dashboard_helpers import button, page, sign_in, texts
+from dashboard_helpers import button, keyed, page, sign_in, texts
 from govern_helpers import make_key, passphrase
 
 from analysis.governance import keys
@@ -38,18 +38,18 @@ def test_admin_sets_up_the_ledger_and_its_people_in_the_browser(state, tiny_llam
     assert "ledger created (record #1): ada is its first admin" in texts(at)
     assert "signed in as **ada** (admin)" in texts(at)  # the key unlocked to create the ledger stays unlocked
 
-    at.text_input(key="adm_reg_name").set_value("alice")
-    at.multiselect(key="adm_reg_roles").set_value(["reviewer"])
+    keyed(at.text_input, "adm_reg_name").set_value("alice")
+    keyed(at.multiselect, "adm_reg_roles").set_value(["reviewer"])
     button(at, "Register and sign").click().run()
-    assert "registered alice (reviewer)" in texts(at) and at.text_input(key="adm_reg_name").value == ""
-    at.text_input(key="adm_reg_name").set_value("carol")
-    at.multiselect(key="adm_reg_roles").set_value(["engineer"])
+    assert "registered alice (reviewer)" in texts(at) and keyed(at.text_input, "adm_reg_name").value == ""
+    keyed(at.text_input, "adm_reg_name").set_value("carol")
+    keyed(at.multiselect, "adm_reg_roles").set_value(["engineer"])
     button(at, "Register and sign").click().run()
     at.selectbox(key="adm_roles_who").set_value("alice").run()
-    at.multiselect(key="adm_roles_alice_set").set_value(["reviewer", "deployer"])
+    keyed(at.multiselect, "adm_roles_alice_set").set_value(["reviewer", "deployer"])
     button(at, "Sign the new roles of alice").click().run()
-    at.selectbox(key="adm_rev_who").set_value("carol")
-    at.text_input(key="adm_rev_reason").set_value("left the team")
+    keyed(at.selectbox, "adm_rev_who").set_value("carol")
+    keyed(at.text_input, "adm_rev_reason").set_value("left the team")
     button(at, "Revoke the key and sign").click().run()
     reg = gstate.load(Ledger()).registry
     assert reg.people["alice"].roles == {"reviewer", "deployer"} and reg.people["carol"].key_id is None
@@ -67,9 +67,10 @@ def test_admin_sets_up_the_ledger_and_its_people_in_the_browser(state, tiny_llam
     assert gstate.policy_versions(Ledger())[-1]["version"] == 2
 
     at.text_input(key="adm_trust_out").set_value(str(state / "trust.json"))
-    button(at, "Write the trust file").click().run()
-    trust = load_trust(state / "trust.json")
-    assert set(trust["people"]) == {"ada", "alice", "carol"} and json.loads((state / "trust.json").read_text())
+    button(at, "Sign and write the trust file").click().run()
+    trust = load_trust(state / "trust.json")  # refuses a trust file no admin signed
+    assert set(trust["people"]) == {"ada", "alice", "carol"}
+    assert json.loads((state / "trust.json").read_text())["signed_by"] == "ada"
 
     # alice is no admin: told so, and offered no admin form
     button(at, "Sign out").click().run()

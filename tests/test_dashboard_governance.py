@@ -3,7 +3,7 @@ and who signed what, the trail and the bundle signature shown."""
 
 from __future__ import annotations
 
-from dashboard_helpers import button, errors, page, sign_in, texts
+from dashboard_helpers import button, errors, keyed, page, sign_in, texts
 from govern_helpers import make_recorded_ticket, passphrase, setup_lab
 
 from analysis.governance import state as gstate
@@ -25,14 +25,14 @@ def test_decide_and_deploy_only_as_the_signed_in_person(state, tiny_llama, monke
     assert "signed in as **alice** (reviewer)" in texts(at)
 
     # the form is bound to its ticket: what was typed for a never reaches b, and the button names b
-    at.text_area(key=f"dec_reason_{a.id}").set_value("within budget")
+    keyed(at.text_area, f"dec_reason_{a.id}").set_value("within budget")
     at.selectbox(key="rev_ticket").set_value(b.id).run()
-    assert at.text_area(key=f"dec_reason_{b.id}").value == ""
+    assert keyed(at.text_area, f"dec_reason_{b.id}").value == ""
     assert [bt.label for bt in at.button if bt.label.startswith("Sign and record")] == [
         f"Sign and record the decision on {b.id} as alice"]
     at.selectbox(key="rev_ticket").set_value(a.id).run()
-    assert at.text_area(key=f"dec_reason_{a.id}").value == ""  # and back on a, its form starts afresh
-    at.text_area(key=f"dec_reason_{a.id}").set_value("within budget")
+    assert keyed(at.text_area, f"dec_reason_{a.id}").value == ""  # and back on a, its form starts afresh
+    keyed(at.text_area, f"dec_reason_{a.id}").set_value("within budget")
     button(at, f"Sign and record the decision on {a.id} as alice").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert f"approve of {a.id} signed by alice" in texts(at)
@@ -41,7 +41,7 @@ def test_decide_and_deploy_only_as_the_signed_in_person(state, tiny_llama, monke
     assert gstate.ticket_state(lab.ledger, b.id).review_status == "unreviewed"  # the other ticket is untouched
 
     # the form empties after the write (issue 21: it stayed filled, one more click recorded another decision)
-    assert at.text_area(key=f"dec_reason_{a.id}").value == ""
+    assert keyed(at.text_area, f"dec_reason_{a.id}").value == ""
     # alice is no deployer: no promote button that can only fail, and whom to ask instead
     assert not [bt for bt in at.button if bt.label.startswith(("Promote", "Roll back"))]
     assert "Promoting and rolling back need the deployer role (alice holds reviewer); deployers here: dave" in texts(at)
@@ -52,7 +52,7 @@ def test_decide_and_deploy_only_as_the_signed_in_person(state, tiny_llama, monke
     assert shown == ["#### Deployment", "#### Decision"]
     assert not [bt for bt in at.button if bt.label.startswith("Sign and record")]
     assert "Deciding needs the reviewer role (dave holds deployer); reviewers here: alice, bob" in texts(at)
-    at.text_input(key=f"dep_reason_{a.id}").set_value("ship it")
+    keyed(at.text_input, f"dep_reason_{a.id}").set_value("ship it")
     button(at, f"Promote {a.id} as dave").click().run()
     promoted = gstate.moves(lab.ledger)[-1]
     assert f"promoted {a.id} (was dense): record #{promoted['seq']}, signed by dave" in texts(at)

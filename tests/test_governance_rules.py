@@ -246,3 +246,58 @@ def test_trust_files_are_signed_by_an_admin_and_checked(tiny_llama, state, monke
     (state / "t.json").write_text(json.dumps(unsigned))
     with pytest.raises(TicketLabError, match="not signed by an admin it lists"):
         load_trust(state / "t.json")
+
+
+def test_keygen_replace_of_a_registered_key_needs_its_owner(tiny_llama, state, monkeypatch, capsys):
+    from govern_helpers import passphrase
+
+    from analysis.governance import keys
+    from app.cli import main
+
+    lab = setup_lab(state, tiny_llama, monkeypatch)
+    bob_file = keys.private_path("bob")
+    before = bob_file.read_bytes()
+    monkeypatch.setenv("TICKETLAB_PASSPHRASE", "mallorys-new-passphrase")  # someone else at bob's key directory
+    assert main(["keygen", "bob", "--replace"]) == 2
+    assert "holds bob's registered key" in capsys.readouterr().err
+    assert bob_file.read_bytes() == before and gstate.load(lab.ledger).registry.people["bob"].key_id == lab["bob"].key_id
+    monkeypatch.setenv("TICKETLAB_OLD_PASSPHRASE", "not-bobs-passphrase")
+    assert main(["keygen", "bob", "--replace"]) == 2
+    assert "wrong passphrase for bob's key" in capsys.readouterr().err and bob_file.read_bytes() == before
+    # bob himself: his key signs its own revocation, then the new key is written for an admin to register
+    monkeypatch.setenv("TICKETLAB_OLD_PASSPHRASE", passphrase("bob"))
+    monkeypatch.setenv("TICKETLAB_PASSPHRASE", "bobs-brand-new-passphrase")
+    assert main(["keygen", "bob", "--replace"]) == 0
+    assert "revoked (signed by bob)" in capsys.readouterr().out
+    bob = gstate.load(lab.ledger).registry.people["bob"]
+    assert bob.key_id is None and lab["bob"].key_id in bob.revoked
+    assert keys.unlock("bob", "bobs-brand-new-passphrase").key_id != lab["bob"].key_id
+    assert audit.audit(lab.ledger)["ok"]
+
+
+def test_a_bundle_binds_the_tickets_full_content_hash(tiny_llama, state, monkeypatch):
+    """A reviewer signs an approval record naming the ticket's id but other content, and ships it in a bundle
+    she re-signs: verify compares the full content hash the signed records bind with the bundle's ticket."""
+    import json
+
+    from analysis.governance import signing
+    from analysis.governance.verify import file_digests, manifest_digest, verify_bundle
+
+    lab = setup_lab(state, tiny_llama, monkeypatch)
+    t = approved_ticket(lab, tiny_llama)
+    out = state / "bundle"
+    export_bundle(lab.ledger, t.id, out, "masks", signer=lab["alice"], loaded=tiny_llama)
+    trust = gstate.load(lab.ledger).registry.trust()
+    assert verify_bundle(out, trust=trust)["ok"]
+    m = json.loads((out / "manifest.json").read_text())
+    row = dict(m["review"]["decision"]["record"])
+    row["body"] = chain.canonical(chain.body_of(row) | {"content_sha256": "0" * 64}).decode()
+    data = chain.signed_bytes(row)
+    row["row_hash"], row["signature"] = hashlib.sha256(data).hexdigest(), lab["alice"].sign(data)
+    m["review"]["decision"]["record"] = row
+    m["files"] = file_digests(out)
+    m["manifest_sha256"] = manifest_digest(m)
+    (out / "manifest.json").write_text(json.dumps(m, indent=2, sort_keys=True))
+    signing.sign_bundle(out, lab["alice"])
+    with pytest.raises(TicketLabError, match="same id, other content"):
+        verify_bundle(out, trust=trust)

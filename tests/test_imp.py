@@ -27,7 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 MICRO = TinyConfig(vocab_size=400, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2,
                    intermediate_size=64, max_positions=32)
 BASE = dict(tiny=MICRO, seq_len=32, batch_size=2, lr=5e-3, steps=8, warmup_steps=3, eval_every=2, rewind="step:3",
-            rounds=1, seeds=(0, 1), val_windows=4, heldout_windows=4, stability="none", sanity=False)
+            rounds=1, seeds=(0, 1), val_windows=4, heldout_windows=4, stability="none", sanity=False,
+            target_density=None, pilot_seeds=0)
 
 
 @pytest.fixture(autouse=True)
@@ -69,31 +70,67 @@ def test_every_arm_takes_the_dense_runs_steps_and_learning_rates_from_k(state):
     """Finding 1: a network rewound to step K trains steps K..T-1 with the dense run's learning rates,
     not K + T steps with a second warm-up."""
     res = ImpExperiment(micro(rounds=2)).run()
-    dense = by(res, "ticket", 0, 0)
-    assert dense.steps == list(range(8)) and dense.record["optimizer_steps"] == 8
+    cont = by(res, "dense_continuous", 0, 0)
+    assert cont.steps == list(range(8)) and cont.record["optimizer_steps"] == 8
     for r in res:
-        if r.round == 0:
+        if r.arm == "dense_continuous":
             continue
         assert r.record["start_step"] == 3 and r.steps == list(range(3, 8)), (r.arm, r.round)
-        assert r.lrs == dense.lrs[3:], (r.arm, r.round)  # the same learning rate at every step
+        assert r.lrs == cont.lrs[3:], (r.arm, r.round)  # the same learning rate at every step
         assert r.record["optimizer_steps"] == 8 - 3
-    assert dense.lrs[0] < dense.lrs[2] and dense.lrs[3] >= dense.lrs[4]  # warm-up only once, in the dense run
+    assert cont.lrs[0] < cont.lrs[2] and cont.lrs[3] >= cont.lrs[4]  # warm-up only once, in the continuous run
 
 
-def test_retraining_order_differs_from_the_mask_finding_order(state):
-    """Finding 2: the data seed names the arm and round; a ticket never replays the batches of the run its
-    mask came from, and the controls and stability copies each get their own order."""
-    exp = ImpExperiment(micro(rounds=2, stability="all", arms=("ticket", "random", "reinit")))
+def test_dense_level_0_is_trained_like_its_arms_and_resumes_with_the_saved_optimizer_state(state):
+    """Issue 18 finding 3: level 0 (the dense baseline) resumes from the step-K checkpoint by the same procedure
+    as every pruned level; the rewind point carries AdamW's state, which is the continuous run's state at K, and
+    every weight-rewound arm resumes with it (reinit's fresh weights have no history)."""
+    from safetensors.torch import load_file
+
+    from pruning.lottery.runner import pretrain_seed, retrain_seed
+    from pruning.lottery.training import cpu_state, load_state, train
+
+    exp = ImpExperiment(micro(rounds=2, arms=("ticket", "random", "reinit")))
+    res = exp.run()
+    level0, cont = by(res, "ticket", 0, 0), by(res, "dense_continuous", 0, 0)
+    flags = {(r.arm, r.round): r.record["resumed_optimizer"] for r in res if r.seed == 0}
+    assert flags == {("dense_continuous", 0): False, ("ticket", 0): True, ("ticket", 1): True, ("random", 1): True,
+                     ("reinit", 1): False, ("ticket", 2): True, ("random", 2): True, ("reinit", 2): False}
+    assert level0.steps == by(res, "random", 0, 1).steps == by(res, "reinit", 0, 2).steps == list(range(3, 8))
+    assert level0.lrs == by(res, "random", 0, 1).lrs == cont.lrs[3:]
+    # the stored optimizer state is the continuous run's at K: replaying steps 0..K with its order gives it back
+    s = exp._seed(0)
+    saved = load_file(str(s.dir / "step-3.adamw.safetensors"))
+    load_state(s.loaded.model, s.dense_state)
+    replay = train(s.loaded.model, exp.train_data, exp.train_config, data_seed=pretrain_seed(0), checkpoint_steps=[3])
+    assert saved.keys() == replay.optimizer_states[3].keys()
+    assert all(torch.equal(saved[k], replay.optimizer_states[3][k]) for k in saved)
+    # level 0 is exactly "resume the step-K weights with that state": redone, it reproduces the recorded network
+    weights, opt = exp._checkpoint(s, 3)
+    load_state(s.loaded.model, weights)
+    again = train(s.loaded.model, exp.train_data, exp.train_config, data_seed=retrain_seed(0, 0), start_step=3,
+                  optimizer_state=opt, evaluate=exp._val, eval_every=2, checkpoint_steps=[3])
+    assert all(torch.equal(again.optimizer_states[3][k], saved[k]) for k in saved)  # resumed state == saved
+    assert again.curve == [tuple(x) for x in level0.record["curve"]]
+    trained = cpu_state(s.loaded.model)
+    assert all(torch.equal(trained[n], level0.ticket.weights.get(n, s.dense_state[n])) for n in trained)
+
+
+def test_all_arms_of_a_round_share_one_order_that_differs_from_the_mask_finding_order(state):
+    """Paired retraining: every arm of (seed, round) sees the same batches; the round's mask came from round
+    r - 1's run, whose order differs; the stability copies get their own orders."""
+    exp = ImpExperiment(micro(rounds=2, stability="all", stability_ks=(3,), arms=("ticket", "random", "reinit")))
     res = exp.run()
     seeds = {(r.arm, r.round): r.record["data_seed"] for r in res if r.seed == 0}
-    assert len(set(seeds.values())) == len(seeds)
+    for rnd in (1, 2):
+        assert seeds[("ticket", rnd)] == seeds[("random", rnd)] == seeds[("reinit", rnd)]
+        assert seeds[("ticket", rnd)] != seeds[("ticket", rnd - 1)]  # not the order its mask was found with
+    assert len({seeds[("dense_continuous", 0)], seeds[("ticket", 0)], seeds[("ticket", 1)], seeds[("ticket", 2)]}) == 4
     n = exp.train_data.shape[0]
-    orders = {k: batch_order(n, 2, 8, s)[3:] for k, s in seeds.items()}
-    assert not torch.equal(orders[("ticket", 1)], batch_order(n, 2, 8, seeds[("ticket", 0)])[3:])
-    assert not torch.equal(orders[("ticket", 2)], orders[("ticket", 1)])
+    assert not torch.equal(batch_order(n, 2, 8, seeds[("ticket", 1)])[3:], batch_order(n, 2, 8, seeds[("ticket", 0)])[3:])
     stab = by(res, "ticket", 0, 1).stability["3"]["data_seeds"]
-    assert len(set(stab) | set(seeds.values())) == len(seeds) + 2
-    assert seeds[("ticket", 1)] == data_seed(0, "ticket", 1)
+    assert len(set(stab) | set(seeds.values())) == len(set(seeds.values())) + 2
+    assert seeds[("random", 1)] != data_seed(0, "random", 1)  # the old per-arm orders are gone
 
 
 def test_random_control_has_the_tickets_per_layer_counts_and_nothing_else(state):
@@ -115,7 +152,7 @@ def test_reinit_is_a_fresh_network_and_random_starts_at_k(state):
     exp = ImpExperiment(micro(arms=("ticket", "random", "reinit")))
     res = exp.run()
     s = exp._seed(0)
-    k = exp._step_k(s)
+    k, _ = exp._checkpoint(s, 3)
     for arm, same in (("random", True), ("reinit", False)):
         ticket = by(res, arm).ticket
         emb = "model.embed_tokens.weight"
@@ -124,14 +161,15 @@ def test_reinit_is_a_fresh_network_and_random_starts_at_k(state):
 
         plan = ARMS[arm].fn(ctx)
         assert torch.equal(plan.start[emb], k[emb]) == same  # reinit redraws every tensor, embeddings included
+        assert (plan.optimizer is not None) == same  # a fresh network has no optimizer history
 
 
 def test_stability_at_round_0_starts_from_k(state):
     """Finding 4: the dense network's stability is measured from K (and, for the comparison, from 0)."""
-    exp = ImpExperiment(micro(stability="dense"))
+    exp = ImpExperiment(micro(stability="dense", stability_ks=(0, 3)))
     res = exp.run()
     st = by(res, "ticket", 0, 0).stability
-    assert set(st) == {"0", "3"}
+    assert set(st) == {"0", "3"} and len(st["3"]["alphas"]) == 11
     assert st["3"]["start_step"] == 3 and st["3"]["optimizer_steps"] == 5
     assert st["0"]["start_step"] == 0 and st["0"]["optimizer_steps"] == 8
     assert st["3"]["barrier"] != st["0"]["barrier"]
@@ -147,9 +185,10 @@ def test_ticket_reproduces_its_evaluated_model(state):
 
 def test_runs_are_early_stopped_on_validation(state):
     res = ImpExperiment(micro()).run()
+    assert [s for s, _ in by(res, "dense_continuous", 0, 0).record["curve"]] == [2, 4, 6, 8]
     r = by(res, "ticket", 0, 0)
     steps = [s for s, _ in r.record["curve"]]
-    assert steps == [2, 4, 6, 8]
+    assert steps == [4, 6, 8]  # resumed at K = 3: scored on the same absolute grid
     best = min(r.record["curve"], key=lambda sv: sv[1])
     assert r.record["best_step"] == best[0]
 
@@ -187,7 +226,8 @@ def test_resume_after_a_crash_gives_the_same_ticket_ids(state, tmp_path, monkeyp
     with pytest.raises(Boom):
         ImpExperiment(p).run(on_round=crash)
     resumed = ImpExperiment(p).run()
-    assert [r.resumed for r in resumed] == [True, True, True, False, False, False]  # the crash came after its save
+    # seed 0: continuous, level 0, ticket 1, reinit 1 (the crash came after its save); seed 1 from scratch
+    assert [r.resumed for r in resumed] == [True] * 4 + [False] * 4
     other = tmp_path / "other"
     (other / "models").mkdir(parents=True)
     monkeypatch.setenv("TICKETLAB_STATE_DIR", str(other))
@@ -225,17 +265,43 @@ def test_kill_minus_9_then_rerun_gives_the_same_ids(state):
     assert not any(r.resumed for r in reference) and ids(reference) == ids(after)
 
 
-def test_pilot_chooses_lr_and_t_at_the_validation_minimum_and_is_stored(state):
-    p = micro(lr=None, steps=None, pilot_lrs=(1e-3, 1e-2), pilot_steps=8, seeds=(0, 1))
+def test_pilot_runs_a_schedule_per_candidate_t_and_picks_the_lowest_validation_loss(state):
+    """Finding 2: every (lr, T) is its own run whose schedule has length T, scored at T; the best pair wins."""
+    p = micro(lr=None, steps=None, pilot_lrs=(1e-3, 1e-2), pilot_ts=(6, 8), pilot_extend=0, seeds=(0, 1))
     exp = ImpExperiment(p)
     exp.run()
     pilot = json.loads((exp.dir / "pilot.json").read_text())
-    best = min(pilot["curves"], key=lambda c: min(v for _, v in c["curve"]))
-    step = min(best["curve"], key=lambda sv: sv[1])[0]
-    assert pilot["lr"] == best["lr"] and pilot["steps"] == max(step, 4)  # T > K = 3 on the grid of 2
+    points = {(c["lr"], t): v for c in pilot["curves"] for t, v in c["curve"]}
+    assert set(points) == {(1e-3, 6), (1e-3, 8), (1e-2, 6), (1e-2, 8)}
+    assert (pilot["lr"], pilot["steps"]) == min(points, key=points.get)
     assert exp.resolved.lr == pilot["lr"] and exp.resolved.steps == pilot["steps"]
+    # the T = 6 point is a run of its own, not step 6 of the T = 8 run: redo it and compare
+    from pruning.lottery.training import load_state, train
+
+    s = exp._seed(0)
+    load_state(s.loaded.model, s.dense_state)
+    r = train(s.loaded.model, exp.train_data, p.train_config(lr=1e-3, steps=6), data_seed=exp.derive_seed("pilot", 1e-3, 6),
+              evaluate=exp._val, eval_every=0)
+    assert r.curve == [(6, points[(1e-3, 6)])]
+    assert r.lrs[-1] < p.train_config(lr=1e-3, steps=8).lr_at(5)  # its cosine decays over 6 steps, not 8
     stored = json.loads((exp.dir / "protocol.json").read_text())
     assert stored["protocol"] == p.to_dict() and stored["resolved"] == {"lr": pilot["lr"], "steps": pilot["steps"]}
+    assert stored["budget"]["epochs"] == pytest.approx(pilot["steps"] * 2 * 32 / exp.train_data.numel())
+
+
+def test_the_pilot_extends_a_grid_whose_best_value_is_at_an_edge_and_says_so(state):
+    from pruning.lottery.pilot import grid_extension
+
+    assert grid_extension([1e-3, 2e-3, 4e-3], 4e-3) == 8e-3 and grid_extension([1e-3, 2e-3, 4e-3], 1e-3) == 5e-4
+    assert grid_extension([1e-3, 2e-3, 4e-3], 2e-3) is None  # bracketed
+    assert grid_extension([4, 8], 4, lowest=4, integer=True) is None  # cannot go below K + 1
+    # learning rates far too small: the best is the largest tried, so the grid grows upwards, and says so
+    p = micro(lr=None, steps=None, pilot_lrs=(1e-6, 2e-6), pilot_ts=(8,), pilot_extend=1, seeds=(0, 1))
+    exp = ImpExperiment(p)
+    pilot = exp.pilot()
+    assert pilot["grid"]["lrs"] == [1e-6, 2e-6, 4e-6] and pilot["lr"] == 4e-6
+    assert any("was at the edge" in n and "added 4e-06" in n for n in pilot["extensions"])
+    assert pilot["edge"] and "largest learning rate" in pilot["edge"][0]  # still at the edge after 1 extension
 
 
 def test_a_changed_protocol_is_a_different_experiment(state):
@@ -250,6 +316,12 @@ def test_a_changed_protocol_is_a_different_experiment(state):
     ({"seeds": (0,)}, "seeds"),
     ({"split_every": 10, "validation_index": 9, "heldout_index": 9}, "split"),
     ({"tiny": replace(MICRO, num_layers=0)}, "tiny.num_layers"),
+    ({"rounds": 2, "rate": 0.5, "target_density": 0.05}, "rounds"),  # ends at 25% density, above the 5% target
+    ({"unit": "heads", "rounds": 20, "rate": 0.5, "target_density": 0.05}, "target_density"),  # >= 1 head per layer
+    ({"stability": "all", "stability_points": 5}, "stability_points"),
+    ({"stability": "all", "stability_ks": (8,)}, "stability_ks"),
+    ({"sanity": True, "arms": ("ticket", "reinit")}, "sanity"),
+    ({"pilot_seeds": 1}, "pilot_extend/pilot_seeds"),
 ])
 def test_bad_protocols_are_refused_before_training_and_nothing_is_overwritten(state, kwargs, setting):
     good = ImpExperiment(micro())
@@ -260,7 +332,7 @@ def test_bad_protocols_are_refused_before_training_and_nothing_is_overwritten(st
         ImpExperiment(micro(**kwargs))
     assert {p: p.read_bytes() for p in good.dir.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in (state / "tickets").iterdir()) == tickets
-    assert sorted(p.name for p in (state / "experiments").iterdir()) == [good.id]
+    assert sorted(p.name for p in (state / "experiments").iterdir()) == sorted([good.id, "tokenizers"])
 
 
 def test_a_split_that_leaves_an_empty_set_is_refused(state, monkeypatch, tmp_path):
@@ -298,7 +370,8 @@ def test_pretrained_model_rewinds_to_its_weights_with_its_controls(state, tiny_l
     arms = ("ticket", "random", "magnitude", "wanda", "dense_matched") if recovery == "full" else ("ticket",)
     p = Protocol(model=str(tiny_llama_dir), rewind="pretrained", lr=1e-3, steps=2, batch_size=2, seq_len=32,
                  warmup_steps=1, eval_every=2, val_windows=2, heldout_windows=2, eval_batch=2, seeds=(0, 1),
-                 arms=arms, recovery=recovery, lora_rank=2, stability="none", sanity=False, rounds=1)
+                 arms=arms, recovery=recovery, lora_rank=2, stability="none", sanity=False, rounds=1, rate=0.5,
+                 target_density=None)
     exp = ImpExperiment(p)
     res = exp.run()
     dense = load_model(str(tiny_llama_dir))
@@ -334,7 +407,7 @@ def test_ledger_report_verdict_and_figures(state):
     )
 
     ledger = Ledger()
-    p = micro(stability="dense", sanity=True, arms=("ticket", "random"))
+    p = micro(stability="dense", stability_ks=(0, 3), sanity=True, arms=("ticket", "random"))
     exp = ImpExperiment(p)
     record_experiment(exp.id, {**p.to_dict(), "rewind_step": 3, "folder": str(exp.dir)}, "running", ledger=ledger)
     res = exp.run(on_round=lambda r: record_round(r, ledger))
@@ -357,12 +430,64 @@ def test_cli_json_and_report(state, capsys):
 
     argv = ["imp", "--rounds", "1", "--train-steps", "4", "--lr", "5e-3", "--warmup-steps", "1", "--batch-size", "2",
             "--seq-len", "16", "--eval-every", "2", "--rewind", "step:1", "--val-windows", "2", "--heldout-windows", "2",
-            "--seeds", "0,1", "--arms", "ticket,random", "--stability", "none", "--no-sanity", "--json", "--quiet"]
+            "--seeds", "0,1", "--arms", "ticket,random", "--stability", "none", "--no-sanity", "--target-density",
+            "none", "--pilot-seeds", "0", "--json", "--quiet"]
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["experiment"].startswith("imp-") and "delta = 0.02 nats" in out["verdict"]["sentence"]
-    assert [(r["arm"], r["round"]) for r in out["rounds"]] == [("ticket", 0), ("ticket", 1), ("random", 1)] * 2
+    assert [(r["arm"], r["round"]) for r in out["rounds"]] == \
+        [("dense_continuous", 0), ("ticket", 0), ("ticket", 1), ("random", 1)] * 2
     assert main(["imp-report", out["experiment"], "--out", str(state / "r.html")]) == 0
     assert "VERDICT" in capsys.readouterr().out and (state / "r.html").exists()
     assert main(argv[:-2] + ["--rate", "1.5"]) == 2
     assert main(argv[:-2] + ["--seeds", "0"]) == 2
+    assert main(argv[:-2] + ["--target-density", "0.05"]) == 2  # 1 round at 20% cannot reach 5% density
+
+
+def test_the_tokenizer_is_stored_with_the_experiment_and_part_of_its_id(state, tmp_path, monkeypatch):
+    """Issue 18: the tokenizer is trained on the train split, checked to cover every split, stored with the
+    experiment, and its hash is part of the id: the same protocol on a changed corpus is another experiment."""
+    import os as _os
+
+    from pruning.calibration import sha256_file
+
+    exp = ImpExperiment(micro())
+    stored = exp.dir / "tokenizer" / "tokenizer.json"
+    assert stored.exists() and sha256_file(stored) == exp.tokenizer_sha256
+    assert ImpExperiment(micro()).id == exp.id  # deterministic
+    src = Path(_os.environ["TICKETLAB_DATA_DIR"])
+    other = tmp_path / "other-corpus" / "corpora/wikitext-2"
+    other.mkdir(parents=True)
+    for f in ("valid.txt", "test.txt"):
+        text = (src / "corpora/wikitext-2" / f).read_text(encoding="utf-8")
+        (other / f).write_text(text.replace(" the ", " a "), encoding="utf-8")
+    monkeypatch.setenv("TICKETLAB_DATA_DIR", str(tmp_path / "other-corpus"))
+    changed = ImpExperiment(micro())
+    assert changed.tokenizer_sha256 != exp.tokenizer_sha256 and changed.id != exp.id
+
+
+def test_a_tokenizer_that_does_not_cover_the_corpus_is_refused(state):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from pruning.lottery.tiny import check_coverage, split_corpus, train_tokenizer
+
+    split = split_corpus()
+    check_coverage(train_tokenizer(split.train, 400), {"heldout": split.heldout})  # byte-level BPE covers it
+    words = Tokenizer(models.WordLevel({"[UNK]": 0, "the": 1}, unk_token="[UNK]"))
+    words.pre_tokenizer = pre_tokenizers.Whitespace()
+    narrow = PreTrainedTokenizerFast(tokenizer_object=words, unk_token="[UNK]")
+    with pytest.raises(TicketLabError, match="protocol setting tokenizer: it does not cover the heldout split"):
+        check_coverage(narrow, {"heldout": split.heldout})
+
+
+def test_the_budget_beside_the_verdict_states_parameters_tokens_per_parameter_and_epochs(state):
+    exp = ImpExperiment(micro())
+    exp.pilot()
+    b = exp.budget()
+    model = exp._seed(0).loaded.model
+    assert b["parameters"] == sum(p.numel() for p in model.parameters())
+    assert b["tokens_per_run"] == 8 * 2 * 32 and b["train_tokens"] == exp.train_data.numel()
+    assert b["epochs"] == pytest.approx(b["tokens_per_run"] / b["train_tokens"])
+    assert b["tokens_per_parameter"] == pytest.approx(b["tokens_per_run"] / b["parameters"])
+    assert 0 < b["prunable_parameters"] < b["parameters"]

@@ -201,3 +201,43 @@ def test_half_precision_weights_are_refused_and_cpu_autocast_too():
         train(model, _data(), TrainConfig(**{**CFG.to_dict(), "amp": "bf16"}))
     with pytest.raises(TicketLabError, match="amp 'fp8'"):
         TrainConfig(steps=2, amp="fp8")
+
+
+def test_resuming_at_k_with_the_optimizer_state_is_not_a_perturbation():
+    """Issue 18 finding 3: the rewind point carries AdamW's state, so a run resumed at K with the same data
+    order ends bit-identical to the uninterrupted run, and the resumed optimizer state equals the saved one.
+    Without the state (the old rewind point) the same resume lands elsewhere."""
+    full = build_model(MICRO, seed=0)
+    init = cpu_state(full)
+    r = train(full, _data(), CFG, data_seed=3, checkpoint_steps=[2])
+    assert set(r.optimizer_states[2]) >= {f"{n}/{k}" for n in init for k in ("exp_avg", "exp_avg_sq", "step")}
+    assert float(r.optimizer_states[2]["model.norm.weight/step"]) == 2.0
+
+    resumed = build_model(MICRO, seed=0)
+    load_state(resumed, r.checkpoints[2])
+    back = train(resumed, _data(), CFG, data_seed=3, start_step=2, optimizer_state=r.optimizer_states[2],
+                 checkpoint_steps=[2])
+    loaded = back.optimizer_states[2]  # taken from the live optimizer right after loading
+    assert loaded.keys() == r.optimizer_states[2].keys()
+    assert all(torch.equal(loaded[k], r.optimizer_states[2][k]) for k in loaded)
+    assert all(torch.equal(p, full.get_parameter(n).detach()) for n, p in cpu_state(resumed).items())
+    assert back.lrs == r.lrs[2:] and back.steps == r.steps[2:]
+
+    fresh = build_model(MICRO, seed=0)
+    load_state(fresh, r.checkpoints[2])
+    train(fresh, _data(), CFG, data_seed=3, start_step=2)
+    assert not all(torch.equal(p, full.get_parameter(n).detach()) for n, p in cpu_state(fresh).items())
+    load_state(fresh, init)
+
+
+def test_a_resumed_optimizer_forgets_the_pruned_weights_history():
+    model = build_model(MICRO, seed=0)
+    r = train(model, _data(), CFG, data_seed=3, checkpoint_steps=[2])
+    masks = _masks(model)
+    load_state(model, r.checkpoints[2])
+    back = train(model, _data(), CFG, masks=masks, data_seed=4, start_step=2, optimizer_state=r.optimizer_states[2],
+                 checkpoint_steps=[2])
+    for name, mask in masks.items():
+        saved, now = r.optimizer_states[2][f"{name}/exp_avg"], back.optimizer_states[2][f"{name}/exp_avg"]
+        assert torch.all(now[~mask] == 0) and torch.equal(now[mask], saved[mask])
+        assert torch.all(model.get_parameter(name).detach()[~mask] == 0)

@@ -74,6 +74,7 @@ def test_matching_ticket_with_an_equally_good_random_control_is_not_winning():
     v = verdict(_synthetic(ticket_gap=-0.01, random_gap=(0.0, 0.2), empty_gap=1.5), delta=0.02)
     assert v["rounds"][0]["matching"] and not v["rounds"][0]["winning"] and v["rounds"][1]["winning"]
     assert v["sanity"]["kind"] == "random_at_highest_sparsity" and v["sanity"]["passed"]
+    assert v["separation_sparsity"] == 0.75 and "separate (random - ticket > 0 at 95%) first at 75.0%" in v["sentence"]
 
 
 def test_a_ticket_matching_where_random_matches_everywhere_is_not_a_winning_ticket_but_inconclusive():

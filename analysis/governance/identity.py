@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import getpass
 import os
+import sys
 
-from . import keys, records, state
+from pruning.errors import TicketLabError
+
+from . import admin, keys, records, state
 from .keys import Signer
 
 
@@ -70,3 +73,31 @@ def sign_creation(ledger, signer: Signer, ticket_id: str, how: str = "claim") ->
 
     row = records.write(ledger, signer, "create", prepare, doing=f"sign as creator of {ticket_id}")
     return row if row is not None else found["first"]
+
+
+OLD_PASSPHRASE_ENV = "TICKETLAB_OLD_PASSPHRASE"
+
+
+def retire_for_replacement(ledger, name: str) -> str:
+    """Before `keygen NAME --replace` overwrites NAME's key file: when that key is NAME's registered, active
+    key, NAME must unlock it (`$TICKETLAB_OLD_PASSPHRASE` or a prompt) and it signs its own revocation, so
+    nobody else with access to the key directory can destroy it. Returns what was done, in words."""
+    path = keys.private_path(name)
+    if not path.is_file() or ledger is None:
+        return ""
+    st = state.load(ledger)
+    person = st.registry.people.get(name)
+    if person is None or person.key_id is None:
+        return ""  # not registered, or revoked already: nothing in the ledger rests on this file
+    pw = os.environ.get(OLD_PASSPHRASE_ENV)
+    if pw is None and sys.stdin.isatty():
+        pw = getpass.getpass(f"current passphrase of {name}'s registered key: ")
+    if pw is None:
+        raise TicketLabError(f"{path} holds {name}'s registered key ({person.key_id[:12]}) in ledger {ledger.path}: "
+                             f"replacing it needs {name} to unlock it ($TICKETLAB_OLD_PASSPHRASE or a terminal), "
+                             f"or an admin to revoke it first (`ticketlab people revoke {name}`); nothing was written.")
+    current = keys.unlock(name, pw)
+    if current.key_id != person.key_id:
+        return ""  # the file holds some other key; the registered one is elsewhere
+    admin.revoke(ledger, current, name, "replaced with `ticketlab keygen --replace`")
+    return f"{name}'s registered key {person.key_id[:12]} revoked (signed by {name}); have an admin register the new one"

@@ -4,8 +4,8 @@ P-256 rather than ed25519 because the OpenSSF `model-signing` library, which sig
 accepts only NIST elliptic-curve keys; one key then signs both ledger records and bundles.
 
 The private key lives in the user's config directory (`$TICKETLAB_KEY_DIR`, default
-`~/.config/ticketlab/keys`), encrypted with a passphrase (PKCS#8, `BestAvailableEncryption`) and
-readable by its owner only. The passphrase comes from `$TICKETLAB_PASSPHRASE` (automation) or a prompt.
+`~/.config/ticketlab/keys`), encrypted under a scrypt-derived key (`keyfile.py`) and readable by its
+owner only. The passphrase comes from `$TICKETLAB_PASSPHRASE` (automation) or a prompt.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from pruning.durable import atomic_write_bytes
 from pruning.errors import TicketLabError
+
+from . import keyfile
 
 PASSPHRASE_ENV = "TICKETLAB_PASSPHRASE"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -87,15 +89,15 @@ def passphrase(name: str, *, confirm: bool = False) -> str:
 def generate(name: str, pw: str, *, overwrite: bool = False) -> tuple[Path, str]:
     """Write a new encrypted key pair for `name`; returns (private key path, public PEM)."""
     name = check_name(name)
-    if len(pw) < 8:
-        raise TicketLabError("choose a passphrase of at least 8 characters; nothing was written.")
+    weak = keyfile.passphrase_problem(pw)
+    if weak:
+        raise TicketLabError(f"{weak}: whoever copies the key file can try passphrases offline; nothing was written.")
     priv, pub = private_path(name), public_path(name)
     if priv.exists() and not overwrite:
         raise TicketLabError(f"{priv} already exists: {name} has a key. Use it, or move it aside to make a new one "
                              f"(the ledger must then register the new public key).")
     key = ec.generate_private_key(ec.SECP256R1())
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.BestAvailableEncryption(pw.encode()))
+    pem = keyfile.seal(key, pw)
     public_pem = key.public_key().public_bytes(serialization.Encoding.PEM,
                                                serialization.PublicFormat.SubjectPublicKeyInfo).decode()
     d = key_dir()
@@ -109,11 +111,10 @@ def generate(name: str, pw: str, *, overwrite: bool = False) -> tuple[Path, str]
 
 @dataclass
 class Signer:
-    """An unlocked key: the person it belongs to and what model-signing needs to sign with it."""
+    """An unlocked key and the person it belongs to (`path`: where it was unlocked from)."""
     name: str
     key: ec.EllipticCurvePrivateKey
     path: Path
-    password: bytes
 
     @property
     def public_pem(self) -> str:
@@ -140,14 +141,21 @@ def unlock(name: str, pw: str | None = None) -> Signer:
         raise TicketLabError(f"{path} can be read by other users (mode {oct(path.stat().st_mode & 0o777)}): "
                              f"`chmod 600 {path}`, and consider the key compromised if others could read it.")
     pw = passphrase(name) if pw is None else pw
+    data = path.read_bytes()
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), pw.encode())
+        if keyfile.is_sealed(data):
+            key = keyfile.open_sealed(data, pw)
+        else:  # the PKCS#8 (PBKDF2) format of earlier versions: opened once, then sealed with scrypt
+            key = serialization.load_pem_private_key(data, pw.encode())
+            if isinstance(key, ec.EllipticCurvePrivateKey):
+                atomic_write_bytes(path, keyfile.seal(key, pw))
+                os.chmod(path, 0o600)
     except (ValueError, TypeError) as e:
         raise TicketLabError(f"wrong passphrase for {name}'s key {path} (or the file is damaged); nothing was "
                              f"recorded. Check ${PASSPHRASE_ENV} or retype it.") from e
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise TicketLabError(f"{path} is not an elliptic-curve key.")
-    return Signer(name=name, key=key, path=path, password=pw.encode())
+    return Signer(name=name, key=key, path=path)
 
 
 def verify(public_pem: str, data: bytes, signature: str) -> bool:

@@ -12,6 +12,7 @@ Each translated rule keeps its old section's name, so results read as before ("p
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 NUM, STR, BOOL, STRLIST, FLOORS = "number", "string", "boolean", "list of strings", "table of task/metric = number"
@@ -61,11 +62,11 @@ def translate(sections: dict[str, dict[str, Any]], stderr_k: float) -> list[dict
 
 
 def type_problem(kind: str, value: Any) -> str | None:
-    def is_num(v):
-        return isinstance(v, int | float) and not isinstance(v, bool)
+    def is_num(v):  # TOML has nan and inf; a limit of nan passes or fails everything silently
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
     if kind == NUM and not is_num(value):
-        return f"must be a number, got {type(value).__name__} {value!r}"
+        return f"must be a {'finite ' if isinstance(value, float) else ''}number, got {type(value).__name__} {value!r}"
     if kind == STR and not isinstance(value, str):
         return f"must be a string, got {type(value).__name__} {value!r}"
     if kind == BOOL and not isinstance(value, bool):
@@ -79,5 +80,5 @@ def type_problem(kind: str, value: Any) -> str | None:
             if "/" not in k:
                 return f"key {k!r} must be \"task/metric\""
             if not is_num(v):
-                return f"floor for {k!r} must be a number, got {v!r}"
+                return f"floor for {k!r} must be a finite number, got {v!r}"
     return None

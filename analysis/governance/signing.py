@@ -26,11 +26,24 @@ def _hashing():
 
 
 def sign_bundle(root: Path, signer: Signer) -> Path:
+    """model-signing reads the key from a PEM file: it gets a copy encrypted under a one-time password in
+    an owner-only temporary folder, removed right after (the stored key file is scrypt-sealed)."""
+    import os
+    import secrets
+
     import model_signing
+    from cryptography.hazmat.primitives import serialization
 
     sig = root / SIG_FILE
-    (model_signing.signing.Config().set_hashing_config(_hashing())
-     .use_elliptic_key_signer(private_key=signer.path, password=signer.password).sign(root, sig))
+    once = secrets.token_bytes(32)
+    with tempfile.TemporaryDirectory() as d:
+        pem = Path(d) / "key.pem"
+        fd = os.open(pem, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(signer.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                             serialization.BestAvailableEncryption(once)))
+        (model_signing.signing.Config().set_hashing_config(_hashing())
+         .use_elliptic_key_signer(private_key=pem, password=once).sign(root, sig))
     return sig
 
 

@@ -110,7 +110,9 @@ def _record_ok(record: dict | None, trust: dict) -> str:
     return ""
 
 
-def _governance(root: Path, manifest: dict, ticket_id: str, trust: dict) -> list[str]:
+def _governance(root: Path, manifest: dict, ticket_id: str, trust: dict, content: str | None = None) -> list[str]:
+    """`content`: the full content hash of the bundle's ticket/ (recomputed); the signed records must bind it,
+    not only its 64-bit id."""
     problems = []
     sig = manifest.get("signature") or {}
     signer = sig.get("signer")
@@ -138,12 +140,17 @@ def _governance(root: Path, manifest: dict, ticket_id: str, trust: dict) -> list
             problems.append(f"bundle signature: {signer} is not a reviewer, so cannot vouch for an approval")
         elif any(decision.get(k) != body.get(k) for k in ("reason", "override", "policy_sha256")):
             problems.append("the manifest's decision summary differs from the signed decision record")
+        elif content and body.get("content_sha256") != content:
+            problems.append(f"decision record #{record['seq']} approves content {str(body.get('content_sha256'))[:16]}, "
+                            f"but the bundle's ticket hashes to {content[:16]} (same id, other content)")
     creation = (manifest.get("ticket") or {}).get("creation_record")
     bad = _record_ok(creation, trust)
     if bad:
         problems.append(f"creation record: {bad}")
     elif creation["subject"] != ticket_id or (record and chain.body_of(record).get("creation_hash") != creation["row_hash"]):
         problems.append("the creation record is not the one the approval rests on")
+    elif content and chain.body_of(creation).get("content_sha256") != content:
+        problems.append("the creation record binds other content than the bundle's ticket")
     head = manifest.get("ledger_head") or {}
     hpem, why = _key(trust, head.get("actor"), head.get("key_id"))
     if hpem is None or not keys.verify(hpem, head_payload(head.get("ledger_id", ""), head.get("seq", 0),
@@ -197,7 +204,7 @@ def verify_bundle(directory: str | Path, trust: dict | str | Path | None = None,
         unchecked.append("signature, signer's role, signed decision and ledger head: no trusted keys (pass --trust "
                          "FILE from `ticketlab people export`, or verify next to the ledger it came from)")
     else:
-        problems += _governance(root, manifest, ticket_id, trust)
+        problems += _governance(root, manifest, ticket_id, trust, ticket.content_sha256 if ticket is not None else None)
         checked += ["model-signing signature", "signer may export it (the approver or a deployer)",
                     "the approver's signed decision", "signed creation", "signed ledger head"]
     if problems:

@@ -27,9 +27,10 @@ from ..ledger import Ledger, MetricRow
 from ..recording import record_prune
 from .lottery_verdict import sanity_text, t_interval, verdict
 
-ARM_ORDER = ("ticket", "random", "reinit", "magnitude", "wanda", "dense_matched")
+ARM_ORDER = ("ticket", "random", "reinit", "magnitude", "wanda", "dense_matched", "dense_continuous")
 COLORS = {"ticket": "#1f77b4", "reinit": "#ff7f0e", "random": "#2ca02c", "magnitude": "#9467bd",
-          "wanda": "#8c564b", "dense_matched": "#7f7f7f", "dense": "#000000", "empty": "#d62728"}
+          "wanda": "#8c564b", "dense_matched": "#7f7f7f", "dense": "#000000", "empty": "#d62728",
+          "dense_continuous": "#555555"}
 
 
 def _recorded(ledger: Ledger, r: RoundResult, task: str, rewind_step: int | None = None) -> bool:
@@ -178,7 +179,8 @@ def imp_report(experiment: str, ledger: Ledger | None = None) -> pd.DataFrame:
         row = {"round": int(rnd), "sparsity": sparsity, "remaining": 1.0 - sparsity,
                "dense_mean": dense.mean, "dense_low": dense.low, "dense_high": dense.high, "dense_n": dense.n}
         for arm in arms:
-            iv = t_interval(part[part.arm == arm]["value"], conf) if (rnd > 0 or arm == "ticket") else None
+            iv = t_interval(part[part.arm == arm]["value"], conf) \
+                if (rnd > 0 or arm in ("ticket", "dense_continuous")) else None
             row[f"{arm}_mean"] = iv.mean if iv else math.nan
             row[f"{arm}_low"] = iv.low if iv else math.nan
             row[f"{arm}_high"] = iv.high if iv else math.nan
@@ -196,6 +198,7 @@ def imp_report(experiment: str, ledger: Ledger | None = None) -> pd.DataFrame:
         rows.append(row)
     table = pd.DataFrame(rows)
     table.attrs.update(experiment=exp, verdict=v, sentence=v["sentence"], arms=arms,
+                       budget=_params(find_experiment(exp, ledger)).get("budget"),
                        rewind=df["rewind"].dropna().iloc[0] if df["rewind"].notna().any() else None)
     return table
 
@@ -237,17 +240,36 @@ def format_report(table: pd.DataFrame) -> str:
     for x in v.get("sparse_stability") or []:
         lines.append(f"instability of the ticket at {x['sparsity']:.1%} from step {x['rewind_step']}: "
                      f"{cell(x['mean'], x['low'], x['high'])}")
+    db = v.get("dense_baselines")
+    if db:
+        fk, co = db["from_k"], db["continuous"]
+        lines.append(f"dense baseline (level 0, resumed at K): {cell(fk['mean'], fk['low'], fk['high'])}; "
+                     f"continuous dense run: {cell(co['mean'], co['low'], co['high'])}")
+    b = table.attrs.get("budget")
+    if b:
+        lines.append(budget_text(b))
     pw = v.get("power")
     if pw:
         lines.append(f"power: {pw['given']} seeds -> {pw['achieved']:.2f} (sd {pw['sd']:.4f} from {pw['source']}); "
-                     f"{pw['needed']} seeds needed for {pw['target']:.2f}")
+                     f"{pw['needed'] or 'more than 200'} seeds needed for {pw['target']:.2f}")
     largest = v["largest_matching_sparsity"]
     stop = v.get("stopping_sparsity")
+    sep = v.get("separation_sparsity")
+    lines.append("ticket and random separate (random - ticket > 0): "
+                 + ("at no level" if sep is None else f"first at {sep:.1%} sparsity"))
     lines.append(f"largest matching sparsity (delta {v['delta']:g} nats, tested from low to high sparsity): "
                  f"{'none' if largest is None else f'{largest:.1%}'}"
                  f"{'' if stop is None else f'; stopped at {stop:.1%}'}")
     lines.append("VERDICT: " + v["sentence"])
     return "\n".join(lines)
+
+
+def budget_text(b: dict) -> str:
+    """Parameters, tokens per parameter and epochs of one full-length run, in words."""
+    return (f"budget: {b['parameters']:,} parameters ({b['prunable_parameters']:,} prunable, "
+            f"{b['embedding_parameters']:,} embedding), {b['tokens_per_run']:,} tokens per full run = "
+            f"{b['epochs']:.2f} epochs of the {b['train_tokens']:,}-token train split, "
+            f"{b['tokens_per_parameter']:.2f} tokens per parameter")
 
 
 def learning_curves(experiment: str, ledger: Ledger | None = None) -> pd.DataFrame:
@@ -363,16 +385,22 @@ def curves_figure(curves: pd.DataFrame, rounds: list[int] | None = None):
 
 
 def pilot_figure(pilot: dict):
+    """Validation loss at T against T, one line per learning rate (every point its own run), chosen point marked."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
     for c in pilot["curves"]:
         steps, losses = zip(*c["curve"], strict=True) if c["curve"] else ((), ())
         fig.add_trace(go.Scatter(x=steps, y=losses, mode="lines+markers", name=f"lr {c['lr']:g}"))
+    chosen = next((v for c in pilot["curves"] if c["lr"] == pilot["lr"] for t, v in c["curve"] if t == pilot["steps"]),
+                  None)
+    if chosen is not None:
+        fig.add_trace(go.Scatter(x=[pilot["steps"]], y=[chosen], mode="markers", name="chosen",
+                                 marker={"symbol": "star", "size": 14, "color": "black"}))
     fig.add_vline(x=pilot["steps"], line_dash="dot", annotation_text=f"T = {pilot['steps']}, lr {pilot['lr']:g}")
-    fig.update_xaxes(title="step")
-    fig.update_yaxes(title="validation loss (nats/token)")
-    fig.update_layout(title="pilot: dense runs per learning rate", template="plotly_white")
+    fig.update_xaxes(title="T (each point a run with a schedule of length T)")
+    fig.update_yaxes(title="validation loss at T (nats/token)")
+    fig.update_layout(title="pilot: dense runs per learning rate and T", template="plotly_white")
     return fig
 
 

@@ -101,10 +101,12 @@ def verdict(rows: list[dict], *, delta: float = 0.02, confidence: float = 0.95, 
                              "rule": "from low to high sparsity, each level by TOST at alpha, stopping at the first "
                                      "level where the ticket does not match; familywise error <= alpha"},
            "largest_matching_sparsity": order.largest, "stopping_sparsity": order.stopped_at,
+           "separation_sparsity": next((e["sparsity"] for e in per_round
+                                        if e["controls"].get("random", {}).get("worse_than_ticket")), None),
            "winning_sparsities": winning, "sanity": _sanity(rows, per_round, delta, confidence, sanity_margin),
            "barrier": _barrier([b for b in barriers or [] if int(b.get("round", 0)) == 0], rewind_step, confidence),
            "sparse_stability": _sparse_stability(barriers or [], per_round, confidence),
-           "power": power}
+           "power": power, "dense_baselines": _dense_baselines(rows, confidence)}
     out["sentence"] = sentence(out)
     return out
 
@@ -127,6 +129,15 @@ def _sanity(rows: list[dict], per_round: list[dict], delta: float, confidence: f
         return {"kind": "empty", "minus_dense": ed.to_dict(), "empty_minus_dense": ed.to_dict(), "margin": margin,
                 "passed": bool(ed.n >= 2 and ed.low > margin)}
     return None
+
+
+def _dense_baselines(rows: list[dict], confidence: float) -> dict | None:
+    """Level 0 (dense resumed at K, the baseline every arm is compared with) beside the continuous dense run."""
+    if not any(r["arm"] == "dense_continuous" for r in rows):
+        return None
+    return {"from_k": t_interval(_by_seed(rows, "ticket", 0).values(), confidence).to_dict(),
+            "continuous": t_interval(_by_seed(rows, "dense_continuous", 0).values(), confidence).to_dict(),
+            "continuous_minus_from_k": paired(rows, ("dense_continuous", 0), ("ticket", 0), confidence).to_dict()}
 
 
 def _sparse_stability(barriers: list[dict], per_round: list[dict], confidence: float) -> list[dict]:
@@ -218,12 +229,22 @@ def sentence(v: dict) -> str:
             # an experiment without a random control or the older empty arm: what was not checked is said
             parts.append("Sanity check not run: whether this budget can show a capacity difference at all is "
                          "unchecked.")
+    db = v.get("dense_baselines")
+    if db:
+        parts.append(f"Dense baseline (level 0, resumed at K with its optimizer state like every arm) "
+                     f"{_iv(db['from_k']).text(signed=False)}; the continuous dense run "
+                     f"{_iv(db['continuous']).text(signed=False)} (continuous - from K "
+                     f"{_iv(db['continuous_minus_from_k']).text()}).")
+    sep = v.get("separation_sparsity")
+    if sep is not None and v.get("n_seeds", 0) >= 2 and not (sanity is not None and not sanity["passed"]):
+        parts.append(f"Ticket and random mask separate (random - ticket > 0 at {level}) first at {sep:.1%} sparsity.")
     pw = v.get("power")
     if pw:
         parts.append(f"Power: {pw['given']} seeds give {pw['achieved']:.2f} power to find a ticket exactly as good "
                      f"as dense matching (per-seed sd {pw['sd']:.4f} from {pw['source']}); "
-                     + (f"{pw['needed']} seeds are needed for {pw['target']:.2f}." if not pw["enough"]
-                        else f"{pw['needed']} reach {pw['target']:.2f}."))
+                     + (f"{pw['needed']} reach {pw['target']:.2f}." if pw["enough"]
+                        else f"no seed count up to 200 reaches {pw['target']:.2f}." if pw["needed"] is None
+                        else f"{pw['needed']} seeds are needed for {pw['target']:.2f}."))
     b = v.get("barrier")
     if b:
         by = b["by_rewind_step"]

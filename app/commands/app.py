@@ -4,7 +4,6 @@ state directory, data directory and ledger."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -48,11 +47,12 @@ def streamlit_command(host: str, port: int, model: str) -> tuple[list[str], dict
 
 
 def run(args) -> int:
+    """Become the Streamlit server (exec): TERM, HUP and INT then reach the server itself, so stopping
+    `ticketlab app` by any of them stops the server and frees the port; a wrapper process that dies alone
+    would leave the server running on it."""
     cmd, env = streamlit_command(args.host, args.port, args.model)
     print(f"Ticket Lab dashboard on http://{args.host}:{args.port}  (state {env['TICKETLAB_STATE_DIR']})", flush=True)
-    proc = subprocess.Popen(cmd, env=env, cwd=MAIN.parents[2])
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()
-        return proc.wait()
+    sys.stderr.flush()
+    os.chdir(MAIN.parents[2])
+    os.execve(cmd[0], cmd, env)
+    return 0  # not reached: the server replaced this process

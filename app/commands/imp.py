@@ -7,6 +7,7 @@ import argparse
 import json
 import shlex
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from pruning.errors import TicketLabError
@@ -14,25 +15,30 @@ from pruning.errors import TicketLabError
 from ..progress import progress_bar
 
 IMP_HELP = """\
-Lottery-ticket experiment under a protocol fixed before the run (stored with the experiment; its hash
-is the experiment id). A pilot picks the learning rate and T (dense runs at --pilot-lrs, T at the
-validation minimum) unless --lr and --train-steps are given. Each seed trains the dense network, then
-each round prunes RATE of the remaining weights of the previous ticket by magnitude, rewinds the
-survivors to step K and retrains steps K..T (same steps and learning rates as dense from K), beside the
-controls (--arms): random mask with the ticket's per-layer counts, the ticket's mask on a fresh
-initialisation, and for pretrained models one-shot magnitude, Wanda and a compute-matched dense run.
-Every run is early-stopped on the validation split; the held-out split is only reported.
+Lottery-ticket experiment under a protocol fixed before the run (stored with the experiment; its hash,
+with the trained tokenizer's, is the experiment id). A pilot tunes the learning rate and T (every (lr, T)
+of the grid its own run with a schedule of length T; a best value at an edge extends that grid) unless
+--lr and --train-steps are given, and measures the seed noise for the power analysis. Per seed, a
+continuous dense run keeps the rewind point K (weights and AdamW state); the dense baseline (level 0)
+resumes from it like every pruned level; each round prunes RATE of the remaining weights of the
+previous level's ticket by magnitude and every arm resumes at K with the same data order (paired):
+the ticket, a random mask with its per-layer counts, its mask on a fresh initialisation, and for
+pretrained models one-shot magnitude, Wanda and a compute-matched dense run. Every run is early-stopped
+on the validation split; the held-out split is only reported.
 
-Verdict per sparsity, paired by seed with 95% t-intervals: matching when the upper bound of
-(ticket - dense) is below --delta (0.02 nats); winning when matching, the random control is not, and
-(random - ticket) > 0. A sanity check (every prunable linear removed) must be clearly worse than dense,
-otherwise the verdict is "inconclusive: the budget cannot show a capacity difference".
+Verdict per sparsity, paired by seed: TOST of (ticket - dense) against +-delta (0.02 nats) at alpha =
+1 - confidence; matching when its upper test rejects "worse by delta"; sparsities tested from low to
+high, stopping at the first failure; winning when matching, the random control is not, and (random -
+ticket) > 0. Sanity check: the random mask at the highest sparsity must be worse than dense by more
+than delta, otherwise "inconclusive: the budget cannot show a capacity difference". The seeds' power
+is stated (a warning when fewer than the power analysis needs).
 
---model tiny (default): a 1.3M-parameter Llama (4 layers, GQA) from scratch on WikiText-2 valid+test
-split by article 80/10/10. The default protocol (pilot over 3 lrs, 3 rounds at 50%, K = 20, 3 seeds,
-stability from K and 0) is measured in benchmarks/imp.py (README: "The default IMP experiment").
---model <checkpoint> (SmolLM2, Llama family): rewinds to the pretrained weights; options left at the
-tiny defaults take the pretrained defaults (48 steps of 4 x 128 tokens, lr 1e-4, one round at 50%).
+--model tiny (default): a Llama from scratch (4 layers, hidden 128, GQA, a 2,048-token BPE trained on
+the train split) on WikiText-2 valid+test split by article 80/10/10; 14 rounds at 20% (4.4% density),
+K = 20, 5 seeds, stability of every level's ticket from 0, K, T/10, T/5 on 11 points.
+--model <checkpoint> (SmolLM2, Llama family): Chen et al. 2020, rewinding to the pretrained weights;
+options left at the tiny defaults take the pretrained defaults (3 rounds at 20%, 48 steps of 4 x 128
+tokens at lr 1e-4, 2 seeds).
 
 Interrupted runs resume: run the same command again (same protocol -> same folder, same ticket ids).
 """
@@ -50,6 +56,15 @@ def _floats(text: str, what: str) -> tuple[float, ...]:
         return tuple(float(x) for x in text.split(",") if x.strip())
     except ValueError:
         raise TicketLabError(f"--{what} {text!r}: give comma-separated numbers, e.g. 2.5e-3,5e-3,1e-2.") from None
+
+
+def _density(text: str) -> float | None:
+    if text.strip().lower() in ("none", ""):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise TicketLabError(f"--target-density {text!r}: give a number in (0, 1) or none.") from None
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -73,12 +88,22 @@ def add_parser(sub, parent):
     p.add_argument("--lr", type=float, help="peak learning rate (empty: the pilot chooses)")
     p.add_argument("--pilot-lrs", default=",".join(f"{x:g}" for x in d.pilot_lrs),
                    help="learning rates the pilot tries")
-    p.add_argument("--pilot-steps", type=int, default=d.pilot_steps, help="longest T the pilot considers")
+    p.add_argument("--pilot-steps", type=int, default=d.pilot_steps,
+                   help="longest T of the default T grid (pilot-steps / 4, / 2, x 1)")
+    p.add_argument("--pilot-ts", default="", help="candidate T values (comma-separated; each its own schedule)")
+    p.add_argument("--pilot-extend", type=int, default=d.pilot_extend,
+                   help="extensions per axis when the best lr or T is at the edge of its grid")
+    p.add_argument("--pilot-seeds", type=int, default=d.pilot_seeds,
+                   help="fresh inits trained twice for the seed noise of the power analysis (0: none)")
+    p.add_argument("--target-density", default="none",
+                   help="density the rounds must reach, refused before training otherwise (default none)")
     p.add_argument("--eval-every", type=int, default=d.eval_every, help="validation every N steps (early stopping)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="windows per step")
     p.add_argument("--seq-len", type=int, default=d.seq_len, help="tokens per window")
     p.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help="linear warm-up steps")
-    p.add_argument("--seeds", default=",".join(map(str, d.seeds)), help="comma-separated seeds (>= 2; 3 recommended)")
+    p.add_argument("--seeds", default=",".join(map(str, d.seeds)),
+                   help="comma-separated seeds (>= 2; the power analysis says how many are needed)")
+    p.add_argument("--power", type=float, default=d.power, help="power target of the seed analysis")
     p.add_argument("--arms", default=",".join(d.arms), help="arms: " + ", ".join(sorted(ARMS)))
     p.add_argument("--scope", default=d.scope, choices=("global", "layer"),
                    help="one magnitude threshold over all prunable tensors, or per tensor")
@@ -91,8 +116,11 @@ def add_parser(sub, parent):
     p.add_argument("--confidence", type=float, default=d.confidence, help="interval level")
     p.add_argument("--stability", default=d.stability, choices=("none", "dense", "all"),
                    help="loss barrier: none, the dense network from K and from 0, or also every ticket")
-    p.add_argument("--no-sanity", action="store_true", help="skip the every-linear-removed sanity check (no verdict "
-                                                            "can then rule out an uninformative budget)")
+    p.add_argument("--stability-ks", default="", help="rewind points of the stability sweep (empty: 0, K, T/10, T/5)")
+    p.add_argument("--stability-points", type=int, default=d.stability_points,
+                   help="interpolation points on the line (>= 11)")
+    p.add_argument("--no-sanity", action="store_true", help="skip the sanity check (the random mask at the highest "
+                                                            "sparsity must be worse than dense by more than delta)")
     p.add_argument("--recovery", default=d.recovery, choices=("full", "lora"),
                    help="train the surviving weights (full) or LoRA adapters, merged and re-masked (lora)")
     p.add_argument("--lora-rank", type=int, default=d.lora_rank)
@@ -126,10 +154,16 @@ def protocol_from_args(args):
              "scope": args.scope, "unit": args.unit, "prune_embeddings": args.prune_embeddings,
              "val_windows": args.val_windows, "heldout_windows": args.heldout_windows, "delta": args.delta,
              "confidence": args.confidence, "stability": args.stability, "sanity": not args.no_sanity,
-             "recovery": args.recovery, "lora_rank": args.lora_rank, "dtype": args.dtype, "amp": args.amp}
+             "recovery": args.recovery, "lora_rank": args.lora_rank, "dtype": args.dtype, "amp": args.amp,
+             "pilot_ts": _ints(args.pilot_ts, "pilot-ts"), "pilot_extend": args.pilot_extend,
+             "pilot_seeds": args.pilot_seeds, "target_density": _density(args.target_density), "power": args.power,
+             "stability_ks": _ints(args.stability_ks, "stability-ks"), "stability_points": args.stability_points}
     if args.model != "tiny":
         given = {k: v for k, v in given.items() if v != getattr(tiny, k)}
-    return default_protocol(args.model, device=resolve_device(args.device), **given)
+    protocol = default_protocol(args.model, device=resolve_device(args.device), **given)
+    if "target_density" in given and given["target_density"] is None:  # an explicit "none" (None means "default")
+        protocol = replace(protocol, target_density=None)
+    return protocol
 
 
 def run(args) -> int:
@@ -158,11 +192,13 @@ def run(args) -> int:
     record_experiment(experiment.id, params, "running", ledger=ledger)
     progress = None if args.quiet else (lambda desc: progress_bar(desc))
     try:
-        results = experiment.run(on_round=lambda r: record_round(r, ledger, command), progress=progress)
+        results = experiment.run(on_round=lambda r: record_round(r, ledger, command), progress=progress,
+                                 warn=lambda w: print(f"warning: {w}", file=sys.stderr))
     except BaseException as e:
         record_experiment(experiment.id, params, "failed", {"error": f"{type(e).__name__}: {e}"[:2000]}, ledger)
         raise
     params["resolved"] = {"lr": experiment.resolved.lr, "steps": experiment.resolved.steps}
+    params["budget"] = experiment.budget()
     v = experiment_verdict(experiment.id, ledger)
     record_experiment(experiment.id, params, "complete", summary_of(results, v), ledger)
     if args.json:
@@ -200,7 +236,9 @@ def _report(args) -> int:
         return 0
     for exp, table, out in tables:
         pilot = pilot_record(exp, ledger)
-        if pilot:
+        if pilot and pilot.get("curves"):
+            for note in pilot.get("extensions", []):
+                print(f"  pilot grid extended: {note}")
             print(f"pilot: lr {pilot['lr']:g}, T = {pilot['steps']} ({pilot['rule']}); validation minimum per lr: "
                   + ", ".join(f"{c['lr']:g}: {min(v for _, v in c['curve']):.3f}" for c in pilot["curves"]))
             if pilot.get("edge"):

@@ -14,7 +14,9 @@ def _as(p, what: str) -> None:
 def add_parser(sub, parent):
     k = sub.add_parser("keygen", parents=[parent], help="make your signing key pair (P-256, passphrase-encrypted)")
     k.add_argument("name", help="your name in the registry")
-    k.add_argument("--replace", action="store_true", help="overwrite an existing key (after it was revoked)")
+    k.add_argument("--replace", action="store_true",
+                   help="overwrite an existing key; a key registered and active in the ledger must be unlocked first "
+                        "($TICKETLAB_OLD_PASSPHRASE) and is revoked, signed by itself")
     i = sub.add_parser("init", parents=[parent], help="initialise a ledger's signed registry with its first admin")
     i.add_argument("--admin", required=True, help="the first admin (their key must exist: `ticketlab keygen NAME`)")
     i.add_argument("--role", action="append", default=[], help="further roles for the admin (repeatable)")
@@ -71,8 +73,16 @@ def run(args) -> int:
     from analysis.ledger import Ledger
 
     if args.command == "keygen":
+        from pruning import settings
+
+        retired = ""
+        if args.replace:  # the registered key is not destroyed by whoever can write the key directory
+            retired = identity.retire_for_replacement(Ledger() if settings.ledger_path().exists() else None,
+                                                      args.name)
         pw = keys.passphrase(args.name, confirm=True)
         path, pem = keys.generate(args.name, pw, overwrite=args.replace)
+        if retired:
+            print(retired)
         print(f"key for {args.name}: {path} (private, mode 600) and {keys.public_path(args.name)} (public); id "
               f"{keys.fingerprint(pem)[:16]}. Send the public file to an admin: `ticketlab people register "
               f"{args.name} --key {keys.public_path(args.name)} --role ROLE`.")

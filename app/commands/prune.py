@@ -93,6 +93,9 @@ def run(args) -> int:
                     print(f"{'':<14}rule: {rule}")
         return 0
 
+    from pruning.text import require_plain
+
+    require_plain(args.name, "--name")  # shown later in listings, terminals and pages
     method = get_method(args.method)
     options = method.validate(method_options(args))  # typed and checked before any model is loaded
     from analysis.governance.identity import creation_signer

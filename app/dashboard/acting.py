@@ -81,16 +81,17 @@ def decision_form(ticket: str, baseline: str, me, roles: set[str]) -> None:
             st.session_state.pop(f"dec_pending_{ticket}", None)
             st.session_state[seen_key] = now["seq"]
             for field, value in zip(FIELDS, pending.values(), strict=True):  # the form comes back as it was
-                st.session_state[field.format(t=ticket)] = value
+                st.session_state[governance.key(field.format(t=ticket))] = value
             st.rerun()
         return
     pinned = governance.review(ticket, baseline)
     with st.form(f"decision_{ticket}"):  # keyed by ticket: another candidate gets a fresh, empty form
-        decision = st.radio("decision", ["approve", "reject"], horizontal=True, key=f"dec_decision_{ticket}")
-        reason = st.text_area("reason (recorded and signed)", key=f"dec_reason_{ticket}", height=80)
+        decision = st.radio("decision", ["approve", "reject"], horizontal=True, key=governance.key(f"dec_decision_{ticket}"))
+        reason = st.text_area("reason (recorded and signed)", key=governance.key(f"dec_reason_{ticket}"), height=80)
         override = st.checkbox("override the pinned policy (approve although a rule fails or evidence is missing)",
-                               key=f"dec_override_{ticket}", disabled=pinned.passed)
-        override_reason = st.text_input("override reason", key=f"dec_override_reason_{ticket}", disabled=pinned.passed)
+                               key=governance.key(f"dec_override_{ticket}"), disabled=pinned.passed)
+        override_reason = st.text_input("override reason", key=governance.key(f"dec_override_reason_{ticket}"),
+                                        disabled=pinned.passed)
         go = st.form_submit_button(f"Sign and record the decision on {ticket} as {me.name}", type="primary")
     if not go:
         return
@@ -137,7 +138,7 @@ def deployment_panel(ticket: str, dense_sha256: str, me, roles: set[str]) -> Non
         left.caption(f"{ticket} is not approved: only approved tickets are promoted (ask a reviewer).")
     else:
         with left.form(f"promote_{ticket}"):
-            reason = st.text_input("reason", key=f"dep_reason_{ticket}")
+            reason = st.text_input("reason", key=governance.key(f"dep_reason_{ticket}"))
             go = st.form_submit_button(f"Promote {ticket} as {me.name}", type="primary")
         if go:
             try:
@@ -152,8 +153,8 @@ def deployment_panel(ticket: str, dense_sha256: str, me, roles: set[str]) -> Non
         return
     with right.form(f"rollback_{ticket}"):
         earlier = list(reversed(stack[:-1]))
-        to = st.selectbox("roll back to", ["previous"] + earlier, key=f"rb_to_{ticket}")
-        reason_rb = st.text_input("reason", key=f"rb_reason_{ticket}")
+        to = st.selectbox("roll back to", ["previous"] + earlier, key=governance.key(f"rb_to_{ticket}"))
+        reason_rb = st.text_input("reason", key=governance.key(f"rb_reason_{ticket}"))
         go_rb = st.form_submit_button(f"Roll back {dense_sha256[:12]} as {me.name}")
     if go_rb:
         try:
@@ -164,3 +165,50 @@ def deployment_panel(ticket: str, dense_sha256: str, me, roles: set[str]) -> Non
         else:
             governance.after_write(f"rolled back to {row['target']} (was {row['previous']}): record #{row['seq']}, "
                                    f"signed by {row['by_user']}", clear=(f"rb_reason_{ticket}", f"rb_to_{ticket}"))
+
+
+# --- browser prunes signed as their creator ------------------------------------------------------------
+SIGN_PRUNES = "sign_prunes"
+
+
+def remember_prune(job: dict | None, me) -> None:
+    """A prune job started by a signed-in engineer: its ticket is signed as theirs when it finishes."""
+    if job is not None and me is not None:
+        st.session_state.setdefault(SIGN_PRUNES, {})[job["id"]] = me.name
+
+
+def sign_finished_prunes() -> None:
+    """Sign, as their creator, the tickets of this session's finished prune jobs (when the engineer who
+    started them is still signed in); a toast says what was signed, an error what could not be."""
+    waiting = st.session_state.get(SIGN_PRUNES)
+    if not waiting:
+        return
+    from app import jobs
+
+    me = governance.signer()
+    for job_id, name in list(waiting.items()):
+        try:
+            job = jobs.get(job_id)
+        except (TicketLabError, OSError):
+            waiting.pop(job_id)
+            continue
+        if job.get("status") in ("starting", "running"):
+            continue
+        waiting.pop(job_id)
+        ticket = (job.get("result") or {}).get("id") if isinstance(job.get("result"), dict) else None
+        if job.get("status") != "succeeded" or not ticket:
+            continue
+        if me is None or me.name != name:
+            st.toast(f"{ticket} is not signed: {name} signed out before it finished. Sign in as {name} and press "
+                     f"“Sign as the creator” on the Review page.", icon=":material/key_off:")
+            continue
+        gov = governance.modules()
+        if gov.state.creation_of(governance.fresh_state(), ticket) is not None:
+            continue
+        try:
+            row = gov.identity.sign_creation(data.ledger(), me, ticket)
+        except TicketLabError as e:
+            st.toast(governance.browser_words(str(e)), icon=":material/warning:")
+        else:
+            data.forget()
+            st.toast(f"{me.name} signed as creator of {ticket} (record #{row['seq']})", icon=":material/verified:")

@@ -23,7 +23,7 @@ CONFIG = {
     "within_noise": st.column_config.Column("within noise?", help="|delta| ≤ √(se_baseline² + se_ticket²); "
                                             "'cannot tell' when a side rests on too few documents"),
     "change": st.column_config.Column("change", help="by the metric's direction (higher / lower / closest to its ideal)"),
-    "limit": st.column_config.Column("run", help="quick: a --limit run (indicative, not for decisions)"),
+    "limit": st.column_config.Column("run", help="quick: a run with a limit (indicative, not for decisions)"),
 }
 
 

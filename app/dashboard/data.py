@@ -127,7 +127,7 @@ def tickets() -> pd.DataFrame:
             df[f"{task}/{metric}"] = df["id"].map(dict(zip(part["subject"], part["value"], strict=True)))
         limits = head.groupby("subject")["limit"].agg(lambda x: sorted({int(v) for v in x.dropna()}))
         df["evidence"] = [("" if t not in limits.index else "full" if not limits[t] else
-                           "quick (--limit " + ", ".join(map(str, limits[t])) + ")") for t in df["id"]]
+                           "quick (limit " + ", ".join(map(str, limits[t])) + ")") for t in df["id"]]
     else:
         df["evidence"] = ""
     return df

@@ -40,8 +40,25 @@ def quick_limit() -> int:
 def preset_settings(preset: str) -> dict:
     """quick: perplexity and the safety suite on the stated quick subset; full: every suite, no limit."""
     if preset == "quick":
-        return {"suites": ["ppl", "safety"], "tasks": [], "quick": True, "limit": quick_limit()}
-    return {"suites": list(suites()), "tasks": [], "quick": False, "limit": quick_limit()}
+        return {"suites": ["ppl", "safety"], "tasks": [], "quick": True, "limit": str(quick_limit())}
+    return {"suites": list(suites()), "tasks": [], "quick": False, "limit": str(quick_limit())}
+
+
+MAX_LIMIT = 100_000
+# Full runs timed on the reference machine (SmolLM2-135M-Instruct, 2 threads; README "Evaluation speed"):
+# what the "full" preset shows before this machine has timed a run of its own, scaled by parameter count.
+REFERENCE_FULL_S = {"ppl": 610.0, "safety": 540.0}
+REFERENCE_PARAMS = 134_515_008
+
+
+def parse_limit(text) -> int:
+    """The limit typed in “limit”: a whole number from 1 to MAX_LIMIT, else a TicketLabError naming the box.
+    Typed as text, so an out-of-range value is refused, never silently replaced by the previous one."""
+    raw = str(text).strip()
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise TicketLabError(f"“limit” must be a whole number from 1 to {MAX_LIMIT:,} (got {raw!r}): no job was "
+                             f"started.")
+    return int(raw)
 
 
 @st.cache_data(ttl=60, max_entries=16, show_spinner=False)
@@ -59,7 +76,7 @@ def _durations(key: tuple) -> list[dict]:
     return out
 
 
-def estimate(chosen: list[str], tasks: list[str], limit: int | None) -> str:
+def estimate(chosen: list[str], tasks: list[str], limit: int | None, n_params: int | None = None) -> str:
     """The measured time of runs like this one on this host: the median of identical runs, else the sum
     of single-suite medians; 'not measured here yet' when the ledger has none."""
     here = socket.gethostname()
@@ -73,9 +90,23 @@ def estimate(chosen: list[str], tasks: list[str], limit: int | None) -> str:
     for s in chosen:
         one = [r["seconds"] for r in runs if r["suites"] == [s] and r["limit"] == limit]
         if not one:
-            return "time not measured on this machine yet: the first such run records it"
+            return reference_estimate(chosen, n_params) if limit is None else \
+                "time not measured on this machine yet: the first such run records it"
         parts.append(statistics.median(one))
     return f"≈ {_clock(sum(parts))} (sum of single-suite runs measured on this machine)"
+
+
+def reference_estimate(chosen: list[str], n_params: int | None) -> str:
+    """A full run not yet timed here: the reference machine's times, scaled by the model's parameter count."""
+    timed = [s for s in chosen if s in REFERENCE_FULL_S]
+    if not timed or not n_params:
+        return "time not measured on this machine yet: the first such run records it"
+    scale = n_params / REFERENCE_PARAMS
+    seconds = sum(REFERENCE_FULL_S[s] for s in timed) * scale
+    rest = [s for s in chosen if s not in REFERENCE_FULL_S]
+    return (f"≈ {_clock(seconds)} estimated (not yet timed here): {' + '.join(timed)} took "
+            f"{_clock(sum(REFERENCE_FULL_S[s] for s in timed))} for SmolLM2-135M on 2 cores, scaled ×{scale:.2g} "
+            f"by model size" + (f"; {', '.join(rest)} not included" if rest else ""))
 
 
 def _clock(seconds: float) -> str:
@@ -134,9 +165,7 @@ def validate(chosen: list[str], tasks: list[str], quick: bool, limit) -> list[st
 
         argv += ["--tasks", ",".join(resolve_tasks(tasks))]
     if quick:
-        if isinstance(limit, bool) or not isinstance(limit, int | float) or limit != int(limit) or limit < 1:
-            raise TicketLabError(f"the limit must be a whole number of at least 1 (got {limit!r}).")
-        argv += ["--limit", str(int(limit))]
+        argv += ["--limit", str(parse_limit(limit))]
     return argv
 
 
@@ -158,13 +187,26 @@ def evaluate_form(subjects: list[str], labels: dict[str, str], model_of: dict[st
     tasks = c2.multiselect("safety tasks (none picked = all)", list(known), key="ev_tasks", on_change=_custom,
                            disabled="safety" not in chosen, format_func=lambda t: f"{t} — {known.get(t, '')}")
     c3, c4 = st.columns(2)
-    quick = c3.checkbox("quick subset (--limit)", key="ev_quick", on_change=_custom,
+    quick = c3.checkbox("quick subset (a limit)", key="ev_quick", on_change=_custom,
                         help="ppl windows / documents per safety task / attribution pairs")
-    limit = c4.number_input("limit", min_value=1, max_value=100_000, step=1, key="ev_limit", on_change=_custom,
-                            disabled=not quick)
-    top[1].caption(f"**{estimate(chosen, tasks, int(limit) if quick else None)}**"
-                   + (" · quick runs are indicative: the policy's rules are only met by full runs" if quick else ""))
-    if st.button("Evaluate in the background", type="primary", key="ev_go"):
+    if not isinstance(st.session_state.get("ev_limit"), str):  # settings kept from before: a number
+        st.session_state["ev_limit"] = str(st.session_state.get("ev_limit") or quick_limit())
+    limit = c4.text_input("limit", key="ev_limit", on_change=_custom, disabled=not quick,
+                          help=f"a whole number from 1 to {MAX_LIMIT:,}")
+    problem = None
+    if quick:
+        try:
+            parse_limit(limit)
+        except TicketLabError as e:
+            problem = str(e).split(":")[0] + "."
+            c4.error(problem, icon=":material/warning:")
+    params = data.frame("SELECT n_params FROM models WHERE weights_sha256 = ?", [dense_sha256])["n_params"]
+    n_params = int(params.iloc[0]) if len(params) and params.iloc[0] == params.iloc[0] else None
+    if not problem:
+        top[1].caption(f"**{estimate(chosen, tasks, parse_limit(limit) if quick else None, n_params)}**"
+                       + (" · quick runs are indicative: the policy's rules are only met by full runs" if quick else ""))
+    # an invalid value blocks the button (and is checked again on the click: no job with a stale value)
+    if st.button("Evaluate in the background", type="primary", key="ev_go", disabled=bool(problem)):
         try:
             tail = validate(chosen, tasks, quick, limit)
         except TicketLabError as e:

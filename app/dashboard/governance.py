@@ -105,6 +105,7 @@ _BROWSER_WORDS = (
     (re.compile(r"`ticketlab people role (\S+) --add (\S+)`"), r"the Admin page (“roles” of \1: add \2)"),
     (re.compile(r"`ticketlab init --admin NAME`"), "the Admin page (“Create the ledger”)"),
     (re.compile(r"--unreviewed"), "“also offer tickets that are not approved”"),
+    (re.compile(r"run `ticketlab eval`"), "evaluate it (Benchmarks → Evaluate)"),
 )
 
 
@@ -124,7 +125,6 @@ def sign_in(key: str = "gov") -> object | None:
     With an identity provider configured, the name comes from `st.login` and only the passphrase is asked.
     The unlocked key stays with the server for this browser (a reload keeps it), never the passphrase."""
     gov = modules()
-    signin.sync_cookie()
     me = signer()
     st_ = _gov_state()
     if st_.ledger_id is None:
@@ -208,15 +208,23 @@ def _audit(key: tuple) -> dict:
     return modules().audit.audit(data.ledger())
 
 
+def key(base: str) -> str:
+    """The widget key of a form field: `base`, with a generation suffix once a write has emptied its form
+    (a new key is a new, empty widget; the browser keeps an old widget's value whatever the server pops)."""
+    n = st.session_state.get(f"_gen_{base}", 0)
+    return base if n == 0 else f"{base}~{n}"
+
+
 def after_write(message: str, clear: tuple[str, ...] = ()) -> None:
-    """After a signed write: read the ledger afresh, empty the form that made it (`clear`: its widget keys),
-    and show `message` once on the rerun."""
+    """After a signed write: read the ledger afresh, empty the form that made it (`clear`: its fields' base
+    keys, as given to `key`), and show `message` once on the rerun."""
     data.forget()
     _gov_state_at.clear()
     _review.clear()
     _audit.clear()
-    for k in clear:
-        st.session_state.pop(k, None)
+    for base in clear:
+        st.session_state.pop(key(base), None)
+        st.session_state[f"_gen_{base}"] = st.session_state.get(f"_gen_{base}", 0) + 1
     st.session_state["gov_flash"] = message
     st.rerun()
 
@@ -259,7 +267,7 @@ def audit_status() -> None:
         st.error(str(e), icon=":material/warning:")
         return
     if not report["initialised"]:
-        st.info("No signed governance records yet (`ticketlab init`).", icon=":material/key:")
+        st.info("No signed governance records yet: an admin creates the ledger on the Admin page.", icon=":material/key:")
     elif report["ok"]:
         st.success(f"Audit: {report['records']} signed records, every signature and role valid; the ledger holds "
                    f"all {report['witnessed']} heads of the witness log.", icon=":material/lock:")

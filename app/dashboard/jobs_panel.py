@@ -48,7 +48,7 @@ def eval_headline(result: dict, argv: list[str]) -> str:
             for key, value in list(values.items())[:1]:
                 shown.append(f"{task} {key.split(',')[0]} **{_num(value)}**")
     limit = _flag(argv, "--limit")
-    return " · ".join(shown) + (f" — *quick run (--limit {limit}): indicative, not for decisions*" if limit else
+    return " · ".join(shown) + (f" — *quick run (limit {limit}): indicative, not for decisions*" if limit else
                                 " — full run")
 
 
@@ -63,9 +63,15 @@ def _result(job: dict) -> None:
         st.page_link("views/benchmarks.py", label="its curves on the Benchmarks page", icon=":material/bar_chart:")
     elif kind == "prune" and "id" in res:
         units = res.get("unit_sparsity")
-        size = (f"units removed **{units:.1%}**, weights removed **{res.get('sparsity', 0):.2%}**" if units is not None
-                else f"sparsity **{res.get('sparsity', 0):.2%}**")
+        size = (f"units removed **{units:.1%}**, weights removed **{res.get('sparsity', 0):.1%}**" if units is not None
+                else f"sparsity **{res.get('sparsity', 0):.1%}**")
         st.success(f"ticket `{res['id']}` · {size}", icon=":material/check_circle:")
+        from .verdict_line import state_of
+
+        creator = state_of(res["id"]).creator
+        st.caption(f"signed by its creator **{creator}**" if creator else
+                   "**unsigned**: it cannot be approved until an engineer signs as its creator (sign in on the Prune "
+                   "page before pruning, or press “Sign as the creator” on the Review page)")
         links.ticket_links(res["id"])
     elif kind == "eval" and "results" in res:
         subject = res.get("subject") or (argv[1] if len(argv) > 1 else "?")

@@ -15,7 +15,7 @@ if str(ROOT) not in sys.path:  # `streamlit run` puts only this folder on the pa
 
 import streamlit as st  # noqa: E402
 
-from app.dashboard import data, jobs_panel, widgets  # noqa: E402
+from app.dashboard import acting, data, jobs_panel, signin, widgets  # noqa: E402
 from pruning import settings  # noqa: E402
 from pruning.errors import TicketLabError  # noqa: E402
 
@@ -47,6 +47,9 @@ with st.sidebar:
     st.caption(f"model **{data.app_model()}**  \nstate `{settings.state_dir()}`  \nledger `{settings.ledger_path().name}`")
     jobs_panel.sidebar_jobs()  # every page: running jobs with their progress, and the Jobs page
 widgets.started_toast()
+signin.sync_cookie()  # after a sign-in or sign-out: the browser's token cookie follows, whatever the page
+widgets.flag_url_ticket()  # every page: a ?ticket= that names no ticket is said, not silently ignored
+acting.sign_finished_prunes()  # a signed-in engineer's browser prunes are signed as theirs when they finish
 
 try:
     page.run()

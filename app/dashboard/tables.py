@@ -111,3 +111,10 @@ def styled_comparison(df: pd.DataFrame):
     styler = view.style.format({k: f for k, f in formats.items() if k in view})
     styler = styler.apply(paint, subset=[c for c in ("delta", "delta_pct") if c in view])
     return styler.apply(shade, subset=[c for c in ("change",) if c in view])
+
+
+def number_columns(df: pd.DataFrame) -> dict:
+    """st.dataframe column settings giving every float column 4 significant digits (not 24.687292)."""
+    import streamlit as st
+
+    return {c: st.column_config.NumberColumn(str(c), format="%.4g") for c in df.columns if df[c].dtype.kind == "f"}

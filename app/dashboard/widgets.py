@@ -16,8 +16,9 @@ from . import data
 from . import jobs_panel as _jobs_panel
 
 
-def start_job(argv: list[str], label: str, kind: str | None = None) -> dict | None:
-    """Start a background job and rerun the page, so the sidebar of every page lists it at once."""
+def start_job(argv: list[str], label: str, kind: str | None = None, on_start=None) -> dict | None:
+    """Start a background job and rerun the page, so the sidebar of every page lists it at once.
+    `on_start(job)` runs once the job exists (before the rerun)."""
     try:
         job = jobs.start(argv, label=label, kind=kind)
     except (TicketLabError, OSError) as e:
@@ -25,6 +26,8 @@ def start_job(argv: list[str], label: str, kind: str | None = None) -> dict | No
         return None
     st.session_state.setdefault("my_jobs", []).append(job["id"])
     st.session_state["job_started"] = label
+    if on_start is not None:
+        on_start(job)
     st.rerun()
     return job  # not reached: st.rerun ends this run
 
@@ -74,6 +77,31 @@ def match_ticket(ref: str, ids: list[str]) -> tuple[str | None, str | None]:
         return None, str(e)
 
 
+URL_FLAGGED = "_url_ticket_flagged"
+
+
+def flag_url_ticket() -> None:
+    """An error naming a `?ticket=` that resolves to no ticket (or several), on whatever page it was given."""
+    wanted = st.query_params.get("ticket")
+    st.session_state.pop(URL_FLAGGED, None)
+    if not wanted or wanted in ("dense", "deployed"):
+        return
+    ids = list(data.frame("SELECT id FROM tickets")["id"])
+    _, problem = match_ticket(wanted, ids)
+    if problem:
+        st.error(problem, icon=":material/link_off:")
+        st.session_state[URL_FLAGGED] = wanted
+
+
+def url_ticket(df: pd.DataFrame) -> str | None:
+    """The ticket id the page's `?ticket=` names among `df`'s tickets (None when absent or unresolved)."""
+    wanted = st.query_params.get("ticket")
+    if not wanted or df.empty:
+        return None
+    hit, _ = match_ticket(wanted, list(df["id"]))
+    return hit
+
+
 def ticket_picker(df: pd.DataFrame, label: str, key: str, query_param: str | None = None,
                   include: list[str] | None = None, index: int = 0, why_not: str = "") -> str | None:
     """A select box over tickets (and optional extra choices like 'dense'); the choice can come from a
@@ -95,7 +123,8 @@ def ticket_picker(df: pd.DataFrame, label: str, key: str, query_param: str | Non
             if other is not None:
                 problem = f"ticket {other} is not offered here: {why_not}"
         if problem:
-            st.error(problem, icon=":material/warning:")
+            if not (query_param == "ticket" and st.session_state.get(URL_FLAGGED) == wanted):  # said once per page
+                st.error(problem, icon=":material/warning:")
             st.selectbox(label, options, index=None, key=f"{key}_unresolved", placeholder="pick a ticket",
                          format_func=lambda o: labels.get(o, o))
             if st.session_state.get(f"{key}_unresolved"):

@@ -5,11 +5,13 @@ own previous round) into a `Plan`: the mask, the starting weights, the schedule 
 the training config, and whether it continues its own lineage. A new control is one function
 decorated with `@arm(...)`.
 
-Independence rules (issue 9):
-- every arm retrains with its own data order (the data seed names the arm and round), which differs
-  from the order of the run its mask came from;
+Rules (issues 9 and 18):
+- all arms of one seed and round retrain with the same data order (paired: the arms differ only in what
+  they are), which differs from the order of the run the round's mask came from (round r - 1's);
 - with weight rewinding to K every arm resumes at step K of the dense run's schedule, so all arms
-  take T - K optimizer steps with the dense run's learning rates from K;
+  take T - K optimizer steps with the dense run's learning rates from K, and the weights carry AdamW's
+  step-K state with them (`Plan.optimizer`), as the dense level 0 does; the reinit control's fresh weights
+  have no history, so its optimizer starts fresh;
 - under lr / finetune rewinding each control continues ITS OWN previous round, never the ticket's
   trained weights (the reinit control trains its own dense network from a fresh initialisation as
   its round 0), and `dense_matched` continues the dense network for the same extra steps, so a
@@ -35,6 +37,7 @@ class Plan:
     config: TrainConfig
     structure: dict | None = None
     lineage_parent: str | None = None  # the arm whose ticket this one descends from ("ticket" for controls)
+    optimizer: dict[str, torch.Tensor] | None = None  # AdamW state to resume with (the rewind point's)
 
 
 @dataclass
@@ -58,7 +61,13 @@ class ArmContext:
     derive_seed: Callable[..., int]
     fresh_init: Callable[[int], dict[str, torch.Tensor]] | None = None
     oneshot: Callable[[str, float], tuple[dict[str, torch.Tensor], dict | None]] | None = None
+    rewind_optimizer: dict[str, torch.Tensor] | None = None  # AdamW's state at the rewind point K
     extra: dict = field(default_factory=dict)
+
+    @property
+    def resume_optimizer(self) -> dict[str, torch.Tensor] | None:
+        """The optimizer state a weight-rewound arm resumes with (None under other rewindings)."""
+        return self.rewind_optimizer if self.mode == "weights" else None
 
     @property
     def mode(self) -> str:
@@ -98,7 +107,8 @@ def arm(name: str, description: str, **kw) -> Callable[[Callable[[ArmContext], P
 @arm("ticket", "IMP: prune the previous round's trained weights by magnitude, rewind the survivors, retrain.")
 def _ticket(ctx: ArmContext) -> Plan:
     start, step, cfg = ctx.retrain(ctx.own_prev_state)
-    return Plan(ctx.ticket_masks, start, step, cfg, ctx.ticket_structure, lineage_parent="ticket")
+    return Plan(ctx.ticket_masks, start, step, cfg, ctx.ticket_structure, lineage_parent="ticket",
+                optimizer=ctx.resume_optimizer)
 
 
 @arm("random", "Random mask with the ticket's per-layer counts (nothing else shared), same start as the ticket.")
@@ -114,7 +124,7 @@ def _random(ctx: ArmContext) -> Plan:
     else:
         masks, structure = imp_masks.random_like(ctx.ticket_masks, rng_seed), None
     start, step, cfg = ctx.retrain(ctx.own_prev_state)
-    return Plan(masks, start, step, cfg, structure, lineage_parent="ticket")
+    return Plan(masks, start, step, cfg, structure, lineage_parent="ticket", optimizer=ctx.resume_optimizer)
 
 
 @arm("reinit", "The ticket's mask on a fresh initialisation of every weight (Frankle & Carbin's control).",

@@ -22,16 +22,17 @@ from ..errors import TicketLabError
 from .tiny import CORPORA, EVERY, HELDOUT_INDEX, VALIDATION_INDEX, TinyConfig
 from .training import TrainConfig
 
-FORMAT = "ticketlab-imp-protocol/2"
+FORMAT = "ticketlab-imp-protocol/3"
 REWINDS = ("init", "step:K", "pretrained", "lr", "finetune")
 
 
 @dataclass(frozen=True)
 class Protocol:
     model: str = "tiny"  # "tiny" (trained from scratch) or any load_model spec (pretrained)
-    # the default experiment's model: hidden 96 / MLP 256 (0.8M MACs per token, ~0.57x the 128/384 model's)
-    # so that the whole protocol answers within the hour on the shared 2-core machine (benchmarks/imp.py)
-    tiny: TinyConfig = field(default_factory=lambda: TinyConfig(hidden_size=96, intermediate_size=256))
+    # issue 18: capacity in the blocks, not the embedding: a 2,048-entry tokenizer trained on the train split and
+    # 4 layers of hidden 128 / SwiGLU 384 (0.79M block weights, 0.26M tied embedding), so several epochs fit
+    tiny: TinyConfig = field(default_factory=lambda: TinyConfig(vocab_size=2048, hidden_size=128,
+                                                                intermediate_size=384))
     # data: articles of `corpora` split by index modulo `split_every` (tiny model only)
     corpora: tuple[str, ...] = CORPORA
     split_every: int = EVERY
@@ -46,33 +47,44 @@ class Protocol:
     warmup_steps: int | None = 20
     min_lr_ratio: float = 0.1
     amp: str = "none"
-    # measured: 5e-3 / 1e-2 / 2e-2 gave validation 5.56 / 5.71 / 6.05 at 200 steps, the minimum at the grid's
-    # edge (and then sparse controls beat dense: an lr-limited dense run); this grid brackets 5e-3
+    # the pilot: every (lr, T) of the grid is its own run with a schedule of length T; a best value at the edge
+    # of either grid extends that grid (x2 / /2) up to `pilot_extend` times per axis, and says so
     pilot_lrs: tuple[float, ...] = (1.25e-3, 2.5e-3, 5e-3)
-    pilot_steps: int = 200
+    # the longest T of the default T grid (pilot_steps / 4, / 2, x 1): 2,400 steps of 8 x 128 tokens are ~4 epochs
+    # of the ~620k-token train split, so the grid brackets "several epochs"
+    pilot_steps: int = 2400
+    pilot_ts: tuple[int, ...] = ()  # candidate T values; empty: derived from pilot_steps
+    pilot_extend: int = 2
+    pilot_seeds: int = 3  # init pairs whose (run A - run B) spread is the per-seed sd of the power analysis
     eval_every: int = 40
     val_windows: int = 64  # validation windows scored at each evaluation (0: all)
     heldout_windows: int = 0  # held-out windows scored once per run (0: all)
     eval_batch: int = 16
-    # pruning
+    # pruning: 20% of the remaining weights per round down to at most `target_density` (Frankle & Carbin 2019)
     rewind: str = "step:20"  # init (= step:0) | step:K | pretrained | lr | finetune
-    rounds: int = 3
-    rate: float = 0.5
+    rounds: int = 14
+    rate: float = 0.2
+    # a density the rounds must reach, refused before training when they do not (None: no target; the default
+    # 14 rounds at 20% end at 4.4%, the issue's <= 5%)
+    target_density: float | None = None
     scope: str = "global"
     unit: str = "weights"
     prune_embeddings: bool = False
     arms: tuple[str, ...] = ("ticket", "random", "reinit")
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     recovery: str = "full"  # full | lora
     lora_rank: int = 8
     # analysis
     metric: str = "heldout_loss"
-    delta: float = 0.02  # nats: "matching" means the upper bound of (ticket - dense) is below delta
-    confidence: float = 0.95
-    stability: str = "dense"  # none | dense (round 0 from K and from 0) | all (also every ticket, from K)
-    stability_points: int = 5
-    sanity: bool = True  # train the network with every prunable linear removed, to show the budget sees capacity
-    sanity_margin: float = 0.1  # nats the empty network must be worse than dense by (lower 95% bound)
+    delta: float = 0.02  # nats: the equivalence margin of TOST
+    confidence: float = 0.95  # intervals at this level; tests at alpha = 1 - confidence
+    power: float = 0.8  # the power analysis' target for a ticket exactly as good as dense
+    min_seeds: int = 5
+    stability: str = "all"  # none | dense (round 0) | all (every level's ticket), from every K of the sweep
+    stability_points: int = 11
+    stability_ks: tuple[int, ...] = ()  # empty: 0, K, T/10 and T/5 (Frankle et al. 2020's sweep up to 20% of T)
+    sanity: bool = True  # the random mask at the highest sparsity must be worse than dense by more than delta
+    sanity_margin: float = 0.1  # only for experiments recorded with the older every-linear-removed check
     device: str = "cpu"
     dtype: str = "float32"
 
@@ -104,9 +116,29 @@ class Protocol:
     def resolved(self, lr: float, steps: int) -> Protocol:
         return replace(self, lr=lr, steps=steps)
 
+    @property
+    def candidate_ts(self) -> tuple[int, ...]:
+        if self.pilot_ts:
+            return tuple(sorted(set(self.pilot_ts)))
+        k = self.rewind_step or 0
+        return tuple(sorted({max(k + 1, self.pilot_steps // 4), max(k + 1, self.pilot_steps // 2), self.pilot_steps}))
+
+    def sweep_ks(self, steps: int) -> tuple[int, ...]:
+        """The rewind points of the stability sweep at T = steps: given, or 0, K, T/10 and T/5."""
+        if self.stability_ks:
+            return tuple(sorted(set(self.stability_ks)))
+        k = self.rewind_step
+        base = {0, steps // 10, steps // 5} | ({k} if k is not None else set())
+        return tuple(sorted(x for x in base if 0 <= x < steps))
+
+    @property
+    def final_density(self) -> float:
+        return (1.0 - self.rate) ** self.rounds
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["corpora"], d["pilot_lrs"] = list(self.corpora), list(self.pilot_lrs)
+        d["pilot_ts"], d["stability_ks"] = list(self.pilot_ts), list(self.stability_ks)
         d["arms"], d["seeds"] = list(self.arms), list(self.seeds)
         d["device"] = "cuda" if self.device.startswith("cuda") else self.device
         return {"format": FORMAT, **d}
@@ -116,14 +148,15 @@ class Protocol:
         known = {f.name for f in fields(cls)}
         kw = {k: v for k, v in d.items() if k in known}
         kw["tiny"] = TinyConfig(**kw.get("tiny", {}))
-        for k in ("corpora", "pilot_lrs", "arms", "seeds"):
+        for k in ("corpora", "pilot_lrs", "pilot_ts", "stability_ks", "arms", "seeds"):
             if k in kw:
                 kw[k] = tuple(kw[k])
         return cls(**kw)
 
-    def digest(self, model_identity: dict | None = None) -> str:
-        """Hash of the protocol (with the pretrained weights' identity): the experiment id's body."""
-        body = {**self.to_dict(), "model_identity": model_identity}
+    def digest(self, model_identity: dict | None = None, tokenizer_sha256: str | None = None) -> str:
+        """Hash of the protocol with the pretrained weights' identity or the trained tokenizer's hash: the
+        experiment id's body."""
+        body = {**self.to_dict(), "model_identity": model_identity, "tokenizer_sha256": tokenizer_sha256}
         body.pop("device", None)
         body["device_kind"] = self.to_dict()["device"]
         return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
@@ -141,6 +174,20 @@ class Protocol:
                         f"removes (0.5 = half).")
         if self.rounds < 1:
             bad("rounds", f"{self.rounds}: at least one pruning round is needed.")
+        if self.target_density is not None:
+            if not 0.0 < self.target_density < 1.0:
+                bad("target_density", f"{self.target_density} must be in (0, 1) (0.05 = 5% of the weights kept).")
+            if self.final_density > self.target_density + 1e-12:
+                import math
+
+                need = math.ceil(math.log(self.target_density) / math.log(1.0 - self.rate))
+                bad("rounds", f"{self.rounds} rounds at rate {self.rate:g} end at {self.final_density:.1%} density, above "
+                              f"the target {self.target_density:.1%}: use --rounds {need} (or a higher rate, or "
+                              f"--target-density {self.final_density:.3f}).")
+            if self.unit == "heads" and self.is_tiny and 1.0 / self.tiny.num_heads > self.target_density:
+                bad("target_density", f"head pruning keeps at least one of the {self.tiny.num_heads} heads of every "
+                                      f"layer, so it cannot go below {1.0 / self.tiny.num_heads:.1%} density, above "
+                                      f"the target {self.target_density:.1%}; use unit weights or a higher target.")
         if len(self.seeds) < 2:
             bad("seeds", f"{list(self.seeds)}: a verdict with a confidence interval needs at least 2 seeds "
                          f"(3 or more recommended).")
@@ -167,7 +214,7 @@ class Protocol:
             bad("rewind", f"{self.model} is pretrained: its starting point is the pretrained weights, so use "
                           f"pretrained (or step:K, lr, finetune).")
         k = self.rewind_step or 0
-        longest = self.steps if self.steps is not None else self.pilot_steps
+        longest = self.steps if self.steps is not None else max([self.pilot_steps, *self.pilot_ts])
         if self.steps is not None and self.steps < 1:
             bad("steps", f"T = {self.steps}: training needs at least 1 step.")
         if k < 0 or k >= longest:
@@ -175,9 +222,11 @@ class Protocol:
         if self.needs_pilot:
             if not self.pilot_lrs or any(x <= 0 for x in self.pilot_lrs):
                 bad("pilot_lrs", f"{list(self.pilot_lrs)}: give one or more positive learning rates.")
-            if self.eval_every < 1 or k + self.eval_every > self.pilot_steps:
-                bad("eval_every", f"the pilot scores validation every {self.eval_every} steps up to "
-                                  f"{self.pilot_steps}; it needs a point after K = {k}.")
+            if self.eval_every < 1:
+                bad("eval_every", f"{self.eval_every}: validation needs a positive interval.")
+            short = [t for t in self.candidate_ts if t <= k]
+            if short:
+                bad("pilot_ts", f"candidate T {short[0]} is not after K = {k}: every arm trains steps K..T.")
         elif self.lr <= 0:
             bad("lr", f"{self.lr} must be positive.")
         if self.batch_size < 1 or self.seq_len < 2:
@@ -205,8 +254,20 @@ class Protocol:
             bad("stability", "the stability test trains full copies; use none with LoRA recovery.")
         if self.stability not in ("none", "dense", "all"):
             bad("stability", f"{self.stability!r}: choose none, dense or all.")
-        if self.stability != "none" and self.stability_points < 3:
-            bad("stability_points", f"{self.stability_points}: the barrier needs at least 3 points on the line.")
+        if self.stability != "none" and self.stability_points < 11:
+            bad("stability_points", f"{self.stability_points}: the barrier is read on at least 11 points of the line "
+                                    f"(a coarser line misses the peak).")
+        if any(x < 0 or x >= longest for x in self.stability_ks):
+            bad("stability_ks", f"{list(self.stability_ks)}: every rewind point of the sweep must be in [0, T), T "
+                                f"= {longest}.")
+        if self.sanity and "random" not in self.arms:
+            bad("sanity", "the sanity check compares the random mask at the highest sparsity with dense: keep the "
+                          "random arm (or --no-sanity, and the verdict says the check was not run).")
+        if not 0.0 < self.power < 1.0 or self.min_seeds < 2:
+            bad("power/min_seeds", f"{self.power}/{self.min_seeds}: power in (0, 1), at least 2 seeds.")
+        if self.pilot_extend < 0 or self.pilot_seeds < 0 or self.pilot_seeds == 1:
+            bad("pilot_extend/pilot_seeds", f"{self.pilot_extend}/{self.pilot_seeds}: extensions >= 0; pilot "
+                                            f"seeds 0 (no power analysis) or >= 2.")
         if self.dtype not in ("float32", "fp32"):
             bad("dtype", f"{self.dtype}: training keeps float32 master weights (bf16 weights round small updates "
                          f"away); load float32 and use amp bf16 on CUDA.")
@@ -231,20 +292,24 @@ class Protocol:
 def default_protocol(model: str = "tiny", **overrides) -> Protocol:
     """The default protocol of a model kind, with any given (non-None) fields replaced.
 
-    Tiny: the default experiment (3 rounds at 50% -> 50/75/87.5% sparsity, K = 20, pilot over three
-    learning rates up to 200 steps, 3 seeds, arms ticket/random/reinit, stability of the dense network
-    from K and from 0, the sanity check). Pretrained: a short fine-tuning budget (see PRETRAINED_NOTE)."""
+    Tiny: the default experiment (14 rounds at 20% -> 4.4% density, K = 20, pilot over a 3 x 3 grid of
+    learning rates and T up to 2,400 steps (~4 epochs), extended at an edge, 5 seeds, arms ticket/random/reinit at every
+    level, stability of every level's ticket from 0, K, T/10 and T/5 on 11 points, the sanity check).
+    Pretrained (Chen et al. 2020): iterative magnitude pruning at 20% per round rewound to the pretrained
+    weights, on a short fine-tuning budget (see PRETRAINED_NOTE)."""
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if model == "tiny":
         return Protocol(**overrides)
     base = dict(model=model, lr=1e-4, steps=48, batch_size=4, seq_len=128, weight_decay=0.0, warmup_steps=4,
-                rewind="pretrained", rounds=1, rate=0.5, arms=("ticket", "random", "magnitude", "wanda",
-                                                              "dense_matched"),
+                rewind="pretrained", rounds=3, rate=0.2, target_density=None, seeds=(0, 1),
+                arms=("ticket", "random", "magnitude", "wanda", "dense_matched"),
                 val_windows=16, heldout_windows=32, eval_batch=4, eval_every=16, stability="none", sanity=True)
     return Protocol(**{**base, **overrides})
 
 
 PRETRAINED_NOTE = (
-    "Pretrained default: 48 fine-tuning steps of 4 x 128 tokens at lr 1e-4 (prunable linears only), one round at "
-    "50%, arms ticket / random / one-shot magnitude / Wanda / compute-matched dense, validation every 16 steps on "
-    "16 windows, 32 held-out windows, 2 seeds minimum.")
+    "Pretrained default (Chen et al. 2020): iterative magnitude pruning, 20% of the remaining weights per round for 3 "
+    "rounds (51% density), every round rewound to the pretrained weights and fine-tuned 48 steps of 4 x 128 tokens "
+    "(24,576 tokens) at lr 1e-4 (prunable linears only); arms ticket / random (equal per-layer sparsity) / one-shot "
+    "magnitude / Wanda / compute-matched dense with the same retraining; validation every 16 steps on 16 windows, "
+    "32 held-out windows; 2 seeds (they vary the data order; magnitude ties follow the deterministic rule).")

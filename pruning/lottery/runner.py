@@ -1,23 +1,25 @@
 """Iterative magnitude pruning with rewinding under a pre-registered protocol: resumable, deterministic.
 
-Per seed: round 0 trains the dense network (steps 0..T, validation-selected, step-K weights kept);
-each later round prunes `rate` of the surviving weights (or heads) of the previous round's ticket by
-magnitude, and every arm of `pruning.lottery.arms` (the ticket, its controls) retrains from its rewind point.
-With weight rewinding (`init` = step:0, `step:K`, Frankle et al. 2020) every arm resumes at step K of
-the dense run's schedule: T - K steps with the dense run's learning rates from K, never a second
-warm-up. `pretrained` (Chen et al. 2020) restarts the fine-tuning schedule from the pretrained
-weights; `lr` (Renda et al. 2020) keeps the trained weights and replays the schedule; `finetune`
-keeps them at the final learning rate.
+Per seed, with weight rewinding to K > 0 (Frankle et al. 2020; open_lth's order): a continuous dense run
+0..T (`dense_continuous`, reported beside) keeps the rewind points: weights AND AdamW's state at K (and
+at every K of the stability sweep). Level 0, the dense baseline, resumes from the step-K checkpoint by
+the same procedure as every pruned level: T - K steps at the continuous run's learning rates, with the
+optimizer state it had there, so resuming is not a perturbation. Each later round prunes `rate` of the
+surviving weights (or heads) of the previous level's ticket by magnitude, and every arm of
+`pruning.lottery.arms` (the ticket, its controls) resumes at K the same way. `init` (= step:0) has no
+history to carry: level 0 is the continuous run. `pretrained` (Chen et al. 2020) restarts the
+fine-tuning schedule from the pretrained weights; `lr` (Renda et al. 2020) keeps the trained weights and
+replays the schedule; `finetune` keeps them at the final learning rate.
 
-Data orders. The data seed names the seed, arm and round, so a retraining never replays the order of
-the run its mask came from (the ticket at round r was pruned from round r-1's run), and the two
-stability copies use two further orders. Every run is scored on the validation set every
+Data orders. All arms of one seed and round retrain with the same order (`retrain_seed`: paired), which
+differs from the order of the run the round's mask came from (round r - 1's) and from the continuous
+run's; the two stability copies use two further orders. Every run is scored on the validation set every
 `eval_every` steps and left at its best step; that network's held-out loss is the result.
 
-Extra units per seed: `empty` (the sanity check: every prunable linear removed, trained like the
-dense run), stability (two copies of the dense network from K and two from 0; with stability "all"
-also each round's ticket from K) and, under lr / finetune rewinding, the reinit control's own dense
-round 0.
+The pilot (`pilot.py`) tunes lr and T and measures the seed noise; `stats.seeds_for_power` turns it into
+the power of the seeds given (a warning with the achieved power when they are too few). Stability: two
+copies of each level's ticket (stability "all"; "dense": level 0 only) from every K of the sweep, 11+
+points on the line.
 
 Tickets. Every unit is a `Ticket` (method "imp") whose dense model is the seed's step-0 checkpoint
 `seed-<s>/init/` (tiny) or the pretrained checkpoint: `load_model(ticket.dense["spec"])` plus
@@ -44,17 +46,38 @@ from pathlib import Path
 import torch
 
 from .. import settings
+from ..adapters import adapter_for
 from ..durable import atomic_write_bytes, atomic_write_json
 from ..errors import TicketLabError
 from ..models import LoadedModel, load_model
 from ..ticket import Ticket
 from . import masks as imp_masks
 from .arms import ARMS, ArmContext, Plan
+from .pilot import seed_spread, tune
 from .protocol import Protocol
-from .tiny import CorpusSplit, build_model, save_checkpoint, split_corpus, token_stream, tokenizer_dir
-from .training import TrainConfig, TrainResult, cpu_state, heldout_loss, load_state, train, windows
+from .stats import PowerPlan, seeds_for_power
+from .tiny import (
+    CorpusSplit,
+    build_model,
+    copy_tokenizer,
+    save_checkpoint,
+    shared_tokenizer,
+    split_corpus,
+    token_stream,
+)
+from .training import (
+    TrainConfig,
+    TrainResult,
+    check_processes,
+    cpu_state,
+    heldout_loss,
+    load_state,
+    processes,
+    train,
+    windows,
+)
 
-FORMAT = "ticketlab-imp/2"
+FORMAT = "ticketlab-imp/3"
 ProgressFactory = Callable[[str], Callable[[int, int, str], None]]
 
 
@@ -63,8 +86,19 @@ def derive_seed(*parts) -> int:
 
 
 def data_seed(seed: int, arm: str, rnd: int, *extra) -> int:
-    """The data order of one run: a different permutation for every (seed, arm, round[, copy])."""
+    """The data order of one run named by (seed, what, round[, ...]): stability copies, the pretraining run."""
     return derive_seed("data", seed, arm, rnd, *extra)
+
+
+def retrain_seed(seed: int, rnd: int) -> int:
+    """The data order every arm of (seed, round) retrains with: shared, so the arms are paired; it differs from
+    round r - 1's, the run the round's mask was found with, and from the pretraining run's."""
+    return derive_seed("data", seed, "retrain", rnd)
+
+
+def pretrain_seed(seed: int) -> int:
+    """The order of the continuous dense run 0..T that provides the rewind points."""
+    return data_seed(seed, "dense_continuous", 0)
 
 
 @dataclass
@@ -106,7 +140,8 @@ class _Seed:
     loaded: LoadedModel
     dense_state: dict[str, torch.Tensor]  # where the seed starts: its init (tiny) or the pretrained weights
     dense_info: dict
-    step_k: dict[str, torch.Tensor] | None = None
+    checkpoints: dict[int, tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]] = field(
+        default_factory=dict)  # step -> (weights, AdamW state) of the continuous dense run
     lineage: dict[str, Ticket] = field(default_factory=dict)  # arm -> its last finished round
 
 
@@ -122,6 +157,11 @@ class ImpExperiment:
 
     def __init__(self, protocol: Protocol, root: Path | None = None):
         protocol.validate()
+        check_processes(protocol.batch_size)  # accelerate launch --num_processes N must split every batch
+        if processes() > 1:
+            raise TicketLabError(f"processes: this experiment was launched as {processes()} processes; `train` runs "
+                                 f"under accelerate (DDP, tested) but the runner still writes tickets and records "
+                                 f"from every process, so run `ticketlab imp` as one process for now.")
         self.protocol = protocol
         self._pretrained: LoadedModel | None = None
         self._pretrained_state: dict[str, torch.Tensor] | None = None
@@ -137,11 +177,14 @@ class ImpExperiment:
                         "weights_sha256": self._pretrained.weights_sha256}
         self.split: CorpusSplit = split_corpus(protocol.corpora, protocol.split_every, protocol.validation_index,
                                                protocol.heldout_index)
-        self.id = "imp-" + protocol.digest(identity)[:12]
-        self.dir = Path(root or settings.state_dir() / "experiments") / self.id
+        base = Path(root or settings.state_dir() / "experiments")
+        shared, self.tokenizer_sha256 = shared_tokenizer(base, protocol.tiny, self.split) if protocol.is_tiny \
+            else (None, None)
+        self.id = "imp-" + protocol.digest(identity, self.tokenizer_sha256)[:12]
+        self.dir = base / self.id
         self.model_identity = identity
         self._stored_protocol_check()
-        tok_source = tokenizer_dir(self.dir, protocol.tiny, self.split) if protocol.is_tiny else None
+        tok_source = copy_tokenizer(shared, self.dir / "tokenizer") if shared else None
         self._tokenizer_source = tok_source
         tokenizer = self._pretrained.tokenizer if self._pretrained else _load_tokenizer(tok_source)
         seq = protocol.seq_len
@@ -152,6 +195,10 @@ class ImpExperiment:
                             "validation_windows": int(self.validation.shape[0]),
                             "heldout_windows": int(self.heldout.shape[0])}
         self.resolved: Protocol | None = None if protocol.needs_pilot else protocol
+        self.power: PowerPlan | None = None
+        self.warnings: list[str] = []
+
+    derive_seed = staticmethod(derive_seed)
 
     # --- identity --------------------------------------------------------------------------------
     def _stored_protocol_check(self) -> None:
@@ -176,9 +223,28 @@ class ImpExperiment:
         body = {"id": self.id, "format": FORMAT, "protocol": self.protocol.to_dict(),
                 "model_identity": self.model_identity, "data": self.data_record,
                 "arms": {a: ARMS[a].description for a in self.protocol.arms}}
+        body["tokenizer_sha256"] = self.tokenizer_sha256
         if self.resolved is not None:
             body["resolved"] = {"lr": self.resolved.lr, "steps": self.resolved.steps}
+            body["budget"] = self.budget()
+        if self.power is not None:
+            body["power"] = self.power.to_dict()
         atomic_write_json(self.dir / "protocol.json", body, indent=2, sort_keys=True)
+
+    def budget(self) -> dict:
+        """Parameters, tokens per parameter and epochs of one full-length run (reported beside the verdict)."""
+        p = self.protocol
+        model = build_model(p.tiny, 0, eos_id=0) if p.is_tiny else self._pretrained.model
+        params = sum(t.numel() for t in model.parameters())
+        emb = model.get_input_embeddings().weight.numel()
+        linears = [ref.name for ref in adapter_for(model).linears()]
+        named = dict(model.named_parameters())
+        prunable = sum(named[n].numel() for n in linears)
+        tokens = self.resolved.steps * p.batch_size * p.seq_len
+        train_tokens = int(self.train_data.numel())
+        return {"parameters": params, "embedding_parameters": emb, "prunable_parameters": prunable,
+                "train_tokens": train_tokens, "tokens_per_run": tokens, "epochs": tokens / train_tokens,
+                "tokens_per_parameter": tokens / params, "prunable_share": prunable / params}
 
     # --- helpers ---------------------------------------------------------------------------------
     def _val(self, model) -> float:
@@ -195,41 +261,24 @@ class ImpExperiment:
 
     # --- the pilot -------------------------------------------------------------------------------
     def pilot(self, progress: ProgressFactory | None = None) -> dict:
-        """Dense runs at each pilot learning rate; the lowest validation loss picks lr and T (stored)."""
+        """The (lr, T) grid (pruning.lottery.pilot.tune) unless both are fixed, then the seed noise for the power
+        analysis (tiny models, `pilot_seeds` >= 2); stored as pilot.json and reused on resume."""
         p = self.protocol
         path = self.dir / "pilot.json"
-        if not p.needs_pilot:
-            return {}
         if path.exists():
             out = json.loads(path.read_text())
         else:
-            s = self._seed(p.seeds[0])
-            k = p.rewind_step or 0
-            curves = {}
-            for lr in p.pilot_lrs:
-                load_state(s.loaded.model, s.dense_state)
-                bar = progress(f"pilot lr {lr:g}") if progress else None
-                try:
-                    res = train(s.loaded.model, self.train_data, p.train_config(lr=lr, steps=p.pilot_steps),
-                                data_seed=derive_seed("pilot", lr), trainable=self._trainable(s), evaluate=self._val,
-                                eval_every=p.eval_every, progress=bar)
-                finally:
-                    getattr(bar, "close", lambda: None)()
-                curves[repr(lr)] = {"lr": lr, "curve": res.curve, "seconds": res.seconds}
-            load_state(s.loaded.model, s.dense_state)
-            best = min(curves.values(), key=lambda c: min(v for _, v in c["curve"]))
-            step, _ = min(best["curve"], key=lambda sv: sv[1])
-            steps = step if step > k else min(st for st, _ in best["curve"] if st > k)
-            edge = [w for w, hit in (("the smallest learning rate tried", best["lr"] == min(p.pilot_lrs)),
-                                     ("the largest learning rate tried", best["lr"] == max(p.pilot_lrs)),
-                                     ("the longest T tried (validation still falling)", steps == p.pilot_steps))
-                    if hit and len(p.pilot_lrs) > 1 or (hit and w.startswith("the longest"))]
-            out = {"curves": list(curves.values()), "lr": best["lr"], "steps": steps, "seed": p.seeds[0],
-                   "edge": edge,
-                   "rule": "lr with the lowest validation loss; T = the step of that minimum (> K)",
-                   "schedule_note": f"pilot runs use one cosine schedule over {p.pilot_steps} steps"}
-            atomic_write_json(path, out, indent=2, sort_keys=True)
-        self.resolved = p.resolved(out["lr"], out["steps"])
+            out = tune(self, progress) if p.needs_pilot else {}
+            if p.is_tiny and p.pilot_seeds >= 2:
+                out.update(seed_spread(self, out.get("lr", p.lr), out.get("steps", p.steps), progress))
+            if out:
+                atomic_write_json(path, out, indent=2, sort_keys=True)
+        self.resolved = p.resolved(out.get("lr", p.lr), out.get("steps", p.steps))
+        if "seed_sd" in out:
+            self.power = seeds_for_power(out["seed_sd"], p.delta, 1.0 - p.confidence, p.power, p.min_seeds,
+                                         given=len(p.seeds), source="the pilot's seed pairs")
+            if self.power.warning():
+                self.warnings.append(self.power.warning())
         return out
 
     # --- per seed --------------------------------------------------------------------------------
@@ -259,44 +308,46 @@ class ImpExperiment:
         state = cpu_state(loaded.model) if p.is_tiny else self._pretrained_state
         return _Seed(seed, d, loaded, state, info)
 
-    def _step_k(self, s: _Seed) -> dict[str, torch.Tensor]:
-        if s.step_k is None:
+    def _checkpoint(self, s: _Seed, step: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+        """Weights and AdamW state of the continuous dense run at `step` (0: the seed's start, no history)."""
+        if step == 0:
+            return s.dense_state, None
+        if step not in s.checkpoints:
             from safetensors.torch import load_file
 
-            path = s.dir / f"step-{self.protocol.rewind_step}.safetensors"
-            if not path.exists():
-                raise TicketLabError(f"rewind checkpoint {path} is missing although round 0 is recorded as done; "
-                                     f"delete {s.dir} to recompute that seed.")
-            s.step_k = load_file(str(path))
-        return s.step_k
+            path, opt = s.dir / f"step-{step}.safetensors", s.dir / f"step-{step}.adamw.safetensors"
+            if not (path.exists() and opt.exists()):
+                raise TicketLabError(f"rewind checkpoint {path} (or its optimizer state) is missing although the "
+                                     f"dense run is recorded as done; delete {s.dir} to recompute that seed.")
+            s.checkpoints[step] = (load_file(str(path)), load_file(str(opt)))
+        return s.checkpoints[step]
 
-    def _rewind_state(self, s: _Seed) -> tuple[dict[str, torch.Tensor], int]:
+    def _rewind_state(self, s: _Seed) -> tuple[dict[str, torch.Tensor], int, dict[str, torch.Tensor] | None]:
         k = self.protocol.rewind_step
         if k is None:
-            return s.dense_state, 0
-        return (s.dense_state if k == 0 else self._step_k(s)), k
+            return s.dense_state, 0, None
+        weights, opt = self._checkpoint(s, k)
+        return weights, k, opt
 
     def _full(self, s: _Seed, ticket: Ticket) -> dict[str, torch.Tensor]:
         return {n: ticket.weights.get(n, t) for n, t in s.dense_state.items()}
 
     # --- one unit --------------------------------------------------------------------------------
     def _run_unit(self, s: _Seed, arm: str, rnd: int, plan: Plan, parent: str | None,
-                  progress: ProgressFactory | None, checkpoint_k: bool = False) -> RoundResult:
+                  progress: ProgressFactory | None, dseed: int, checkpoints: tuple[int, ...] = ()) -> RoundResult:
         p, model = self.protocol, s.loaded.model
         record_path = s.dir / f"{arm}-{rnd}.json"
         if record_path.exists():
             rec = json.loads(record_path.read_text())
             path = settings.tickets_dir() / rec["ticket"]
             if (path / "ticket.json").exists():
-                if checkpoint_k:
-                    self._step_k(s)  # a recorded round 0 promises its rewind checkpoint
+                for step in checkpoints:
+                    self._checkpoint(s, step)  # a recorded dense run promises its rewind checkpoints
                 return self._result(s, arm, rnd, Ticket.load(path), rec, resumed=True)
         load_state(model, plan.start)
-        dseed = data_seed(s.seed, arm, rnd)
         bar = progress(f"seed {s.seed} round {rnd} {arm}") if progress else None
-        k = p.rewind_step if checkpoint_k else None
         try:
-            if p.recovery == "lora" and arm != "empty":
+            if p.recovery == "lora":
                 from .lora import lora_train
 
                 modules = [ref.module_name for ref in s.loaded.adapter.linears()]
@@ -307,18 +358,20 @@ class ImpExperiment:
                     raise RuntimeError("peft returned a different model object after merging")
             else:
                 result = train(model, self.train_data, plan.config, masks=plan.masks, data_seed=dseed,
-                               trainable=self._trainable(s), checkpoint_steps=[k] if k else [],
-                               start_step=plan.start_step, evaluate=self._val, eval_every=p.eval_every, progress=bar)
+                               trainable=self._trainable(s), checkpoint_steps=checkpoints,
+                               start_step=plan.start_step, evaluate=self._val, eval_every=p.eval_every, progress=bar,
+                               optimizer_state=plan.optimizer)
             loss, count = heldout_loss(model, self.heldout, p.eval_batch)
         finally:
             getattr(bar, "close", lambda: None)()
-        if k:
-            _save_tensors(s.dir / f"step-{k}.safetensors", result.checkpoints[k])
-            s.step_k = result.checkpoints[k]
+        for step in checkpoints:
+            _save_tensors(s.dir / f"step-{step}.adamw.safetensors", result.optimizer_states[step])
+            _save_tensors(s.dir / f"step-{step}.safetensors", result.checkpoints[step])
+            s.checkpoints[step] = (result.checkpoints[step], result.optimizer_states[step])
         trained = cpu_state(model)
         changed = {n: t for n, t in trained.items() if not torch.equal(t, s.dense_state[n])}
         ticket = Ticket(masks=plan.masks, dense=s.dense_info, method="imp", params=self.ticket_params,
-                        target_sparsity=round(1.0 - (1.0 - p.rate) ** rnd, 12) if arm != "empty" else 1.0,
+                        target_sparsity=round(1.0 - (1.0 - p.rate) ** rnd, 12),
                         seed=s.seed, calibration=self.data_record, parent=parent,
                         lineage={"experiment": self.id, "arm": arm, "seed": s.seed, "round": rnd, "rewind": p.rewind},
                         structure=plan.structure, weights=changed,
@@ -341,7 +394,7 @@ class ImpExperiment:
 
     def _context(self, s: _Seed, rnd: int, masks: dict[str, torch.Tensor], structure: dict | None,
                  arm: str) -> ArmContext:
-        start, k = self._rewind_state(s)
+        start, k, opt = self._rewind_state(s)
         # an arm continues its own lineage; round 0 of every lineage but reinit's is the shared dense network
         own = s.lineage.get(arm) or (s.lineage.get("ticket") if arm != "reinit" and rnd == 1 else None)
         return ArmContext(
@@ -350,7 +403,7 @@ class ImpExperiment:
             ticket_structure=structure,
             own_prev_state=self._full(s, own) if own else None, own_prev_masks=own.masks if own else None,
             adapter=s.loaded.adapter, derive_seed=derive_seed, fresh_init=self._fresh_init,
-            oneshot=lambda method, sparsity: self._oneshot(s, method, sparsity))
+            oneshot=lambda method, sparsity: self._oneshot(s, method, sparsity), rewind_optimizer=opt)
 
     def _oneshot(self, s: _Seed, method: str, sparsity: float) -> tuple[dict[str, torch.Tensor], dict | None]:
         from ..calibration import CalibrationSet
@@ -370,9 +423,10 @@ class ImpExperiment:
             return imp_masks.heads_to_masks(adapter, names, removed, shapes)
         return imp_masks.magnitude_step(weights, prev.masks, p.rate, p.scope), None
 
-    def _dense_plan(self, s: _Seed, start: dict[str, torch.Tensor] | None = None, masks=None) -> Plan:
-        return Plan(masks if masks is not None else imp_masks.dense_masks(s.dense_state, self._names(s)),
-                    start if start is not None else s.dense_state, 0, self.train_config)
+    def _dense_plan(self, s: _Seed, start: dict[str, torch.Tensor] | None = None, start_step: int = 0,
+                    optimizer: dict[str, torch.Tensor] | None = None) -> Plan:
+        return Plan(imp_masks.dense_masks(s.dense_state, self._names(s)),
+                    start if start is not None else s.dense_state, start_step, self.train_config, optimizer=optimizer)
 
     # --- stability -------------------------------------------------------------------------------
     def _stability(self, s: _Seed, rnd: int, ticket: Ticket, from_step: int,
@@ -382,14 +436,15 @@ class ImpExperiment:
         path = s.dir / f"stability-{rnd}-k{from_step}.json"
         if path.exists():
             return json.loads(path.read_text())
-        start = s.dense_state if from_step == 0 else self._step_k(s)
+        start, opt = self._checkpoint(s, from_step)
         bar = progress(f"seed {s.seed} round {rnd} stability from step {from_step}") if progress else None
         try:
             out = stability(s.loaded.model, start, ticket.masks, self.train_data, self.validation, self.train_config,
                             (data_seed(s.seed, "stability", rnd, from_step, 0),
                              data_seed(s.seed, "stability", rnd, from_step, 1)),
                             trainable=self._trainable(s), points=self.protocol.stability_points,
-                            eval_batch=self.protocol.eval_batch, start_step=from_step, progress=bar)
+                            eval_batch=self.protocol.eval_batch, start_step=from_step, progress=bar,
+                            optimizer_state=opt)
         finally:
             getattr(bar, "close", lambda: None)()
         out.update(rewind_step=from_step, round=rnd, seed=s.seed, evaluated_on="validation")
@@ -398,11 +453,14 @@ class ImpExperiment:
 
     # --- the experiment --------------------------------------------------------------------------
     def run(self, *, on_round: Callable[[RoundResult], None] | None = None,
-            progress: ProgressFactory | None = None) -> list[RoundResult]:
+            progress: ProgressFactory | None = None, warn: Callable[[str], None] | None = None) -> list[RoundResult]:
+        """Pilot, then every seed's units in order; `warn` hears the power analysis' warning before the main runs."""
         p = self.protocol
         self.write_protocol()
         self.pilot(progress)
         self.write_protocol()
+        for w in self.warnings if warn else ():
+            warn(w)
         out: list[RoundResult] = []
 
         def emit(r: RoundResult) -> None:
@@ -412,21 +470,30 @@ class ImpExperiment:
 
         k = p.rewind_step
         weight_rewind = k is not None
+        ks = self.stability_ks()
+        saves = tuple(x for x in sorted(set(ks) | ({k} if k else set())) if x > 0)
         for seed in p.seeds:
             s = self._seed(seed)
-            dense = self._run_unit(s, "ticket", 0, self._dense_plan(s), None, progress, checkpoint_k=bool(k))
+            if weight_rewind and k > 0:
+                # open_lth's order: a continuous dense run provides the rewind points (weights and AdamW state);
+                # level 0 then resumes at K by the same procedure as every pruned level
+                emit(self._run_unit(s, "dense_continuous", 0, self._dense_plan(s), None, progress,
+                                    pretrain_seed(seed), saves))
+                start, _, opt = self._rewind_state(s)
+                dense = self._run_unit(s, "ticket", 0, self._dense_plan(s, start, k, opt), None, progress,
+                                       retrain_seed(seed, 0))
+            else:
+                dense = self._run_unit(s, "ticket", 0, self._dense_plan(s), None, progress, retrain_seed(seed, 0),
+                                       saves)
             s.lineage["ticket"] = dense.ticket
-            if p.stability != "none":
-                dense.stability = {str(kk): self._stability(s, 0, dense.ticket, kk, progress)
-                                   for kk in sorted({k or 0, 0})}
+            if ks:
+                dense.stability = {str(kk): self._stability(s, 0, dense.ticket, kk, progress) for kk in ks}
             emit(dense)
-            if p.sanity:
-                empty = {n: torch.zeros(s.dense_state[n].shape, dtype=torch.bool) for n in self._names(s)}
-                emit(self._run_unit(s, "empty", 0, self._dense_plan(s, masks=empty), dense.ticket.id, progress))
             if not weight_rewind:
                 for arm in (a for a in p.arms if ARMS[a].own_round0):
                     fresh = self._fresh_init(derive_seed("reinit-init", seed))
-                    r0 = self._run_unit(s, arm, 0, self._dense_plan(s, start=fresh), None, progress)
+                    r0 = self._run_unit(s, arm, 0, self._dense_plan(s, start=fresh), None, progress,
+                                        retrain_seed(seed, 0))
                     s.lineage[arm] = r0.ticket
                     emit(r0)
             prev = dense.ticket
@@ -436,9 +503,10 @@ class ImpExperiment:
                 for arm in ("ticket", *[a for a in p.arms if a != "ticket"]):
                     plan = ARMS[arm].fn(self._context(s, rnd, masks, structure, arm))
                     parent = prev.id if arm == "ticket" else units[0].ticket.id if units else None
-                    res = self._run_unit(s, arm, rnd, plan, parent if arm != "dense_matched" else None, progress)
-                    if arm == "ticket" and p.stability == "all" and weight_rewind:
-                        res.stability = {str(k): self._stability(s, rnd, res.ticket, k, progress)}
+                    res = self._run_unit(s, arm, rnd, plan, parent if arm != "dense_matched" else None, progress,
+                                         retrain_seed(seed, rnd))
+                    if arm == "ticket" and p.stability == "all" and ks:
+                        res.stability = {str(kk): self._stability(s, rnd, res.ticket, kk, progress) for kk in ks}
                     units.append(res)
                     emit(res)
                 for res in units:
@@ -447,9 +515,17 @@ class ImpExperiment:
             load_state(s.loaded.model, s.dense_state)  # hand back the dense model as loaded
         return out
 
+    def stability_ks(self) -> tuple[int, ...]:
+        """Rewind points of the stability sweep: the protocol's, at the resolved T (0 only without weight rewinding)."""
+        p = self.protocol
+        if p.stability == "none":
+            return ()
+        return p.sweep_ks(self.resolved.steps) if p.rewind_step is not None else (0,)
+
 
 def _train_record(result: TrainResult, plan: Plan, dseed: int) -> dict:
     return {"start_step": plan.start_step, "schedule_steps": plan.config.steps, "optimizer_steps": len(result.steps),
+            "resumed_optimizer": plan.optimizer is not None,
             "steps": result.steps, "lrs": result.lrs, "curve": result.curve, "best_step": result.best_step,
             "best_validation_loss": result.best_loss, "data_seed": dseed, "train_losses": result.losses}
 

@@ -36,9 +36,11 @@ def barrier(losses: list[float]) -> float:
 def stability(model: nn.Module, start: dict[str, torch.Tensor], masks: dict[str, torch.Tensor] | None,
               data: torch.Tensor, heldout: torch.Tensor, config: TrainConfig, data_seeds: tuple[int, int], *,
               trainable: list[str] | None = None, points: int = 11, eval_batch: int = 16, start_step: int = 0,
-              progress: Callable[[int, int, str], None] | None = None) -> dict:
-    """Two copies from `start` (a full state dict, the network at schedule step `start_step`) with the two
-    data orders, each resuming the schedule at `start_step` (the rewind point K); the loss along the line."""
+              progress: Callable[[int, int, str], None] | None = None,
+              optimizer_state: dict[str, torch.Tensor] | None = None) -> dict:
+    """Two copies from `start` (a full state dict, the network at schedule step `start_step`, with AdamW's state
+    there when given) with the two data orders, each resuming the schedule at `start_step` (the rewind point
+    K); the loss along the line."""
     ends = []
     for i, seed in enumerate(data_seeds):
         load_state(model, start)
@@ -48,7 +50,7 @@ def stability(model: nn.Module, start: dict[str, torch.Tensor], masks: dict[str,
                 progress(i * total + done, 2 * total, f"copy {i + 1}: {what}")
 
         r = train(model, data, config, masks=masks, data_seed=seed, trainable=trainable, start_step=start_step,
-                  progress=report)
+                  progress=report, optimizer_state=optimizer_state)
         ends.append(cpu_state(model))
         steps = r.steps
     alphas, losses = interpolation_losses(model, ends[0], ends[1], heldout, points, eval_batch)

@@ -217,22 +217,25 @@ class PowerPlan:
     alpha: float
     target: float
     minimum: int
-    needed: int
+    needed: int | None  # None: not even `maximum` seeds reach the target
     given: int | None
     achieved: float | None
     source: str
 
     @property
     def enough(self) -> bool:
-        return self.given is None or self.given >= self.needed
+        return self.given is None or (self.needed is not None and self.given >= self.needed)
 
     def warning(self) -> str | None:
         if self.enough:
             return None
-        return (f"seeds: {self.given} give power {self.achieved:.2f} to declare a ticket exactly as good as dense "
+        head = (f"seeds: {self.given} give power {self.achieved:.2f} to declare a ticket exactly as good as dense "
                 f"matching (TOST, delta {self.delta:g} nats, alpha {self.alpha:g}, per-seed sd {self.sd:.4f} from "
-                f"{self.source}); {self.needed} are needed for {self.target:.2f}. Pass --seeds with {self.needed} "
-                f"seeds for the stated power.")
+                f"{self.source}); ")
+        if self.needed is None:
+            return head + (f"no seed count up to 200 reaches {self.target:.2f}: widen delta or reduce the noise "
+                           f"(a longer budget, more validation windows).")
+        return head + f"{self.needed} are needed for {self.target:.2f}. Pass --seeds with {self.needed} seeds."
 
     def to_dict(self) -> dict:
         return {**asdict(self), "enough": self.enough, "warning": self.warning()}
@@ -240,7 +243,8 @@ class PowerPlan:
 
 def seeds_for_power(sd: float, delta: float, alpha: float = 0.05, target: float = 0.8, minimum: int = 5,
                     given: int | None = None, source: str = "the pilot", maximum: int = 200) -> PowerPlan:
-    """The smallest n >= max(minimum, 2) with TOST power >= target at a true difference of 0.
+    """The smallest n >= max(minimum, 2) with TOST power >= target at a true difference of 0 (None when even
+    `maximum` seeds do not reach it).
 
     `given` seeds below 2 are refused (no interval exists); fewer than needed are allowed with a warning
     that states their achieved power."""
@@ -251,13 +255,12 @@ def seeds_for_power(sd: float, delta: float, alpha: float = 0.05, target: float 
         raise TicketLabError(f"power target {target} must be in (0, 1), e.g. 0.8.")
     if not math.isfinite(sd) or sd < 0:
         raise TicketLabError(f"the pilot's seed sd is {sd}; the power analysis needs a finite sd >= 0.")
-    n = max(minimum, 2)
+    n: int | None = max(minimum, 2)
     while tost_power(n, sd, delta, alpha) < target:
         n += 1
         if n > maximum:
-            raise TicketLabError(f"delta {delta:g} nats is too small for the pilot's seed sd {sd:.4f}: even "
-                                 f"{maximum} seeds do not reach power {target:.2f}. Widen delta or reduce the "
-                                 f"noise (more held-out windows).")
+            n = None
+            break
     achieved = tost_power(given, sd, delta, alpha) if given is not None else None
     return PowerPlan(sd, delta, alpha, target, minimum, n, given, achieved, source)
 

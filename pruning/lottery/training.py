@@ -15,8 +15,19 @@ sparse sub-network sparse.
   the full run has at those steps (open_lth's `start_step`), so a network rewound to step K gets the
   same number of optimizer steps and the same learning-rate sequence as the dense run from K. The
   result records every step index and learning rate so callers and tests can compare runs.
+- The rewind point carries the optimizer: `checkpoint_steps` also keep AdamW's state (moments and step
+  count, by parameter name), and `optimizer_state=` resumes from it, so a run resumed at K continues
+  exactly as the uninterrupted run would (bit-identical on CPU with the same data order: tested), and
+  resuming is not a perturbation. A masked tensor's moments are masked on load: the pruned weights' history
+  is dropped, the survivors' is the saved one.
 - Early stopping: with `evaluate`, the validation loss is measured every `eval_every` steps and the
   model is left at the best one (`best_step`); the curve is returned.
+- Several processes (issue 18): launched with `accelerate launch --multi_gpu --num_processes N` (on a CPU
+  machine accelerate then runs gloo DDP; the flag name is accelerate's) or torchrun, `train` goes through
+  accelerate: the model is wrapped in DDP by `Accelerator.prepare_model`, every process takes its share
+  of each step's windows (the batch must split evenly: one clear error naming batch_size otherwise),
+  `Accelerator.backward` averages the gradients, and every process applies the same update, so the
+  weights equal the one-process run's up to the order of floating-point sums (tested).
 - Precision: trainable weights must be float32 (bf16 weights would round small updates away); on CUDA
   `amp="bf16"` runs the forward/backward under bf16 autocast over the fp32 master weights.
 """
@@ -24,6 +35,7 @@ sparse sub-network sparse.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -90,6 +102,7 @@ class TrainConfig:
 class TrainResult:
     losses: list[float]  # training loss per step
     checkpoints: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)  # step -> CPU state dict
+    optimizer_states: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)  # step -> AdamW state
     tokens: int = 0
     seconds: float = 0.0
     steps: list[int] = field(default_factory=list)  # the schedule index of every optimizer step taken
@@ -178,6 +191,43 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
         params[n].data.copy_(t.to(device=params[n].device, dtype=params[n].dtype))
 
 
+OPT_KEYS = ("exp_avg", "exp_avg_sq", "step")
+
+
+def optimizer_snapshot(opt: torch.optim.Optimizer, names: dict[int, str]) -> dict[str, torch.Tensor]:
+    """AdamW's per-parameter state as a flat CPU tensor dict `<param name>/<key>` (storable as safetensors)."""
+    out = {}
+    for group in opt.param_groups:
+        for p in group["params"]:
+            st = opt.state.get(p)
+            if not st:
+                continue
+            for key in OPT_KEYS:
+                t = st[key]
+                t = t if torch.is_tensor(t) else torch.tensor(float(t))
+                out[f"{names[id(p)]}/{key}"] = t.detach().to("cpu", copy=True).reshape(t.shape)
+    return out
+
+
+@torch.no_grad()
+def _load_optimizer_state(opt: torch.optim.Optimizer, named: dict[str, nn.Parameter],
+                          state: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> None:
+    trained = {id(p) for group in opt.param_groups for p in group["params"]}
+    for name, p in named.items():
+        if id(p) not in trained or f"{name}/exp_avg" not in state:
+            continue  # no history for this tensor (e.g. newly trainable): AdamW starts it fresh
+        moments = {}
+        for key in ("exp_avg", "exp_avg_sq"):
+            t = state[f"{name}/{key}"].to(device=p.device, dtype=p.dtype).clone()
+            if tuple(t.shape) != tuple(p.shape):
+                raise TicketLabError(f"optimizer state for {name} has shape {tuple(t.shape)}, the weight "
+                                     f"{tuple(p.shape)}: wrong rewind checkpoint?")
+            if name in masks:
+                t.mul_(masks[name].to(device=p.device, dtype=p.dtype))
+            moments[key] = t
+        opt.state[p] = {"step": state[f"{name}/step"].clone().float(), **moments}
+
+
 def _loss(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model(input_ids=x, labels=x, use_cache=False).loss
 
@@ -188,6 +238,28 @@ def eval_steps(config: TrainConfig, start_step: int, every: int) -> list[int]:
     if every <= 0:
         return [config.steps]
     return sorted({s for s in range(every, config.steps + 1, every) if s > start_step} | {config.steps})
+
+
+def processes() -> int:
+    """How many processes were launched together (accelerate launch / torchrun set WORLD_SIZE)."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def check_processes(batch_size: int, world: int | None = None) -> None:
+    world = processes() if world is None else world
+    if world > 1 and batch_size % world:
+        raise TicketLabError(f"protocol setting batch_size: {batch_size} windows per step cannot be split evenly over "
+                             f"{world} processes (accelerate launch --num_processes {world}); use a batch size that is a "
+                             f"multiple of {world}, or launch {math.gcd(batch_size, world)} process(es).")
+
+
+def _accelerator(device: torch.device):
+    """accelerate's Accelerator when several processes were launched (DDP: gloo on CPU, NCCL on CUDA), else None."""
+    if processes() <= 1:
+        return None
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=device.type == "cpu")
 
 
 def check_trainable_dtype(params: dict[str, torch.Tensor]) -> None:
@@ -201,7 +273,7 @@ def check_trainable_dtype(params: dict[str, torch.Tensor]) -> None:
 def train(model: nn.Module, data: torch.Tensor, config: TrainConfig, *, masks: dict[str, torch.Tensor] | None = None,
           data_seed: int = 0, trainable: Iterable[str] | None = None, checkpoint_steps: Iterable[int] = (),
           start_step: int = 0, evaluate: Callable[[nn.Module], float] | None = None, eval_every: int = 0,
-          progress: Progress | None = None) -> TrainResult:
+          progress: Progress | None = None, optimizer_state: dict[str, torch.Tensor] | None = None) -> TrainResult:
     """Train `model` in place on `data` ([N, seq_len] windows): schedule steps `start_step`..`config.steps`-1.
 
     `masks` (name -> bool, True = kept) are applied before the first step and kept exactly zero.
@@ -209,7 +281,8 @@ def train(model: nn.Module, data: torch.Tensor, config: TrainConfig, *, masks: d
     the call and their `requires_grad` is restored afterwards. `checkpoint_steps`: take a CPU copy of
     the parameters after that many optimizer steps of the schedule (`start_step` = before the first).
     `evaluate(model) -> loss` at `eval_steps(...)`: the model ends at the best of them (early stopping).
-    The optimizer starts fresh at `start_step` (its moments are not part of a rewind point).
+    `optimizer_state` (from `TrainResult.optimizer_states[K]`): AdamW resumes with those moments and step
+    counts (masked tensors' moments masked); without it the optimizer starts fresh at `start_step`.
     """
     if data.dim() != 2 or data.shape[1] < 2:
         raise TicketLabError("training data must be [N windows, L tokens] with L >= 2.")
@@ -227,6 +300,7 @@ def train(model: nn.Module, data: torch.Tensor, config: TrainConfig, *, masks: d
     check_trainable_dtype({n: named[n] for n in train_names})
     if config.amp == "bf16" and device.type != "cuda":
         raise TicketLabError("bf16 autocast training is for CUDA; on CPU train in float32 (--amp none).")
+    check_processes(config.batch_size)
     was_training = model.training
     old_flags = {n: p.requires_grad for n, p in named.items()}
     for n, p in named.items():
@@ -239,26 +313,38 @@ def train(model: nn.Module, data: torch.Tensor, config: TrainConfig, *, masks: d
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}],
                             lr=config.lr_at(0), betas=(config.beta1, config.beta2), foreach=True)
+    if optimizer_state is not None:
+        _load_optimizer_state(opt, {n: named[n] for n in train_names}, optimizer_state,
+                              {n: m for n, m in (masks or {}).items()})
+    ids = {id(p): n for n, p in named.items()}
+    acc = _accelerator(device)
+    world, rank = (acc.num_processes, acc.process_index) if acc else (1, 0)
+    forward = acc.prepare_model(model, device_placement=False) if acc else model  # DDP over the same parameters
     order = batch_order(data.shape[0], config.batch_size, config.steps, data_seed)
     result = TrainResult(losses=[])
     if start_step in wanted:
         result.checkpoints[start_step] = cpu_state(model)
+        result.optimizer_states[start_step] = optimizer_snapshot(opt, ids)
     scored = set(eval_steps(config, start_step, eval_every)) if evaluate is not None else set()
     best_state: dict[str, torch.Tensor] | None = None
     model.train()
     start = time.perf_counter()
     try:
         for step in range(start_step, config.steps):
-            x = data[order[step]].to(device, non_blocking=True)
+            x = data[order[step][rank::world]].to(device, non_blocking=True)  # this process's share
             lr = config.lr_at(step)
             for group in opt.param_groups:
                 group["lr"] = lr
             if config.amp == "bf16":
                 with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
-                    loss = _loss(model, x)
+                    loss = _loss(forward, x)
             else:
-                loss = _loss(model, x)
-            loss.backward()
+                loss = _loss(forward, x)
+            if acc:
+                acc.backward(loss)  # DDP averages the gradients over the processes
+                loss = acc.reduce(loss.detach(), "mean")  # the step's loss over the whole batch, on every process
+            else:
+                loss.backward()
             mask_set.mask_grads_()
             torch.nn.utils.clip_grad_norm_(params, config.clip, foreach=True)
             opt.step()
@@ -270,9 +356,10 @@ def train(model: nn.Module, data: torch.Tensor, config: TrainConfig, *, masks: d
             result.losses.append(value)
             result.steps.append(step)
             result.lrs.append(lr)
-            result.tokens += x.numel()
+            result.tokens += x.numel() * world
             if step + 1 in wanted:
                 result.checkpoints[step + 1] = cpu_state(model)
+                result.optimizer_states[step + 1] = optimizer_snapshot(opt, ids)
             if step + 1 in scored:
                 val = float(evaluate(model))
                 model.train()

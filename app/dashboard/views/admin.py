@@ -84,10 +84,10 @@ def _public_key(name: str, upload) -> Path:
 
 def _register(me) -> None:
     with st.form("adm_register"):
-        name = st.text_input("name", key="adm_reg_name")
-        roles = st.multiselect("roles", list(ROLES), key="adm_reg_roles")
+        name = st.text_input("their name", key=governance.key("adm_reg_name"))
+        roles = st.multiselect("roles", list(ROLES), key=governance.key("adm_reg_roles"))
         upload = st.file_uploader("their public key (NAME.pub.pem); empty: the one in the key directory",
-                                  type=["pem"], key="adm_reg_key")
+                                  type=["pem"], key=governance.key("adm_reg_key"))
         go = st.form_submit_button("Register and sign", type="primary")
     if go:
         try:
@@ -98,7 +98,7 @@ def _register(me) -> None:
             governance.say(e)
         else:
             governance.after_write(f"registered {name.strip()} ({', '.join(roles) or 'no role'}): record #{row['seq']}, "
-                                   f"signed by {me.name}", clear=("adm_reg_name", "adm_reg_roles"))
+                                   f"signed by {me.name}", clear=("adm_reg_name", "adm_reg_roles", "adm_reg_key"))
 
 
 def _roles(me) -> None:
@@ -106,7 +106,8 @@ def _roles(me) -> None:
     who = st.selectbox("person", names, key="adm_roles_who")
     have = sorted(state_now.registry.people[who].roles) if who else []
     with st.form(f"adm_roles_{who}"):
-        want = st.multiselect("roles", list(ROLES), default=have, key=f"adm_roles_{who}_set")
+        want = st.multiselect("roles", list(ROLES), default=have,
+                              key=governance.key(f"adm_roles_{who}_set"))
         go = st.form_submit_button(f"Sign the new roles of {who}", disabled=not who)
     if go:
         try:
@@ -122,8 +123,8 @@ def _roles(me) -> None:
 def _revoke(me) -> None:
     active = sorted(n for n, p in state_now.registry.people.items() if p.key_id)
     with st.form("adm_revoke"):
-        who = st.selectbox("person", active, index=None, key="adm_rev_who")
-        reason = st.text_input("reason (lost, leaked, left the team...)", key="adm_rev_reason")
+        who = st.selectbox("person", active, index=None, key=governance.key("adm_rev_who"))
+        reason = st.text_input("reason (lost, leaked, left the team...)", key=governance.key("adm_rev_reason"))
         go = st.form_submit_button("Revoke the key and sign")
     if go:
         try:
@@ -164,20 +165,23 @@ def _policy(me) -> None:
 
 def _trust(me) -> None:
     out = st.text_input("trust file", value=str(settings.state_dir() / "trust.json"), key="adm_trust_out")
-    if st.button("Write the trust file", key="adm_trust_go"):
+    if st.button("Sign and write the trust file", key="adm_trust_go"):
         try:
             path = trust_file(me, out)
         except (TicketLabError, OSError) as e:
             governance.say(e)
         else:
-            st.success(f"trusted keys and roles written to {path}: give it to deployers for `ticketlab verify --trust`",
+            st.success(f"trusted keys and roles, signed by {me.name}, written to {path}: give it to deployers to verify "
+                       f"bundles with",
                        icon=":material/verified_user:")
 
 
 def trust_file(me, out: str) -> Path:
+    """`ticketlab people export --as ADMIN`: the registry and the ledger's anchor, signed by this admin."""
+    from analysis.governance import trustfile
     from pruning.durable import atomic_write_json
 
-    trust = state_now.registry.trust()
+    trust = trustfile.export(governance.fresh_state(), me)
     atomic_write_json(out, trust, indent=2, sort_keys=True)
     return Path(out)
 

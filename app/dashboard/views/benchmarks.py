@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app.dashboard import comparison, data, evaluate_form, figures, jobs_panel, widgets
+from app.dashboard import comparison, data, evaluate_form, figures, jobs_panel, tables, widgets
 from app.dashboard.breakdown import breakdown
 from pruning.errors import TicketLabError
 
@@ -29,26 +29,32 @@ if models.empty:
     st.stop()
 
 specs = dict(zip(models["weights_sha256"], models["spec"], strict=True))
+linked = widgets.url_ticket(tickets)  # ?ticket=: that ticket's dense model, subjects and comparison
+if linked is not None and st.session_state.get("_bm_linked") != linked:
+    st.session_state["_bm_linked"] = linked
+    st.session_state["bm_dense"] = tickets.set_index("id").loc[linked, "dense_sha256"]
+    st.session_state.pop("bm_subjects", None)
 top = st.columns([2, 1, 1])
 order = sorted(specs, key=lambda s: (specs[s] != data.app_model(), -int(models.set_index("weights_sha256")
                                                                          .loc[s, "tickets"])))
 dense = top[0].selectbox("dense model", order, format_func=lambda s: f"{specs[s]} ({s[:12]})", key="bm_dense")
 full_only = top[1].toggle("full runs only", value=False, key="bm_full",
-                          help="decisions use full runs; --limit runs are quick looks")
+                          help="decisions use full runs; runs with a limit are quick looks")
 metrics = data.metrics(dense, full_only=full_only)
 mine = tickets[tickets["dense_sha256"] == dense]
 labels = {"dense": "dense"} | {r["id"]: data.ticket_label(r) for r in mine.to_dict("records")}
 
-tab_metrics, tab_compare, tab_imp, tab_eval = st.tabs(["Metrics", "Compare", "IMP experiments", "Evaluate"])
+tab_metrics, tab_compare, tab_imp, tab_eval = st.tabs(["Metrics", "Compare", "IMP experiments", "Evaluate"],
+                                                      default="Compare" if linked else None)
 
 with tab_metrics:
     if metrics.empty:
-        st.info("No evaluations of this model or its tickets yet. Run `ticketlab eval dense --suite all` "
-                "(or a ticket id), or start one on the Evaluate tab.")
+        st.info("No evaluations of this model or its tickets yet. Start one on the Evaluate tab.")
     else:
         have = [s for s in labels if s in set(metrics["subject"])]
-        subjects = st.multiselect("subjects", have, default=have[:6], format_func=lambda s: labels.get(s, s),
-                                  key="bm_subjects")
+        first = (["dense"] if "dense" in have else []) + ([linked] if linked in have else [])
+        subjects = st.multiselect("subjects", have, default=(first + [h for h in have if h not in first])[:6],
+                                  format_func=lambda s: labels.get(s, s), key="bm_subjects")
         sel = breakdown(metrics[metrics["subject"].isin(subjects)])
         sel["who"] = sel["subject"].map(lambda s: labels.get(s, s))
         suites = sorted(sel["suite"].unique(), key=lambda x: (SUITE_ORDER.index(x) if x in SUITE_ORDER else 9, x))
@@ -71,7 +77,7 @@ with tab_metrics:
                                                 + (f" ({hint})" if hint else ""), ideal=ideal), key="bm_bars")
             limited = part[part["limit"].notna()]
             if not limited.empty:
-                st.caption(f"**{len(limited)} of these values come from quick (--limit) runs**: indicative, not for "
+                st.caption(f"**{len(limited)} of these values come from quick runs (a limit)**: indicative, not for "
                            "decisions. Error bars are one standard error; the dense model is always grey.")
             else:
                 st.caption("Full runs. Error bars are one standard error; the dense model is always grey.")
@@ -115,7 +121,8 @@ with tab_imp:
                        "(re-initialised, random mask); error bars are 95% t-intervals over seeds.")
             st.page_link("views/experiments.py", label="The verdict, learning curves, pilot and sanity check: "
                          "Experiments page", icon=":material/science:")
-            st.dataframe(report, hide_index=True, width="stretch", placeholder="—")
+            st.dataframe(report, hide_index=True, width="stretch", placeholder="—",
+                         column_config=tables.number_columns(report))
 
 with tab_eval:
     if "eval" not in widgets.cli_parsers():

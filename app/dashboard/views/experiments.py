@@ -50,6 +50,8 @@ except TicketLabError as e:
     st.stop()
 
 st.markdown(f"**Verdict.** {verdict['sentence']}")
+if table.attrs.get("budget"):
+    st.caption(exp_mod.budget_text(table.attrs["budget"]).capitalize() + ".")
 if status[exp_id] != "complete":
     st.caption(f"The experiment is {status[exp_id]}: the verdict covers the units recorded so far.")
 cols = st.columns(5)
@@ -63,7 +65,7 @@ cols[1].metric("testing stopped at", "–" if stop is None else f"{stop:.1%}",
                help="the first sparsity where the ticket did not match; higher ones are not tested")
 power = verdict.get("power")
 cols[2].metric("seeds", verdict["n_seeds"],
-               delta=None if not power else f"power {power['achieved']:.2f} (needs {power['needed']})",
+               delta=None if not power else f"power {power['achieved']:.2f} (needs {power['needed'] or '>200'})",
                delta_color="off", help="power to declare a ticket exactly as good as dense matching, with the "
                                        "pilot's seed sd")
 sanity = verdict.get("sanity")
@@ -89,6 +91,9 @@ shown = pd.DataFrame([{
     "winning": "" if r["round"] == 0 else ("yes" if r["winning"] else "no"),
 } for r in table.to_dict("records")])
 st.dataframe(shown, hide_index=True, width="stretch")
+sep = verdict.get("separation_sparsity")
+st.caption("Ticket and random mask separate (random - ticket > 0): "
+           + ("at no level tested." if sep is None else f"first at {sep:.1%} sparsity."))
 st.plotly_chart(exp_mod.imp_figure(table), key="exp_curve")
 
 with st.expander("Controls against the ticket (paired differences)"):
@@ -107,13 +112,17 @@ else:
 left, right = st.columns(2)
 with left:
     st.subheader("Pilot")
-    if pilot:
+    if pilot and pilot.get("curves"):
         st.caption(f"Chosen: lr {pilot['lr']:g}, T = {pilot['steps']} ({pilot['rule']}).")
+        for note in pilot.get("extensions", []):
+            st.caption(f"Grid extended: {note}.")
         if pilot.get("edge"):
             st.warning(f"The pilot's choice is {' and '.join(pilot['edge'])}: the grid may not bracket the optimum.")
         st.plotly_chart(exp_mod.pilot_figure(pilot), key="exp_pilot")
     else:
-        st.caption("This protocol fixed lr and T itself (no pilot).")
+        st.caption("This protocol fixed lr and T itself (no tuning).")
+    if pilot and "seed_sd" in pilot:
+        st.caption(f"Seed noise for the power analysis: sd {pilot['seed_sd']:.4f} ({pilot['seed_sd_rule']}).")
 with right:
     st.subheader("Sanity check and barrier")
     if sanity:
@@ -135,8 +144,8 @@ with right:
         st.caption("Instability of the ticket at each level and rewind step.")
     if power:
         st.write(f"Power: {power['given']} seeds give {power['achieved']:.2f} to declare a ticket exactly as good as "
-                 f"dense matching (seed sd {power['sd']:.4f} from {power['source']}); {power['needed']} seeds reach "
-                 f"{power['target']:.2f}.")
+                 f"dense matching (seed sd {power['sd']:.4f} from {power['source']}); "
+                 f"{power['needed'] or 'more than 200'} seeds reach {power['target']:.2f}.")
 
 with st.expander("Protocol (fixed before the run; its hash is the experiment id)"):
     st.json(protocol)

@@ -35,12 +35,12 @@ def ticket_table(df, headline: list[str], experiment: bool = False) -> None:
         **{c: st.column_config.NumberColumn(labels[c], format="%.4g", help=c + " (latest run; see evidence)")
            for c in headline},
         "evidence": st.column_config.TextColumn("evidence", help="full: the headline values come from full runs; "
-                                                                 "quick: from --limit runs (indicative)"),
+                                                                 "quick: from runs with a document limit (indicative)"),
         "created_at": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm"),
         **link_config,
     })
     if quick:
-        st.caption("Rows marked **quick** show values from --limit runs: quick looks, not evidence for a decision.")
+        st.caption("Rows marked **quick** show values from runs with a document limit: quick looks, not evidence for a decision.")
 
 
 models = data.models()

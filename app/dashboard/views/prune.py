@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.dashboard import data, widgets
+from app.dashboard import acting, data, governance, widgets
 from pruning.errors import TicketLabError
 from pruning.registry import all_methods
 
@@ -20,6 +20,20 @@ def _needs_calibration(method, values: dict) -> bool:
     except TicketLabError:
         return method.needs_calibration
 
+
+me = governance.signer() if governance._gov_state().ledger_id else None
+engineer = "engineer" in governance.roles_of(me)
+if engineer:
+    st.caption(f"Tickets pruned here while **{me.name}** is signed in are signed as {me.name}'s (their creator) "
+               "when the job finishes.")
+else:
+    with st.expander("Unsigned until an engineer signs: sign in to sign the tickets you prune here"
+                     if me is None else f"{me.name} is no engineer: tickets pruned here stay unsigned"):
+        st.caption("A ticket needs a signed creator before it can be approved. Sign in as an engineer here before "
+                   "pruning (the ticket is signed as yours when the job finishes), or later press “Sign as the "
+                   "creator” on the Review page.")
+        if me is None:
+            governance.sign_in("prune")
 
 methods = all_methods()
 known = [data.app_model()] + [s for s in data.models()["spec"] if s != data.app_model()]
@@ -75,7 +89,13 @@ with left:
                 argv += ["--calib-samples", str(int(samples)), "--calib-len", str(int(length))]
             if ticket_name.strip():
                 argv += ["--name", ticket_name.strip()]
-            widgets.start_job(argv, label=f"prune {name} {sparsity:.0%} · {model}", kind="prune")
+            # the label tells two prune jobs apart: every option that differs from its default, and the name
+            changed = " ".join(f"{p.name}={values[p.name]}" for p in method.params
+                               if values[p.name] != p.default and values[p.name] not in (None, ""))
+            label = (f"prune {name} {sparsity:.0%}" + (f" {changed}" if changed else "")
+                     + (f" “{ticket_name.strip()}”" if ticket_name.strip() else "") + f" · {model}")
+            widgets.start_job(argv, label=label, kind="prune",
+                              on_start=lambda job: acting.remember_prune(job, me if engineer else None))
 
     st.subheader("IMP experiment")
     if "imp" in widgets.cli_parsers():

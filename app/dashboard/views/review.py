@@ -59,6 +59,7 @@ if not rules.empty:
     # the Styler needs a unique index: zero-width spaces keep equal statuses apart and read the same
     shown = shown.set_index(pd.Index([s + "\u200b" * i for i, s in enumerate(shown["status"])], name="status"))
     shown = shown.drop(columns="status")
+    shown["detail"] = shown["detail"].map(lambda d: governance.browser_words(d) if isinstance(d, str) else d)
     styled = shown.style.apply(lambda col: colours, subset=["rule", "item"])
     styled = styled.format({"baseline": tables.num, "candidate": tables.num, "delta": tables.signed,
                             **{c: tables.plain for c in ("item", "limit", "detail")}})

@@ -60,9 +60,9 @@ with attr_col:
     df = attr if shown == "ticket" else dense_attr
     if df.empty:
         subject = tid if shown == "ticket" else "dense"
-        st.info(f"No head attributions for {shown} yet. Compute them with "
-                f"`ticketlab eval {subject} --suite attribution`" +
-                (" or here:" if "eval" in widgets.cli_parsers() else "."))
+        st.info(f"No head attributions for {shown} yet." +
+                (" Compute them here:" if "eval" in widgets.cli_parsers() else
+                 f" Compute them with `ticketlab eval {subject} --suite attribution`."))
         if "eval" in widgets.cli_parsers() and st.button("Compute attributions in the background", key="attr_go"):
             model_args = ["--model", str(row["model"])] if shown == "dense" and row["model"] else []
             widgets.start_job(["eval", subject, "--suite", "attribution", *model_args, *widgets.json_flag("eval")],
