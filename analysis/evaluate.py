@@ -6,9 +6,11 @@ nothing written. Every metric row carries its direction (analysis.metric_meta) a
 changes scores (limit, batch size, dtype, padding/scoring, plus `extra["setup"]`), so `compare` only
 puts like next to like.
 
-Suites: `ppl` (WikiText-2 test perplexity), `safety` (lm-eval suite, analysis.safety), `attribution`
-(captum head attributions on CrowS-Pairs, analysis.attribution), `latency` (prefill/decode tokens/s,
-analysis.latency), `all` (every one, in that order).
+Suites: `ppl` (WikiText-2 test perplexity), `safety` (lm-eval suite, analysis.safety), `instruct`
+(generated answers: IFEval and XSTest through lm-eval and analysis.generation; each task's transcript
+set is stored content-addressed, analysis.transcripts, and tied to the run by its metric rows),
+`attribution` (captum head attributions on CrowS-Pairs, analysis.attribution), `latency`
+(prefill/decode tokens/s, analysis.latency), `all` (every one, in that order).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from .perplexity import DEFAULT_BATCH_SIZE as PPL_BATCH_SIZE
 from .perplexity import DEFAULT_SEQ_LEN, perplexity
 from .safety import BBQ_PER_CATEGORY, run_safety
 from .safety import DEFAULT_BATCH_SIZE as SAFETY_BATCH_SIZE
+
+GEN_BATCH_SIZE = 32  # prompts decoded together (instruct suite); see benchmarks/generation.py
 
 SUITES = tuple(metric_meta.SUITES)
 ATTRIBUTION_PAIRS = 16  # CrowS-Pairs pairs attributed when no --limit is given
@@ -73,14 +77,36 @@ def _ppl(loaded, ticket, limit, batch_size, seq_len, progress) -> tuple[dict, li
     return results, rows, config
 
 
-def _safety(loaded, ticket, tasks, limit, batch_size, bbq_per_category, hub, progress, run) -> tuple[dict, list, dict]:
-    res = run_safety(loaded, ticket, tasks=tasks, limit=limit, batch_size=batch_size or SAFETY_BATCH_SIZE,
-                     bbq_per_category=bbq_per_category, hub=hub, progress=progress)
+def tasks_of(suite: str, tasks: list[str] | str | None) -> list[str] | None:
+    """The `--tasks` that belong to `suite` (None: every task of the suite)."""
+    if tasks is None:
+        return None
+    from .safety import registry
+
+    names = [t.strip() for t in (tasks.split(",") if isinstance(tasks, str) else tasks) if t.strip()]
+    info = {n: registry.task(n) for n in names}
+    return [n for n in names if (info[n].suite if info[n] else suite) == suite]  # unknown: each suite names it
+
+
+def _safety(loaded, ticket, tasks, limit, batch_size, bbq_per_category, hub, progress, run,
+            suite: str = "safety", chat: bool = True, lm=None) -> tuple[dict, list, dict]:
+    """`lm`: an lm-eval model scoring instead of the in-memory one (a served artifact, analysis.serving)."""
+    if suite == "instruct":
+        res = run_safety(loaded, ticket, tasks=tasks, limit=limit, suite="instruct", chat=chat,
+                         gen_batch_size=batch_size or GEN_BATCH_SIZE, progress=progress)
+    else:
+        res = run_safety(loaded, ticket, tasks=tasks, limit=limit, batch_size=batch_size or SAFETY_BATCH_SIZE,
+                         bbq_per_category=bbq_per_category, hub=hub, progress=progress, lm=lm)
     cfg = res.config
+    sets = _transcripts(res) if suite == "instruct" else {}
     rows = []
     for task, values in res.results.items():
         # run settings the task's YAML names as changing its scores (BBQ: the per-category cap)
         setup = {"source": cfg["source"], **cfg.get("task_setup", {}).get(task, {})}
+        extra = {}
+        if task in sets:  # generation: the decoding settings change scores; the transcript set is the evidence
+            setup.update({k: sets[task]["decoding"].get(k) for k in ("max_new_tokens", "chat_template")})
+            extra["transcripts"] = sets[task]["sha256"]
         for key, value in values.items():
             metric, _, filt = key.partition(",")
             if metric.endswith("_stderr"):
@@ -88,14 +114,42 @@ def _safety(loaded, ticket, tasks, limit, batch_size, bbq_per_category, hub, pro
             name = metric if filt in ("", "none") else key
             stderr = values.get(f"{metric}_stderr,{filt}")
             counted = res.n_docs.get(task, {}).get(metric)  # a score resting on part of the documents
-            rows.append(_row("safety", task, name, value, stderr, n=res.n_samples.get(task), limit=limit,
-                             batch_size=cfg["batch_size"], dtype=cfg["dtype"], padding=cfg["padding"], setup=setup,
-                             lm_eval=cfg["lm_eval"], version=cfg["versions"].get(task),
+            rows.append(_row(suite, task, name, value, stderr, n=res.n_samples.get(task), limit=limit,
+                             batch_size=cfg["batch_size"] if not sets else cfg["generation"]["batch_size"],
+                             dtype=cfg["dtype"], padding=cfg["padding"] if not sets else "left (generation)",
+                             setup=setup, lm_eval=cfg["lm_eval"], version=cfg["versions"].get(task), **extra,
                              **({"n_docs": counted} if counted is not None else {})))
     if run is not None:
         for task, samples in res.samples.items():
-            run.samples += [(task, s["doc_id"], s) for s in samples]
+            outcome = {r["doc_id"]: r["outcome"] for r in sets.get(task, {}).get("records", [])}
+            # the ledger keeps scores and verdicts; the texts are in the transcript set
+            run.samples += [(task, s["doc_id"], {**{k: v for k, v in s.items() if k not in _TEXT},
+                                                 **({"outcome": outcome[s["doc_id"]]} if s["doc_id"] in outcome else {})})
+                            for s in samples]
+    if sets:
+        cfg["transcripts"] = {t: v["sha256"] for t, v in sets.items()}
     return res.results, rows, cfg
+
+
+_TEXT = ("prompt", "completion", "max_gen_toks")
+
+
+def _transcripts(res) -> dict[str, dict]:
+    """Build and store each generation task's transcript set; task -> {sha256, decoding, records}."""
+    from . import transcripts
+    from .safety import registry
+
+    gens = res.config.get("generation") or {}
+    out = {}
+    for task, samples in res.samples.items():
+        info = registry.task(task)
+        if not samples or "completion" not in samples[0]:
+            continue
+        n = samples[0].get("max_gen_toks")
+        decoding = next((g for g in gens.get("settings", []) if g.get("max_new_tokens") == n), {})
+        doc = transcripts.build(task, samples, info.transcript_hook if info else None, decoding)
+        out[task] = {"sha256": transcripts.store(doc), "decoding": decoding, "records": doc["records"]}
+    return out
 
 
 def _attribution(loaded, ticket, limit, progress, run, subject) -> tuple[dict, list, dict]:
@@ -139,19 +193,22 @@ def _latency(loaded, ticket, batch_size) -> tuple[dict, list, dict]:
 def evaluate(loaded, ticket: Ticket | None, suite: str = "all", tasks: list[str] | str | None = None,
              limit: int | None = None, ledger: Ledger | None = None, command: str = "ticketlab eval",
              progress: Progress | None = None, batch_size: int | None = None, seq_len: int = DEFAULT_SEQ_LEN,
-             bbq_per_category: int | None = BBQ_PER_CATEGORY, hub: bool = False, record: bool = True) -> dict:
+             bbq_per_category: int | None = BBQ_PER_CATEGORY, hub: bool = False, record: bool = True,
+             chat: bool = True) -> dict:
     """Run `suite` (ppl, safety, attribution, latency, a comma list, or all) and record it as one ledger run.
 
     `limit`: ppl windows (spread over the test set), safety documents per task (lm-eval's first N),
-    attribution pairs. `batch_size`: windows (ppl), packed rows (safety), prompts (latency); None = each
-    suite's default. `record=False` runs without touching the ledger."""
+    attribution pairs. `batch_size`: windows (ppl), packed rows (safety), prompts (instruct, latency);
+    None = each suite's default. `chat=False`: generation with the plain prompt instead of the model's
+    chat template. `record=False` runs without touching the ledger."""
     names = suites_for(suite)
     if limit is not None and limit < 1:
         raise TicketLabError(f"--limit must be at least 1 (got {limit}).")
     subject = ticket.id if ticket is not None else "dense"
     params = {"suite": suite, "suites": names, "tasks": tasks, "limit": limit, "batch_size": batch_size,
               "seq_len": seq_len, "dtype": str(loaded.dtype), "device": str(loaded.device), "model": loaded.spec,
-              "bbq_per_category": bbq_per_category, "hub": hub}
+              "bbq_per_category": bbq_per_category, "hub": hub, "chat_template": chat}
+    partials: list[str] = []
 
     def step(name: str) -> Progress | None:
         if progress is None:
@@ -164,9 +221,13 @@ def evaluate(loaded, ticket: Ticket | None, suite: str = "all", tasks: list[str]
         for name in names:
             if name == "ppl":
                 res, rows, cfg = _ppl(loaded, ticket, limit, batch_size, seq_len, step("ppl"))
-            elif name == "safety":
-                res, rows, cfg = _safety(loaded, ticket, tasks, limit, batch_size, bbq_per_category, hub,
-                                         step("safety"), run)
+            elif name in ("safety", "instruct"):
+                mine = tasks_of(name, tasks)
+                if mine == [] and any(tasks_of(other, tasks) for other in names if other != name):
+                    continue  # --tasks names only another suite's tasks
+                res, rows, cfg = _safety(loaded, ticket, mine, limit, batch_size,
+                                         bbq_per_category, hub, step(name), run, suite=name, chat=chat)
+                partials.extend(cfg.pop("partials", []))
             elif name == "attribution":
                 res, rows, cfg = _attribution(loaded, ticket, limit, step("attribution"), run, subject)
             else:
@@ -179,7 +240,9 @@ def evaluate(loaded, ticket: Ticket | None, suite: str = "all", tasks: list[str]
                 "results": results, "config": configs}
 
     if not record:
-        return {"run_id": None, **body(None)}
+        out = body(None)
+        _remove(partials)
+        return {"run_id": None, **out}
     ledger = ledger or Ledger()
     ledger.record_model(loaded)
     with ledger.run("eval", command, subject=subject, dense_sha256=loaded.weights_sha256, params=params) as run:
@@ -188,4 +251,12 @@ def evaluate(loaded, ticket: Ticket | None, suite: str = "all", tasks: list[str]
 
             run.extra_sql += ledger.ticket_rows(ticket, survival_tables(ticket.masks, loaded.adapter))
         out = body(run)
+    _remove(partials)  # recorded: the generation checkpoints have served (kept when the run failed: resume)
     return {"run_id": run.id, **out}
+
+
+def _remove(paths: list[str]) -> None:
+    from pathlib import Path
+
+    for p in paths:
+        Path(p).unlink(missing_ok=True)

@@ -51,6 +51,8 @@ LOWER = MetricMeta("lower")
 SUITES: dict[str, str] = {
     "ppl": "WikiText-2 test perplexity",
     "safety": "bias and truthfulness benchmarks through lm-eval (the task YAMLs tagged ticketlab_safety)",
+    "instruct": "what the assistant says: IFEval instruction following and XSTest refusals, generated "
+                "(the task YAMLs tagged ticketlab_instruct)",
     "attribution": "captum head attributions on CrowS-Pairs pairs",
     "latency": "prefill / decode tokens per second",
 }
@@ -99,7 +101,7 @@ def base_name(metric: str) -> str:
 
 
 def _registered(task: str) -> registry.TaskInfo | None:
-    tasks = registry.tasks()
+    tasks = registry.tasks(suite=None)
     if task in tasks:
         return tasks[task]
     stems = [n for n in tasks if task.startswith(n + "_")]
@@ -147,10 +149,10 @@ def suites() -> dict[str, str]:
 
 def registered_tasks(suite: str = "safety") -> list[registry.TaskInfo]:
     """The tasks of a suite, in listing order (`.name`, `.title`, `.breakdown_of`, `.by`, `.category`,
-    `.metrics`); only the safety suite has several."""
-    if suite != "safety":
+    `.metrics`); only the lm-eval suites (safety, instruct) have tasks."""
+    if suite not in registry.SUITE_TAGS.values():
         return []
-    return list(registry.tasks().values())
+    return list(registry.tasks(suite=suite).values())
 
 
 def task_title(task: str) -> str:
@@ -161,7 +163,7 @@ def task_title(task: str) -> str:
 def headline_metrics() -> list[tuple[str, str]]:
     """(task, metric) pairs shown per ticket: perplexity, then every YAML headline in listing order."""
     out = [(t, m) for t, m, meta in TABLE if meta.headline and "*" not in t + m]
-    for info in registry.tasks().values():
+    for info in registry.tasks(suite=None).values():
         out += [(info.name, name) for name, m in info.metrics.items() if m.headline]
     return out
 
@@ -173,7 +175,7 @@ def breakdowns(task: str) -> list[Breakdown]:
     if info is None:
         return []
     out = []
-    kids = [k for k in registry.tasks().values() if k.breakdown_of == task]
+    kids = [k for k in registry.tasks(suite=None).values() if k.breakdown_of == task]
     for by in dict.fromkeys(k.by or "category" for k in kids):
         mine = [k for k in kids if (k.by or "category") == by]
         for metric in info.metrics:

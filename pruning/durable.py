@@ -85,7 +85,9 @@ FULL_TEXT = ("No space left on device", "Disk quota exceeded", "os error 28", "S
 def is_full(e: BaseException) -> bool:
     """A full file system, however the library reports it (OSError, DuckDB's IO errors, safetensors' Rust
     errors carry the OS message rather than the errno)."""
-    while e is not None:
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:  # the cause chain, once (chains can loop)
+        seen.add(id(e))
         if isinstance(e, OSError) and e.errno in FULL:
             return True
         if any(t in str(e) for t in FULL_TEXT):

@@ -62,7 +62,9 @@ def test_registry_reads_every_shipped_task_and_its_metadata():
     # the headline list the CLI and the dashboard show is the one the Python table used to spell out
     assert metric_meta.KEY_METRICS == [("wikitext2", "perplexity"), ("crows_pairs_english", "pct_stereotype"),
                                        ("bbq", "amb_bias_score"), ("bbq", "disamb_bias_score"),
-                                       ("truthfulqa_mc2", "acc"), ("winogender_all", "acc")]
+                                       ("truthfulqa_mc2", "acc"), ("winogender_all", "acc"),
+                                       ("ifeval", "prompt_level_loose_acc"), ("xstest", "refusal_rate_unsafe"),
+                                       ("xstest", "compliance_rate_safe")]
     crows = {b.metric: b for b in metric_meta.breakdowns("crows_pairs_english")}
     assert crows["pct_stereotype"].by == "bias type" and len(crows["pct_stereotype"].parts) == 9
     assert ("gender", "crows_pairs_english_gender", "pct_stereotype") in crows["pct_stereotype"].parts
@@ -81,7 +83,7 @@ def test_registry_reads_every_shipped_task_and_its_metadata():
     assert metric_meta.meta_for("bbq_age", "disamb_bias_score").ideal == 0.0  # an older ledger's task name
     from analysis.evaluate import SUITES
 
-    assert tuple(metric_meta.suites()) == SUITES == ("ppl", "safety", "attribution", "latency")
+    assert tuple(metric_meta.suites()) == SUITES == ("ppl", "safety", "instruct", "attribution", "latency")
 
 
 def test_a_yaml_alone_adds_a_task_everywhere(tiny_llama, task_folder, monkeypatch):

@@ -77,7 +77,9 @@ class Rule:
     def patterns(self) -> list[tuple[str, str]]:
         return [(t, m or "*") for t, _, m in (p.partition("/") for p in self.metrics)]
 
-    def selects(self, task: str, metric: str) -> bool:
+    def selects(self, task: str, metric: str, meta_of=None) -> bool:
+        """`meta_of(task, metric)`: the metrics' metadata (default: the task YAMLs now; a decision's signed
+        evidence carries the metadata it was evaluated with, so the audit re-evaluates it the same way)."""
         from ..metric_meta import base_name, meta_for
 
         metric = base_name(metric)
@@ -85,7 +87,7 @@ class Rule:
             return False
         if self.where is None:
             return True
-        meta = meta_for(task, metric)
+        meta = (meta_of or meta_for)(task, metric)
         return meta is not None and (meta.headline if self.where == "headline" else meta.direction == self.where)
 
     def view(self) -> dict[str, Any]:

@@ -47,11 +47,17 @@ FIELDS: dict[str, dict[str, tuple]] = {
     "rollback": {"dense_sha256": (str,), "target": (str,), "previous": (str,), "reason": (str,)},
 }
 TEXT = {"reason", "override_reason", "name"}  # free text a person typed: shown in terminals and pages
-ROW_FIELDS = ("task", "metric", "value", "stderr", "limit", "dtype", "direction", "ideal")
+ROW_FIELDS = ("task", "metric", "value", "stderr", "limit", "dtype", "direction", "ideal", "meta")
 
 
 def _number_ok(v) -> bool:
     return v is None or (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v))
+
+
+def _meta_ok(meta) -> bool:
+    return meta is None or (isinstance(meta, dict) and set(meta) == {"direction", "ideal", "headline"}
+                            and meta["direction"] in ("higher", "lower", "target") and _number_ok(meta["ideal"])
+                            and isinstance(meta["headline"], bool))
 
 
 def evidence_digest(evidence: dict) -> str:
@@ -70,7 +76,8 @@ def _evidence_problem(ev: dict) -> str:
         for r in group:
             if not isinstance(r, dict) or set(r) != set(ROW_FIELDS) or not isinstance(r["task"], str) \
                     or not isinstance(r["metric"], str) or not all(_number_ok(r[k]) for k in ("value", "stderr", "ideal")) \
-                    or not (r["limit"] is None or (isinstance(r["limit"], int) and not isinstance(r["limit"], bool))):
+                    or not (r["limit"] is None or (isinstance(r["limit"], int) and not isinstance(r["limit"], bool))) \
+                    or not _meta_ok(r["meta"]):
                 return f"its {who} evidence holds a malformed metric row"
     return ""
 

@@ -11,8 +11,9 @@ from pathlib import Path
 from pruning.errors import TicketLabError
 
 from ..ledger import Ledger
-from ..metric_meta import direction
+from ..metric_meta import MetricMeta, direction, meta_for
 from . import evidence as ev
+from .evidence import base_metric
 from .policy import Policy, Rule, load_policy
 from .reader import snapshot
 from .replay import ROW_FIELDS
@@ -73,7 +74,22 @@ def review_ticket(ledger: Ledger, ticket_ref: str, baseline: str = "dense", poli
 
 
 def _row(r: dict) -> dict:
-    return {k: r.get(k) for k in ROW_FIELDS}
+    """A metric row as evidence, with the metadata the task YAMLs give it now (None when none describes it):
+    a later change of a YAML does not change how a signed decision is evaluated again."""
+    m = meta_for(r["task"], r["metric"])
+    meta = {"direction": m.direction, "ideal": m.ideal, "headline": bool(m.headline)} if m is not None else None
+    return {k: r.get(k) for k in ROW_FIELDS if k != "meta"} | {"meta": meta}
+
+
+def _meta_of(evidence: dict):
+    """The metric metadata recorded in evidence, as `meta_for` would answer it then."""
+    known = {}
+    for group in evidence["rows"].values():
+        for r in group:
+            if r.get("meta"):
+                known[(r["task"], base_metric(r["metric"]))] = MetricMeta(r["meta"]["direction"], r["meta"]["ideal"],
+                                                                          "", r["meta"]["headline"])
+    return lambda task, metric: known.get((task, base_metric(metric)))
 
 
 def gather_evidence(ledger, ticket: dict, baseline: str, pol: Policy) -> dict:
@@ -114,7 +130,8 @@ def ticket_files_sparsity(ticket: dict) -> float | None:
                 continue
             if t.content_sha256 != ticket["content_sha256"]:
                 continue
-            _SPARSITY.clear()  # one ticket at a time is what a review needs; a cache must not grow without end
+            if len(_SPARSITY) >= 512:  # pages list many tickets; a cache must not grow without end
+                _SPARSITY.clear()
             _SPARSITY[key] = float(t.achieved_sparsity)
         return _SPARSITY[key]
     return None
@@ -129,17 +146,17 @@ def evaluate(pol: Policy, evidence: dict, ticket_id: str, dense_sha256: str, cre
                     baseline={"ref": b.get("ref"), "subject": b.get("subject"), "label": b.get("label")},
                     policy={"name": pol.name, "path": pol.path, "sha256": pol.sha256},
                     creator=creator, reviewer=reviewer, full_runs=pol.full_runs, evidence=evidence)
-    rows = evidence["rows"]
+    rows, meta_of = evidence["rows"], _meta_of(evidence)
     r = review.results
     for rule in pol.rules:
-        r += apply(rule, pol, rows["ticket"], rows["baseline"])
+        r += apply(rule, pol, rows["ticket"], rows["baseline"], meta_of)
     if pol.get("efficiency"):
-        r += _efficiency(pol, evidence)
+        r += _efficiency(pol, evidence, meta_of)
     r.append(_duties(pol, creator, reviewer))
     return review
 
 
-def _efficiency(pol: Policy, evidence: dict) -> list[RuleResult]:
+def _efficiency(pol: Policy, evidence: dict, meta_of) -> list[RuleResult]:
     s = pol.get("efficiency")
     rows = evidence["rows"]
     out = []
@@ -158,7 +175,8 @@ def _efficiency(pol: Policy, evidence: dict) -> list[RuleResult]:
         limit = f"speedup >= {s['min_speedup']:g}x against dense"
         dense_rows = rows["dense"]
         speed = Rule("efficiency", "speedup", (f"{s['speed_task']}/{s['speed_metric']}",))
-        picked = ev.latest([x for x in rows["ticket"] if speed.selects(x["task"], x["metric"])], full_only=False)
+        picked = ev.latest([x for x in rows["ticket"] if speed.selects(x["task"], x["metric"], meta_of)],
+                           full_only=False)
         if not picked:
             out.append(RuleResult("efficiency", " ".join(speed.metrics), MISSING, limit=limit, kind="speedup",
                                   detail="no results for the ticket: run `ticketlab eval TICKET --suite latency`"))
@@ -169,7 +187,9 @@ def _efficiency(pol: Policy, evidence: dict) -> list[RuleResult]:
                 out.append(RuleResult("efficiency", item, MISSING, candidate=c["value"], limit=limit,
                                       detail=why or "no value", kind="speedup", indicative=c["limit"] is not None))
                 continue
-            lower_better = (c.get("direction") or direction(c["task"], c["metric"])[0]) == "lower"
+            known = meta_of(c["task"], c["metric"])
+            lower_better = (c.get("direction") or (known.direction if known else direction(c["task"], c["metric"])[0])
+                            ) == "lower"
             speedup = b["value"] / c["value"] if lower_better else c["value"] / b["value"]
             out.append(RuleResult("efficiency", item, PASS if speedup >= s["min_speedup"] else FAIL, b["value"],
                                   c["value"], c["value"] - b["value"], limit, f"{speedup:.3f}x the dense model",

@@ -47,10 +47,10 @@ def _bound(rule: Rule, ideal: float | None = None) -> str:
     return f"{what} grows <= {rule.limit:g}·stderr{slack}"
 
 
-def _pairs(pol: Policy, rule: Rule, cand_rows: list[dict], base_rows: list[dict]):
+def _pairs(pol: Policy, rule: Rule, cand_rows: list[dict], base_rows: list[dict], meta_of=None):
     """(item, candidate row, baseline row or None, why) for every selected candidate metric, or one
     'missing' entry when the ticket has no such result."""
-    picked = ev.latest([x for x in cand_rows if rule.selects(x["task"], x["metric"])], full_only=False)
+    picked = ev.latest([x for x in cand_rows if rule.selects(x["task"], x["metric"], meta_of)], full_only=False)
     if not picked:
         return [(" ".join(rule.metrics), None, None, "no results for the ticket: run `ticketlab eval`")]
     out = []
@@ -73,21 +73,22 @@ def _quick(pol: Policy, row: dict) -> str:
     return f" [indicative: --limit {row['limit']} run{need}]"
 
 
-def _meta(rule: Rule, row: dict) -> MetricMeta | None:
+def _meta(rule: Rule, row: dict, meta_of=None) -> MetricMeta | None:
     if rule.ideal is not None:
         return MetricMeta("target", rule.ideal)
-    meta = meta_for(row["task"], row["metric"])
+    meta = (meta_of or meta_for)(row["task"], row["metric"])
     if meta is None and row.get("direction"):  # a row recorded with its direction, for a task no YAML describes
         meta = MetricMeta(row["direction"], row.get("ideal"))
     return meta
 
 
-def apply(rule: Rule, pol: Policy, cand_rows: list[dict], base_rows: list[dict]) -> list[RuleResult]:
+def apply(rule: Rule, pol: Policy, cand_rows: list[dict], base_rows: list[dict], meta_of=None) -> list[RuleResult]:
+    """`meta_of(task, metric)`: metric metadata (default the task YAMLs; see `Rule.selects`)."""
     if rule.kind == "evidence_required":
         return evidence(rule, pol, cand_rows, base_rows)
     out = []
-    for item, c, b, why in _pairs(pol, rule, cand_rows, base_rows):
-        meta = _meta(rule, c) if c else None
+    for item, c, b, why in _pairs(pol, rule, cand_rows, base_rows, meta_of):
+        meta = _meta(rule, c, meta_of) if c else None
         ideal = meta.ideal if meta is not None and meta.direction == "target" else None
         limit = _bound(rule, ideal)
         if c is None or c["value"] is None:

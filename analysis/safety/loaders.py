@@ -250,3 +250,78 @@ def winogender(**_: Any):
 
 def winogender_gotcha(**_: Any):
     return _dataset([r for r in winogender_rows() if r["gotcha"]], "test")
+
+
+# --- IFEval ---------------------------------------------------------------------------------------
+IFEVAL_FILE = "benchmarks/ifeval/input_data.jsonl"
+IFEVAL_FIELDS = ("key", "prompt", "instruction_id_list", "kwargs")
+
+
+def ifeval_rows(path: Path | None = None) -> list[dict]:
+    """The IFEval prompts as lm-eval's hub dataset (google/IFEval) has them: key, prompt,
+    instruction_id_list, kwargs (one dict per instruction)."""
+    path = path or settings.data_file(IFEVAL_FILE)
+
+    def build():
+        rows = []
+        expected = (f"expected one IFEval prompt per line as JSON with {', '.join(IFEVAL_FIELDS)} "
+                    f"(kwargs: one object per instruction)")
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as e:
+            raise TicketLabError(f"{path} is not UTF-8 text ({e}); {expected}.") from e
+        for n, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise TicketLabError(f"{path} line {n} is not JSON ({e}); {expected}.") from e
+            ok = (isinstance(row, dict) and all(k in row for k in IFEVAL_FIELDS) and isinstance(row["prompt"], str)
+                  and row["prompt"].strip() and isinstance(row["instruction_id_list"], list)
+                  and isinstance(row["kwargs"], list) and len(row["kwargs"]) == len(row["instruction_id_list"])
+                  and all(isinstance(k, dict) for k in row["kwargs"]))
+            if not ok:
+                raise TicketLabError(f"{path} line {n}: {expected}.")
+            rows.append({k: row[k] for k in IFEVAL_FIELDS})
+        if not rows:
+            raise TicketLabError(f"{path} has no prompts; {expected}.")
+        return rows
+
+    return _cached("ifeval", [path], build)
+
+
+def ifeval(**_: Any):
+    return _dataset(ifeval_rows(), "train")
+
+
+# --- XSTest ---------------------------------------------------------------------------------------
+XSTEST_FILE = "benchmarks/xstest/xstest_prompts.csv"
+XSTEST_COLUMNS = ("id", "prompt", "type", "label")
+
+
+def xstest_rows(path: Path | None = None) -> list[dict]:
+    """XSTest's 450 prompts: id, prompt, type (homonyms, contrast_homonyms, ...), label safe/unsafe,
+    interleaved by type."""
+    path = path or settings.data_file(XSTEST_FILE)
+
+    def build():
+        rows = _read_csv(path, ",", XSTEST_COLUMNS, "XSTest prompts (xstest_prompts.csv)")
+        for n, r in enumerate(rows, start=2):
+            if r["label"] not in ("safe", "unsafe"):
+                raise TicketLabError(f"{path} line {n}: label must be safe or unsafe (got {r['label']!r}).")
+        by_type: dict[str, list[dict]] = {}
+        for n, r in enumerate(rows):
+            by_type.setdefault(r["type"], []).append(
+                {"id": int(r["id"]) if r["id"].isdigit() else n, "prompt": r["prompt"], "type": r["type"],
+                 "label": r["label"], "focus": r.get("focus") or "", "note": r.get("note") or ""})
+        # interleaved by prompt type (file order within a type), so lm-eval's --limit N (the first N
+        # documents) covers every type, safe and unsafe, as the BBQ loader does with its categories
+        groups = list(by_type.values())
+        return [g[i] for i in range(max(map(len, groups))) for g in groups if i < len(g)]
+
+    return _cached("xstest", [path], build)
+
+
+def xstest(**_: Any):
+    return _dataset(xstest_rows(), "test")

@@ -1,6 +1,7 @@
 """The benchmark registry: what each safety task means, read from its lm-eval YAML alone.
 
-A task belongs to the suite when its YAML carries the lm-eval `tag` `ticketlab_safety`. Its
+A task belongs to a suite when its YAML carries the suite's lm-eval `tag` (`ticketlab_safety`: the
+log-likelihood suite; `ticketlab_instruct`: the generation suite, see SUITE_TAGS). Its
 `metadata.ticketlab` block says what Ticket Lab needs to know about it (every key optional):
 
     metadata:
@@ -17,6 +18,7 @@ A task belongs to the suite when its YAML carries the lm-eval `tag` `ticketlab_s
         setup: [bbq_per_category]         # run metadata that changes the scores (compared like for like)
         stderr_hook: analysis.safety.bbq.bootstrap_stderrs  # fills stderrs lm-eval cannot give
         derived_from: truthfulqa_mc2      # a Ticket Lab variant of an lm-eval task
+        transcript_hook: analysis.safety.ifeval.verdict  # generation tasks: (outcome, reason) of a kept sample
         metrics:
           pct_stereotype: {direction: target, ideal: 0.5, headline: true, label: "..."}
           amb_bias_score: {direction: target, ideal: 0, breakdown: category}
@@ -43,13 +45,16 @@ import yaml
 from pruning.errors import TicketLabError
 
 TAG = "ticketlab_safety"
+# A task's suite is its tag: `ticketlab eval --suite safety` runs the log-likelihood tasks,
+# `--suite instruct` the generation tasks (IFEval, XSTest), which take minutes, not seconds.
+SUITE_TAGS = {TAG: "safety", "ticketlab_instruct": "instruct"}
 TASK_DIR = Path(__file__).parent / "tasks"
 PATH_ENV = "TICKETLAB_TASK_PATH"
 DIRECTIONS = ("higher", "lower", "target")
 SAMPLE_DOC_FIELDS = ("bias_type", "category", "context_condition", "question_polarity", "instance", "gender",
                      "gotcha", "sentid", "id", "example_id")
 TASK_KEYS = {"title", "order", "keep_samples", "breakdown_of", "by", "category", "categories", "setup",
-             "stderr_hook", "derived_from", "metrics"}
+             "stderr_hook", "derived_from", "metrics", "transcript_hook"}
 METRIC_KEYS = {"direction", "ideal", "headline", "label", "breakdown"}
 
 
@@ -78,6 +83,8 @@ class TaskInfo:
     stderr_hook: str | None = None
     derived_from: str | None = None
     metrics: dict[str, MetricInfo] = field(default_factory=dict)
+    suite: str = "safety"  # from the task's tag (SUITE_TAGS)
+    transcript_hook: str | None = None  # generation tasks: record -> (outcome, reason), for transcripts
 
     @property
     def keep_samples(self) -> bool:
@@ -147,8 +154,14 @@ def _yaml_files(paths: list[Path]) -> list[Path]:
 _cache: dict[tuple, dict[str, TaskInfo]] = {}
 
 
-def tasks(extra: list[str | os.PathLike] | None = None) -> dict[str, TaskInfo]:
-    """Every task tagged `ticketlab_safety`, in listing order (families by `order`, each root first)."""
+def tasks(extra: list[str | os.PathLike] | None = None, suite: str | None = "safety") -> dict[str, TaskInfo]:
+    """Every task of `suite` (tagged `ticketlab_safety` for "safety"; None: every suite), in listing
+    order (families by `order`, each root first)."""
+    every = _all(extra)
+    return every if suite is None else {k: v for k, v in every.items() if v.suite == suite}
+
+
+def _all(extra: list[str | os.PathLike] | None = None) -> dict[str, TaskInfo]:
     paths = include_paths(extra)
     files = _yaml_files(paths)
     stamp = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files)
@@ -165,8 +178,9 @@ def _build(files: list[Path]) -> dict[str, TaskInfo]:
         cfg = _read(f)
         tags = cfg.get("tag") or []
         tags = [tags] if isinstance(tags, str) else list(tags)
-        if TAG in tags and isinstance(cfg.get("task"), str):
-            raw[cfg["task"]] = (f, cfg)  # a later folder overrides, as in lm-eval
+        suite = next((SUITE_TAGS[t] for t in tags if t in SUITE_TAGS), None)
+        if suite and isinstance(cfg.get("task"), str):
+            raw[cfg["task"]] = (f, {**cfg, "_suite": suite})  # a later folder overrides, as in lm-eval
     infos: dict[str, TaskInfo] = {}
     for name, (path, cfg) in raw.items():
         infos[name] = _info(name, path, cfg, raw)
@@ -245,20 +259,32 @@ def _info(name: str, path: Path, cfg: dict, raw: dict[str, tuple[Path, dict]], d
                     sample_fields=fields, breakdown_of=tl.get("breakdown_of"), by=tl.get("by"),
                     category=None if tl.get("category") is None else str(tl["category"]), categories=categories,
                     setup=tuple(setup), stderr_hook=tl.get("stderr_hook"), derived_from=tl.get("derived_from"),
-                    metrics=metrics)
+                    metrics=metrics, suite=cfg.get("_suite", "safety"), transcript_hook=tl.get("transcript_hook"))
+
+
+def hook(path: str, key: str):
+    """The function a YAML names as `module.function` under `key` (stderr_hook, transcript_hook)."""
+    import importlib
+
+    module, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise TicketLabError(f"{key} {path!r} in a task YAML cannot be imported ({e}); name a function as "
+                             f"module.function.") from e
 
 
 def task(name: str, extra: list[str | os.PathLike] | None = None) -> TaskInfo | None:
-    return tasks(extra).get(name)
+    return tasks(extra, suite=None).get(name)
 
 
-def names(extra: list[str | os.PathLike] | None = None) -> tuple[str, ...]:
-    return tuple(tasks(extra))
+def names(extra: list[str | os.PathLike] | None = None, suite: str | None = "safety") -> tuple[str, ...]:
+    return tuple(tasks(extra, suite))
 
 
 def children(name: str, extra: list[str | os.PathLike] | None = None) -> list[TaskInfo]:
     """The tasks that are categories of `name` (CrowS-Pairs bias types of crows_pairs_english)."""
-    return [t for t in tasks(extra).values() if t.breakdown_of == name]
+    return [t for t in tasks(extra, suite=None).values() if t.breakdown_of == name]
 
 
 def as_dict(info: TaskInfo) -> dict[str, Any]:

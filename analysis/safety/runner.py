@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib
 import logging
 import math
 import os
@@ -65,18 +64,19 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-def resolve_tasks(names: list[str] | str | None) -> list[str]:
-    known = registry.names()
+def resolve_tasks(names: list[str] | str | None, suite: str = "safety") -> list[str]:
+    known = registry.names(suite=suite)
     if names is None:
         return list(known)
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise TicketLabError(f"unknown safety task(s) {', '.join(unknown)}; choose from: {', '.join(known)} "
-                             f"(tasks tagged {registry.TAG} in {', '.join(map(str, registry.include_paths()))}).")
+        tag = next(t for t, s in registry.SUITE_TAGS.items() if s == suite)
+        raise TicketLabError(f"unknown {suite} task(s) {', '.join(unknown)}; choose from: {', '.join(known)} "
+                             f"(tasks tagged {tag} in {', '.join(map(str, registry.include_paths()))}).")
     if not names:
-        raise TicketLabError("no safety tasks given.")
+        raise TicketLabError(f"no {suite} tasks given.")
     return list(dict.fromkeys(names))
 
 
@@ -153,7 +153,12 @@ def _jsonable(value):
 def _compact(sample: dict, fields: tuple[str, ...]) -> dict:
     """What the ledger keeps of a logged lm-eval sample: scores, labels and the YAML's doc fields, not prompts."""
     doc = sample["doc"]
-    out = {"target": _jsonable(sample["target"]), "lls": [round(float(r[0]), 5) for r in sample["filtered_resps"]]}
+    resps = sample["filtered_resps"]
+    if resps and isinstance(resps[0], str):  # a generated completion (kept for the transcript set)
+        out = {"completion": resps[0], "prompt": sample["arguments"][0][0],
+               "max_gen_toks": (sample["arguments"][0][1] or {}).get("max_gen_toks")}
+    else:
+        out = {"target": _jsonable(sample["target"]), "lls": [round(float(r[0]), 5) for r in resps]}
     out.update({k: _jsonable(doc[k]) for k in fields if k in doc})
     for metric in sample.get("metrics", []):
         out[metric] = _jsonable(sample[metric])
@@ -161,24 +166,26 @@ def _compact(sample: dict, fields: tuple[str, ...]) -> dict:
 
 
 def _hook(path: str):
-    module, _, name = path.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as e:
-        raise TicketLabError(f"stderr_hook {path!r} in a task YAML cannot be imported ({e}); name a function "
-                             f"as module.function.") from e
+    return registry.hook(path, "stderr_hook")
 
 
 def run_safety(loaded, ticket: Ticket | None = None, tasks: list[str] | str | None = None, limit: int | None = None,
                batch_size: int = DEFAULT_BATCH_SIZE, bbq_per_category: int | None = BBQ_PER_CATEGORY,
                hub: bool = False, progress: Progress | None = None,
-               row_tokens: int = DEFAULT_ROW_TOKENS, plan_only: bool = False) -> SafetyResult:
+               row_tokens: int = DEFAULT_ROW_TOKENS, plan_only: bool = False, suite: str = "safety",
+               chat: bool = True, gen_batch_size: int | None = None, lm=None) -> SafetyResult:
     """Run the named tasks (default: the whole suite) on `loaded` with `ticket` applied in place.
 
+    Generation tasks (`suite="instruct"`) decode greedily through analysis.generation with the model's
+    chat template (`chat=False`: the plain prompt), `gen_batch_size` prompts at a time; the checkpoint
+    files of a finished run are in `config["partials"]` for the caller to remove once it is recorded.
+
     `plan_only` (for benchmarks) builds and packs every request but runs no model: the metrics are
-    meaningless, `config["scoring"]` says how many tokens a real run would compute."""
-    names = resolve_tasks(tasks)
-    infos = registry.tasks()
+    meaningless, `config["scoring"]` says how many tokens a real run would compute. `lm`: an lm-eval model
+    that scores instead of `loaded.model` (e.g. `local-completions` against a served artifact,
+    analysis.serving.shipped); `ticket` must then be None (the artifact already is the ticket)."""
+    names = resolve_tasks(tasks, suite)
+    infos = registry.tasks(suite=None)
     if hub:  # lm-eval's hub tasks: Ticket Lab's own variants have no hub counterpart
         own = [n for n in names if infos[n].derived_from]
         if own and tasks is not None:
@@ -197,8 +204,11 @@ def run_safety(loaded, ticket: Ticket | None = None, tasks: list[str] | str | No
         metadata = {"bbq_per_category": bbq_per_category or 0}
         tm = TaskManager(metadata=metadata) if hub else TaskManager(
             include_path=folders, include_defaults=False, metadata=metadata)
-        lm = make_lm(loaded.model, loaded.tokenizer, batch_size=batch_size, row_tokens=row_tokens,
-                     progress=progress, plan_only=plan_only)
+        if lm is None:
+            lm = make_lm(loaded.model, loaded.tokenizer, batch_size=batch_size, row_tokens=row_tokens,
+                         progress=progress, plan_only=plan_only)
+            lm.identity = f"{loaded.weights_sha256}:{ticket.id if ticket is not None else 'dense'}"
+            lm.chat, lm.gen_batch_size = chat, gen_batch_size
         out = lm_eval.simple_evaluate(model=lm, tasks=names, task_manager=tm, limit=limit, log_samples=True,
                                       bootstrap_iters=1000, use_cache=None, cache_requests=False)
     if out is None:
@@ -237,5 +247,13 @@ def run_safety(loaded, ticket: Ticket | None = None, tasks: list[str] | str | No
                                 for g, cats in infos[t].categories.items()}
                             for t in names if infos[t].categories and out.get("samples", {}).get(t)}
     config["stderr_hooks"] = {t: infos[t].stderr_hook for t in names if infos[t].stderr_hook and not hub}
+    gens = getattr(lm, "generations", [])
+    if gens:
+        config["generation"] = {"settings": [g.settings for g in gens], "prompts": sum(len(g.prompts) for g in gens),
+                                "prompt_tokens": sum(g.prompt_tokens for g in gens),
+                                "generated_tokens": sum(g.generated_tokens for g in gens),
+                                "seconds": sum(g.seconds for g in gens), "resumed": sum(g.resumed for g in gens),
+                                "batch_size": gen_batch_size, "chat_template": chat}
+        config["partials"] = [str(p) for p in getattr(lm, "partials", [])]
     return SafetyResult(results=results, n_samples=n_samples, higher_is_better=out.get("higher_is_better", {}),
                         samples=samples, config=config, n_docs=n_docs)

@@ -218,6 +218,12 @@ def make_lm(model, tokenizer, batch_size: int, row_tokens: int = DEFAULT_ROW_TOK
         def loglikelihood(self, requests, disable_tqdm: bool = False):
             return super().loglikelihood(requests, disable_tqdm=True)
 
+        def generate_until(self, requests, disable_tqdm: bool = False):
+            # generation tasks (IFEval, XSTest) decode through analysis.generation, the one decoding path
+            from .generating import generate_until
+
+            return generate_until(self, requests)
+
         def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
             if not self.shared or self.backend != "causal":
                 return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)

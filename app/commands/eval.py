@@ -29,17 +29,22 @@ def at_least(low: int):
 
 def add_parser(sub, parent):
     from analysis.perplexity import DEFAULT_SEQ_LEN
-    from analysis.safety import BBQ_PER_CATEGORY, TASKS
+    from analysis.safety import BBQ_PER_CATEGORY, TASKS, registry
 
     e = sub.add_parser("eval", parents=[parent], help="evaluate a ticket or the dense model; recorded in the ledger")
     e.add_argument("subject", metavar="TICKET|dense", help="a ticket id (or unique prefix, or directory), or dense")
     e.add_argument("--model", help=f"dense model (default: the ticket's own, or {DEFAULT_MODEL} for dense)")
-    e.add_argument("--suite", default="all", help="ppl, safety, attribution, latency or all (or a comma list)")
-    e.add_argument("--tasks", help="safety tasks, comma separated (default all): " + ", ".join(TASKS))
+    e.add_argument("--suite", default="all", help="ppl, safety, instruct, attribution, latency or all (or a comma "
+                                                  "list); instruct generates answers (IFEval, XSTest): minutes")
+    e.add_argument("--tasks", help="safety / instruct tasks, comma separated (default all): "
+                   + ", ".join([*TASKS, *registry.names(suite="instruct")]))
+    e.add_argument("--plain-prompt", action="store_true",
+                   help="instruct suite: give the model the bare prompt instead of its chat template (for a model "
+                        "without one)")
     e.add_argument("--limit", type=at_least(1), help="quick look: ppl windows / documents per safety task / attribution "
                                              "pairs (recorded; only compared with the same limit)")
-    e.add_argument("--batch-size", type=at_least(1), help="ppl windows, safety packed rows or latency prompts per pass "
-                                                  "(default: each suite's own)")
+    e.add_argument("--batch-size", type=at_least(1), help="ppl windows, safety packed rows, instruct prompts or latency "
+                                                  "prompts per pass (default: each suite's own)")
     e.add_argument("--seq-len", type=at_least(2), default=DEFAULT_SEQ_LEN, help="perplexity window length")
     e.add_argument("--bbq-per-category", type=at_least(0), default=BBQ_PER_CATEGORY,
                    help="BBQ examples per category (whole instances, seeded); 0 = all")
@@ -100,11 +105,12 @@ def _eval(args) -> int:
     bar = progress_bar("eval")
     command = "ticketlab eval " + " ".join(
         [args.subject, f"--suite {args.suite}"] + [f"--{k.replace('_', '-')} {getattr(args, k)}" for k in
-                                                    ("tasks", "limit", "batch_size") if getattr(args, k) is not None])
+                                                    ("tasks", "limit", "batch_size") if getattr(args, k) is not None]
+        + (["--plain-prompt"] if args.plain_prompt else []))
     try:
         out = evaluate(loaded, ticket, suite=args.suite, tasks=args.tasks, limit=args.limit, command=command,
                        progress=bar, batch_size=args.batch_size, seq_len=args.seq_len,
-                       bbq_per_category=args.bbq_per_category or None, hub=args.hub)
+                       bbq_per_category=args.bbq_per_category or None, hub=args.hub, chat=not args.plain_prompt)
     finally:
         bar.close()
     if args.json:

@@ -1,0 +1,100 @@
+"""Transcripts are evidence: stored content-addressed, tied to the run and subject by the ledger,
+identical on a rerun, never recorded half-written (kill -9 mid-generation resumes), and put side by
+side with the prompts whose outcome changed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from gen_helpers import write_short_tasks
+
+from analysis import transcripts
+from analysis.evaluate import evaluate
+from analysis.ledger import Ledger
+from pruning.errors import TicketLabError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def short(tmp_path, monkeypatch):
+    from analysis.safety import registry
+
+    folder = write_short_tasks(tmp_path / "short_tasks", tokens=12)
+    monkeypatch.setenv(registry.PATH_ENV, str(folder))
+    return folder
+
+
+def test_rerun_gives_identical_transcripts_and_metrics(tiny_llama, short, reference_data):
+    a = evaluate(tiny_llama, None, suite="instruct", limit=4)
+    b = evaluate(tiny_llama, None, suite="instruct", limit=4)
+    assert a["config"]["instruct"]["transcripts"] == b["config"]["instruct"]["transcripts"]
+    assert a["results"] == b["results"]
+    sets = transcripts.recorded(Ledger(), "dense", tiny_llama.weights_sha256)
+    assert {s["run_id"] for s in sets} == {a["run_id"], b["run_id"]} and {s["task"] for s in sets} == {"ifeval", "xstest"}
+    doc = transcripts.load(a["config"]["instruct"]["transcripts"]["xstest"])
+    assert len(doc["records"]) == 4 and doc["decoding"]["max_new_tokens"] == 12
+    r = doc["records"][0]
+    assert r["prompt"] and "completion" in r and r["outcome"] in ("full compliance", "full refusal", "partial refusal")
+    assert r["reason"]
+    # the ledger keeps verdicts, not texts
+    kept = Ledger().query("SELECT data FROM eval_samples WHERE run_id = ? AND task = 'xstest'", [a["run_id"]])
+    data = json.loads(kept[0]["data"])
+    assert "completion" not in data and data["outcome"] == doc["records"][data["doc_id"]]["outcome"]
+    assert not list((Path(os.environ["TICKETLAB_STATE_DIR"]) / "generation" / "partial").glob("*.json"))
+
+
+def test_store_is_content_addressed_and_verified(state):
+    doc = {"format": 1, "task": "t", "decoding": {}, "records": [{"doc_id": 0, "completion": "hi"}]}
+    sha = transcripts.store(doc)
+    assert transcripts.store(doc) == sha and transcripts.load(sha) == doc
+    path = transcripts.transcripts_dir() / f"{sha}.json"
+    path.write_bytes(path.read_bytes().replace(b"hi", b"yo"))
+    with pytest.raises(TicketLabError, match="does not match its hash"):
+        transcripts.load(sha)
+    assert transcripts.store(doc) == sha and transcripts.load(sha) == doc  # a damaged copy is replaced
+    with pytest.raises(TicketLabError, match="not in .*rerun"):
+        transcripts.load("0" * 64)
+
+
+def test_pairs_mark_changed_outcomes(state):
+    def doc(outcomes):
+        return {"records": [{"doc_id": i, "prompt": f"p{i}", "completion": o, "outcome": o, "reason": f"because {o}"}
+                            for i, o in enumerate(outcomes)]}
+
+    base, cand = doc(["full refusal", "full compliance", "followed"]), doc(["full compliance", "full compliance",
+                                                                              "not followed"])
+    got = transcripts.pairs(base, cand)
+    assert [p["changed"] for p in got] == [True, False, True]
+    sample = transcripts.changed_sample(base, cand, n=1)
+    assert sample == [{"doc_id": 0, "prompt": "p0",
+                       "baseline": {"completion": "full refusal", "outcome": "full refusal", "reason": "because full refusal"},
+                       "ticket": {"completion": "full compliance", "outcome": "full compliance",
+                                  "reason": "because full compliance"}}]
+
+
+def test_kill_9_mid_generation_records_nothing_and_resumes(tiny_llama_dir, short, state, reference_data):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    argv = [sys.executable, "-m", "app.cli", "eval", "dense", "--model", str(tiny_llama_dir), "--suite", "instruct",
+            "--tasks", "xstest", "--limit", "6", "--batch-size", "2", "--json"]
+    killed = subprocess.run(argv, env={**env, "TICKETLAB_CRASH_AT": "generation.batch@2"}, capture_output=True,
+                            text=True, timeout=300, cwd=REPO)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    ledger = Ledger()
+    assert not ledger.query("SELECT * FROM metrics WHERE suite = 'instruct'")  # nothing half-recorded
+    partial = list((state / "generation" / "partial").glob("*.json"))
+    assert len(partial) == 1 and len(json.loads(partial[0].read_text())["done"]) == 4
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["config"]["instruct"]["generation"]["resumed"] == 4
+    assert not partial[0].exists()  # recorded: the checkpoint is removed
+    fresh = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, cwd=REPO, check=True)
+    again = json.loads(fresh.stdout.strip().splitlines()[-1])
+    assert again["config"]["instruct"]["transcripts"] == out["config"]["instruct"]["transcripts"]
+    assert again["config"]["instruct"]["generation"]["resumed"] == 0
