@@ -28,7 +28,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 MAIN = REPO / "app" / "dashboard" / "main.py"
-PAGES = ("models", "prune", "survival", "benchmarks", "review", "export", "jobs")
+PAGES = ("models", "prune", "survival", "benchmarks", "review", "export", "jobs", "admin")
 TARGET_S = 1.0
 
 

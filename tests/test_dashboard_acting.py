@@ -7,6 +7,7 @@ import time
 
 from dashboard_helpers import button, keyed, page, texts
 from dashboard_helpers import sign_in as _sign_in
+from govern_helpers import FAILING as FAILING_POLICY
 from govern_helpers import approved_ticket, make_recorded_ticket, passphrase, setup_lab
 
 from analysis.governance import state as gstate
@@ -122,3 +123,16 @@ def lab_ledger():
     from analysis.ledger import Ledger
 
     return Ledger()
+
+
+def test_refusals_name_the_controls_not_the_command_line_flags(state, tiny_llama, monkeypatch):
+    monkeypatch.setenv("TICKETLAB_APP_MODEL", tiny_llama.spec)
+    lab = setup_lab(state, tiny_llama, monkeypatch, policy=FAILING_POLICY)
+    t = make_recorded_ticket(tiny_llama, lab.ledger, signer=lab["carol"]).id
+    at = page("review", ticket=t)
+    sign_in(at, "alice", passphrase("alice"))
+    decide(at, t, "alice", "approve", "looks fine")
+    shown = "\n".join(e.value for e in at.error)
+    assert "does not pass the pinned policy" in shown and "“override the pinned policy” ticked" in shown
+    assert "--" not in shown and "ticketlab " not in shown
+    assert gstate.latest_decision(lab.ledger, t) is None

@@ -97,6 +97,10 @@ def holders(role: str) -> list[str]:
 _BROWSER_WORDS = (
     (re.compile(r"Check \$TICKETLAB_PASSPHRASE or retype it\."), "Retype it in “passphrase of your key”."),
     (re.compile(r"\$TICKETLAB_PASSPHRASE"), "“passphrase of your key”"),
+    (re.compile(r"needs --override --override-reason TEXT, which is recorded\. See `ticketlab review`"),
+     "needs “override the pinned policy” ticked and an “override reason”, which is recorded (the rules are listed "
+     "above)"),
+    (re.compile(r"drop --override"), "untick “override the pinned policy”"),
     (re.compile(r"--override-reason"), "“override reason”"),
     (re.compile(r"--override"), "“override the pinned policy”"),
     (re.compile(r"--reason"), "“reason”"),
