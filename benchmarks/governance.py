@@ -1,5 +1,5 @@
-"""Cost of trust: `audit` and one signed write as the governance log grows, and OpenSSF model-signing
-over a bundle-sized folder.
+"""Cost of trust: `audit` and one signed write as the governance log grows, OpenSSF model-signing
+over a bundle-sized folder, and unlocking a private key at the default scrypt cost.
 
     python -m benchmarks.governance [--records 100,1000] [--bundle-mib 512]
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 
 def _audit_costs(root: Path, sizes: list[int]) -> None:
-    from analysis.governance import admin, audit, chain, keys, state
+    from analysis.governance import admin, audit, chain, keys, state, witness
     from analysis.ledger import Ledger
 
     keys.generate("ada", "ada-passphrase")
@@ -28,8 +28,10 @@ def _audit_costs(root: Path, sizes: list[int]) -> None:
         have = len(state.load(ledger).rows)
         # bulk appends through the chain itself (signed and linked), so the audit has real work to do
         with ledger.transaction() as con:
-            for _ in range(max(0, n - have)):
-                chain.append(con, ada, "roles", {"name": "ada", "roles": ["admin"]}, "ada")
+            rows = [chain.append(con, ada, "roles", {"name": "ada", "roles": ["admin"]}, "ada")
+                    for _ in range(max(0, n - have))]
+        st = state.load(ledger)
+        witness.append(witness.path_for(ledger), [witness.signed_head(ada, st.ledger_id, r) for r in rows])
         start = time.perf_counter()
         report = audit.audit(ledger)
         audit_s = time.perf_counter() - start
@@ -61,6 +63,27 @@ def _signing_costs(root: Path, mib: int) -> None:
     print(f"{mib} MiB bundle: sign {sign_s:.2f} s, verify {verify_s:.2f} s (problem: {problem or 'none'})", flush=True)
 
 
+def _kdf_costs(root: Path, runs: int = 3) -> None:
+    """What one passphrase guess costs whoever copied a key file: one unlock at the default scrypt cost."""
+    from analysis.governance import keyfile, keys
+
+    saved = os.environ.pop(keyfile.COST_ENV, None)
+    try:
+        start = time.perf_counter()
+        path, _ = keys.generate("kdf", "kdf-bench-passphrase")
+        make_s = time.perf_counter() - start
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            keys.unlock("kdf", "kdf-bench-passphrase")
+            times.append(time.perf_counter() - start)
+        print(f"key at scrypt N=2^{keyfile.cost(path.read_bytes())}, r={keyfile.R}: make {make_s:.2f} s, unlock "
+              f"{' / '.join(f'{t:.2f}' for t in times)} s", flush=True)
+    finally:
+        if saved is not None:
+            os.environ[keyfile.COST_ENV] = saved
+
+
 def main(argv: list[str] | None = None) -> int:
     quick = os.environ.get("TICKETLAB_BENCH_QUICK") == "1"
     p = argparse.ArgumentParser(prog="python -m benchmarks.governance", description=__doc__.split("\n\n")[0])
@@ -71,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tmp)
         os.environ["TICKETLAB_STATE_DIR"] = str(root)
         os.environ["TICKETLAB_KEY_DIR"] = str(root / "keys")
+        _kdf_costs(root)
         _audit_costs(root, [int(x) for x in args.records.split(",")])
         _signing_costs(root, args.bundle_mib)
     return 0

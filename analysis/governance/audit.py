@@ -57,10 +57,10 @@ def _audit(ledger, against) -> dict:
     if not witness_problem and st.rows and not heads:
         witness_problem = (f"no witness log at {wpath} although the ledger holds {len(st.rows)} signed records: it was "
                            f"deleted or moved; truncation cannot be ruled out")
-    w_problems = ([witness_problem] if witness_problem else []) + witness.check(st, heads, f"witness log {wpath}")
+    seen = witness.witnessed(st, heads)
+    w_problems = ([witness_problem] if witness_problem else []) + witness.check(st, heads, f"witness log {wpath}", seen)
     for b in against:
         w_problems += witness.check(st, [_bundle_head(b)], f"bundle {b}")
-    seen = witness.witnessed(st, heads)
     unwitnessed = [r["seq"] for r in st.rows if r["seq"] not in seen] if heads and not w_problems else []
     late = ([f"records {', '.join(f'#{s}' for s in unwitnessed[:8])}{' ...' if len(unwitnessed) > 8 else ''} have no "
              f"head in the witness log {wpath}: written past the witness (a write killed after its commit, or a "

@@ -11,6 +11,7 @@ owner only. The passphrase comes from `$TICKETLAB_PASSPHRASE` (automation) or a 
 from __future__ import annotations
 
 import base64
+import functools
 import getpass
 import hashlib
 import os
@@ -63,7 +64,12 @@ def fingerprint(public_pem: str | bytes) -> str:
 
 
 def load_public(public_pem: str | bytes) -> ec.EllipticCurvePublicKey:
-    data = public_pem.encode() if isinstance(public_pem, str) else public_pem
+    return _load_public(public_pem.encode() if isinstance(public_pem, str) else bytes(public_pem))
+
+
+@functools.lru_cache(maxsize=1024)
+def _load_public(data: bytes) -> ec.EllipticCurvePublicKey:
+    """Parsed once per key: the audit verifies every record and witness head with a handful of keys."""
     try:
         key = serialization.load_pem_public_key(data)
     except ValueError as e:

@@ -128,9 +128,7 @@ def _write_once(ledger, signer: Signer, kind: str, body, subject: str | None, do
 
 
 def _witness(ledger, st: state.GovState, signer: Signer, rows: list[dict]) -> None:
-    path = witness.path_for(ledger, st.rows[0])
-    for r in rows:
-        witness.append(path, witness.signed_head(signer, st.ledger_id, r))
+    witness.append(witness.path_for(ledger, st.rows[0]), [witness.signed_head(signer, st.ledger_id, r) for r in rows])
 
 
 def rewitness(ledger, admin: Signer) -> list[int]:

@@ -84,15 +84,18 @@ def signed_head(signer: Signer, ledger_id: str, row: dict) -> dict:
             "signature": signer.sign(head_payload(ledger_id, row["seq"], row["row_hash"]))}
 
 
-def append(path: Path, entry: dict) -> None:
-    """One line per head, fsynced: a witness that a crash can lose is no witness. A line a crash left
-    unfinished is closed first, so the new head is never glued onto it."""
+def append(path: Path, entry: dict | list[dict]) -> None:
+    """One line per head, fsynced (once for several): a witness that a crash can lose is no witness. A line
+    a crash left unfinished is closed first, so the new head is never glued onto it."""
+    entries = entry if isinstance(entry, list) else [entry]
+    if not entries:
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         size = os.fstat(fd).st_size
         lead = b"\n" if size and os.pread(fd, 1, size - 1) != b"\n" else b""
-        os.write(fd, lead + (json.dumps(entry, sort_keys=True) + "\n").encode())
+        os.write(fd, lead + "".join(json.dumps(e, sort_keys=True) + "\n" for e in entries).encode())
         os.fsync(fd)
     except OSError as e:
         durable.raise_if_full(e, path)
@@ -150,13 +153,17 @@ def witnessed(state, heads: list[dict]) -> set[int]:
     return out
 
 
-def check(state, heads: list[dict], source: str) -> list[str]:
+def check(state, heads: list[dict], source: str, confirmed: set[int] = frozenset()) -> list[str]:
     """Problems with the ledger against heads seen elsewhere (the witness log, a bundle): each head must be
-    a genuine signed head of this ledger, and the ledger must still hold that record with that hash."""
+    a genuine signed head of this ledger, and the ledger must still hold that record with that hash.
+    `confirmed`: seqs `witnessed` already found genuine and present (not verified twice)."""
     problems: list[str] = []
     by_seq = {r["seq"]: r for r in state.rows}
     last = state.head[0]
     for entry in heads:
+        if entry["seq"] in confirmed and by_seq[entry["seq"]]["row_hash"] == entry["head"] \
+                and entry["ledger_id"] == state.ledger_id:
+            continue
         where = f"{source} (head #{entry['seq']}, {entry.get('kind', '?')} by {entry['actor']} at {entry.get('signed_at')})"
         if entry["ledger_id"] != state.ledger_id:
             problems.append(f"{where} belongs to ledger {entry['ledger_id']}, not this one ({state.ledger_id})")
