@@ -236,3 +236,19 @@ def test_evaluated_as_shipped_rows_are_tied_to_the_artifact(lab64, server, data_
     nll = next(r["value"] for r in rows if r["metric"] == "nll")
     assert nll == pytest.approx(math.log(_files_perplexity(lab64["bundle"], seq_len=64, limit=2)), rel=1e-3)
     assert served == pytest.approx(math.exp(nll))
+
+
+@needs_vllm
+def test_export_with_serve_check_seals_the_engine_result_into_the_manifest(lab64):
+    from analysis.governance.export import export_bundle
+    from analysis.governance.verify import verify_bundle
+
+    out = lab64["root"] / "exports" / "checked"
+    m = export_bundle(lab64["ledger"], lab64["ticket"].id, out, "masked-weights", unreviewed=True,
+                      loaded=lab64["loaded"], quantize="w8a8", serve_check=True)
+    s = m["serving"]
+    assert s["loads"] and s["artifact"] == m["artifact"]["id"] and s["outputs"]["claim"].startswith("agreement")
+    assert s["servers"]["ticket"]["startup_s"] > 0 and s["servers"]["ticket"]["peak_rss_bytes"] > 2**27
+    assert "dense" not in s["servers"] and set(s["speed"]) == {"1", "8"}
+    assert verify_bundle(out)["format"] == "masked-weights"  # the sealed result is covered by the digest
+    assert port_free(int(s["servers"]["ticket"]["base_url"].rsplit(":", 1)[1]))  # stopped after the check
