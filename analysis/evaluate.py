@@ -89,13 +89,14 @@ def tasks_of(suite: str, tasks: list[str] | str | None) -> list[str] | None:
 
 
 def _safety(loaded, ticket, tasks, limit, batch_size, bbq_per_category, hub, progress, run,
-            suite: str = "safety", chat: bool = True) -> tuple[dict, list, dict]:
+            suite: str = "safety", chat: bool = True, lm=None) -> tuple[dict, list, dict]:
+    """`lm`: an lm-eval model scoring instead of the in-memory one (a served artifact, analysis.serving)."""
     if suite == "instruct":
         res = run_safety(loaded, ticket, tasks=tasks, limit=limit, suite="instruct", chat=chat,
                          gen_batch_size=batch_size or GEN_BATCH_SIZE, progress=progress)
     else:
         res = run_safety(loaded, ticket, tasks=tasks, limit=limit, batch_size=batch_size or SAFETY_BATCH_SIZE,
-                         bbq_per_category=bbq_per_category, hub=hub, progress=progress)
+                         bbq_per_category=bbq_per_category, hub=hub, progress=progress, lm=lm)
     cfg = res.config
     sets = _transcripts(res) if suite == "instruct" else {}
     rows = []

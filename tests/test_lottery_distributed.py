@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pruning.errors import TicketLabError
-from pruning.lottery.training import check_processes
+from pruning.lottery.processes import check_processes
 
 REPO = Path(__file__).resolve().parents[1]
 # float32 sums of two half-batch means differ from the whole-batch mean in the last bits, and Adam's normalised
@@ -77,7 +77,61 @@ def test_a_batch_that_cannot_be_split_over_the_processes_is_refused(monkeypatch,
     monkeypatch.setenv("WORLD_SIZE", "3")
     with pytest.raises(TicketLabError, match="protocol setting batch_size: 8 windows .* over 3 processes"):
         ImpExperiment(Protocol())  # before the tokenizer, any model or any training
-    monkeypatch.setenv("WORLD_SIZE", "2")  # an even split, but the runner itself is one-process for now: said so
-    with pytest.raises(TicketLabError, match="run `ticketlab imp` as one process"):
-        ImpExperiment(Protocol())
     assert not (state / "experiments").exists()
+
+
+EXPERIMENT = textwrap.dedent("""
+    import json, os, sys, torch
+    from pruning.lottery.protocol import Protocol
+    from pruning.lottery.runner import ImpExperiment
+    from pruning.lottery.tiny import TinyConfig
+    torch.set_num_threads(1)
+    micro = TinyConfig(vocab_size=400, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2,
+                       intermediate_size=64, max_positions=32)
+    p = Protocol(tiny=micro, seq_len=32, batch_size=4, lr=5e-3, steps=8, warmup_steps=3, eval_every=2,
+                 rewind="step:3", rounds=2, rate=0.5, seeds=(0, 1), arms=("ticket", "random"), val_windows=4,
+                 heldout_windows=4, stability="dense", stability_ks=(3,), sanity=True, pilot_seeds=0)
+    exp = ImpExperiment(p)
+    res = exp.run()
+    if exp.main:
+        torch.save({"id": exp.id, "units": [(r.arm, r.seed, r.round, r.heldout_loss, r.ticket.masks,
+                                              (r.stability or {}).get("3", {}).get("barrier")) for r in res],
+                    "tickets": sorted(x.name for x in (exp.dir.parents[1] / "tickets").iterdir())}, sys.argv[1])
+""")
+
+
+def _small_corpus(data_dir: Path, target: Path) -> Path:
+    text = (data_dir / "corpora/wikitext-2/valid.txt").read_text(encoding="utf-8").split("\n")
+    heads = [i for i, line in enumerate(text) if line.startswith(" = ") and not line.startswith(" = = ")]
+    (target / "corpora/wikitext-2").mkdir(parents=True)
+    (target / "corpora/wikitext-2/valid.txt").write_text("\n".join(text[: heads[30]]), encoding="utf-8")
+    (target / "corpora/wikitext-2/test.txt").write_text("\n".join(text[heads[30]: heads[40]]), encoding="utf-8")
+    return target
+
+
+def test_the_experiment_under_two_processes_gives_the_one_process_tickets(tmp_path, data_dir):
+    """`accelerate launch --num_processes 2` runs the whole experiment: one process writes, both train, and the
+    tickets equal the one-process run's: identical masks, held-out losses and barriers within 1e-3 nats."""
+    script = tmp_path / "experiment.py"
+    script.write_text(EXPERIMENT)
+    corpus = _small_corpus(data_dir, tmp_path / "reference")
+    base = {**__import__("os").environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
+            "TICKETLAB_DATA_DIR": str(corpus)}
+    runs = {}
+    for name, launch in (("one", [sys.executable, str(script)]),
+                         ("two", [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
+                                  "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                                  "--main_process_port", str(_free_port()), str(script)])):
+        env = {**base, "TICKETLAB_STATE_DIR": str(tmp_path / name)}
+        done = subprocess.run(launch + [str(tmp_path / f"{name}.pt")], cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs[name] = torch.load(tmp_path / f"{name}.pt")
+    one, two = runs["one"], runs["two"]
+    assert one["id"] == two["id"] and len(one["units"]) == len(two["units"]) == 2 * (1 + 1 + 2 * 2)
+    for a, b in zip(one["units"], two["units"], strict=True):
+        assert a[:3] == b[:3]
+        assert a[3] == pytest.approx(b[3], abs=1e-3), a[:3]
+        assert all(torch.equal(a[4][n], b[4][n]) for n in a[4]), a[:3]
+        assert (a[5] is None) == (b[5] is None) and (a[5] is None or a[5] == pytest.approx(b[5], abs=1e-3))
+    assert len(two["tickets"]) == len(one["tickets"])  # written once, by one process

@@ -142,3 +142,42 @@ def test_bad_quantization_requests_are_one_clear_error(tiny_llama, state, monkey
         sf.make_recipe("int3")
     with pytest.raises(TicketLabError, match="--group-size applies to w4a16 only"):
         sf.make_recipe("w8a8", 64)
+
+
+def test_export_page_block_shows_the_artifact_and_its_newest_serve_check(tiny_llama, state, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from analysis.ledger import Ledger
+    from analysis.serving.check import record
+
+    lab = setup_lab(state, tiny_llama, monkeypatch)
+    t = approved_ticket(lab, tiny_llama, sparsity=0.5)
+    out = state / "exports" / "q"
+    m = export_bundle(lab.ledger, t.id, out, "masked-weights", signer=lab["alice"], loaded=tiny_llama, quantize="w8a8")
+
+    def block(bundle: str) -> None:
+        import json as j
+        from pathlib import Path
+
+        from app.dashboard import serving_panel
+
+        serving_panel.show(Path(bundle), j.loads((Path(bundle) / "manifest.json").read_text()))
+
+    at = AppTest.from_function(block, args=(str(out),)).run()
+    shown = "\n".join(c.value for c in at.caption)
+    assert f"artifact `{m['artifact']['id'][:12]}`" in shown and "w8a8 (round-to-nearest" in shown
+    assert "evidence measured on: the lab's float application" in shown
+    assert f"not checked in a serving engine yet: `ticketlab serve-check {out}`" in shown
+    # a check that did not load, then one that did: the newest of this artifact is shown
+    base = {"bundle": str(out), "ticket": t.id, "artifact": m["artifact"]["id"]}
+    record(Ledger(), {**base, "loads": False, "error": "vLLM did not start (exit 1): ValueError: boom (log: x.log)"},
+           "test")
+    at = AppTest.from_function(block, args=(str(out),)).run()
+    assert "does not load in vLLM: vLLM did not start (exit 1): ValueError: boom" in at.error[0].value
+    record(Ledger(), {**base, "loads": True, "engine": "vllm 0.32.0+cpu",
+                      "outputs": {"exact_match_rate": 0.5, "token_agreement": 0.75},
+                      "speed": {"8": {"ticket": {"tokens_per_s": 40.0}, "ratio_vs_dense": 1.25}}}, "test")
+    at = AppTest.from_function(block, args=(str(out),)).run()
+    shown = "\n".join(c.value for c in at.caption)
+    assert not at.error and "loads in vllm 0.32.0+cpu · exact match 50%, token agreement 75%" in shown
+    assert "8 concurrent: 40.0 tok/s (1.25x dense)" in shown

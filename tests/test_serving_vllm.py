@@ -10,6 +10,7 @@ models' head_dim 16. Skipped with the reason where the serve env is absent; in C
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import socket
@@ -52,7 +53,10 @@ def lab64(tmp_path_factory, embedded_dir):
                       num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
                       tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2)
     dense = root / "tiny64"
-    LlamaForCausalLM(cfg).save_pretrained(dense)
+    model = LlamaForCausalLM(cfg)
+    with torch.no_grad():  # peaked next-token distributions (random init is nearly uniform): outputs that
+        model.model.embed_tokens.weight.mul_(25)  # differ, and log-probs that an off-by-one would move
+    model.save_pretrained(dense)
     AutoTokenizer.from_pretrained(embedded_dir).save_pretrained(dense)
     loaded = load_model(str(dense))
     ticket = make_ticket(loaded, "magnitude", 0.5)
@@ -191,3 +195,60 @@ def test_an_engine_that_does_not_start_says_why_and_where_the_log_is(lab64, tmp_
     message = str(err.value)
     assert message.startswith("vLLM did not start") and f"(log: {log})" in message
     assert "NoSuchModelForCausalLM" in message and "\n" not in message
+
+
+def _files_perplexity(directory: Path, seq_len: int, limit: int) -> float:
+    """Perplexity of a compressed-tensors checkpoint in transformers (whole-model forward: that is where
+    compressed-tensors decompresses), over the lab's windows."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from analysis.perplexity import load_tokens, windows
+
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
+    tokens = load_tokens(AutoTokenizer.from_pretrained(directory))
+    nll, n = 0.0, 0
+    with torch.no_grad():
+        for a, b in windows(len(tokens), seq_len, limit):
+            ids = tokens[a:b][None]
+            logits = model(ids).logits[0, :-1].float()
+            nll += float(torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum"))
+            n += b - a - 1
+    return math.exp(nll / n)
+
+
+@needs_vllm
+def test_evaluated_as_shipped_rows_are_tied_to_the_artifact(lab64, server, data_dir, monkeypatch):
+    from analysis.serving.shipped import evaluate_shipped
+
+    monkeypatch.setenv("TICKETLAB_STATE_DIR", str(lab64["root"]))
+    monkeypatch.setenv("TICKETLAB_DATA_DIR", str(data_dir))
+    out = evaluate_shipped(lab64["bundle"], suites=("ppl", "safety"), tasks="crows_pairs_english", limit=2,
+                           seq_len=64, base_url=server.base_url, ledger=lab64["ledger"])
+    artifact = json.loads((lab64["bundle"] / "manifest.json").read_text())["artifact"]["id"]
+    rows = lab64["ledger"].query("SELECT suite, metric, value, extra FROM metrics WHERE run_id = ?", [out["run_id"]])
+    # perplexity, and the safety suite through lm-eval's local-completions against the server
+    assert {r["metric"] for r in rows} >= {"perplexity", "nll", "pct_stereotype", "likelihood_diff"}
+    assert all(json.loads(r["extra"])["artifact"]["id"] == artifact for r in rows)
+    assert out["results"]["crows_pairs_english"]["pct_stereotype,none"] in (0.0, 0.5, 1.0)  # 2 documents
+    # the engine's number is the artifact's: transformers (compressed-tensors) on the same files and windows
+    # gives the same perplexity up to kernel noise (vLLM quantizes activations per token in int8)
+    served = next(r["value"] for r in rows if r["metric"] == "perplexity")
+    nll = next(r["value"] for r in rows if r["metric"] == "nll")
+    assert nll == pytest.approx(math.log(_files_perplexity(lab64["bundle"], seq_len=64, limit=2)), rel=1e-3)
+    assert served == pytest.approx(math.exp(nll))
+
+
+@needs_vllm
+def test_export_with_serve_check_seals_the_engine_result_into_the_manifest(lab64):
+    from analysis.governance.export import export_bundle
+    from analysis.governance.verify import verify_bundle
+
+    out = lab64["root"] / "exports" / "checked"
+    m = export_bundle(lab64["ledger"], lab64["ticket"].id, out, "masked-weights", unreviewed=True,
+                      loaded=lab64["loaded"], quantize="w8a8", serve_check=True)
+    s = m["serving"]
+    assert s["loads"] and s["artifact"] == m["artifact"]["id"] and s["outputs"]["claim"].startswith("agreement")
+    assert s["servers"]["ticket"]["startup_s"] > 0 and s["servers"]["ticket"]["peak_rss_bytes"] > 2**27
+    assert "dense" not in s["servers"] and set(s["speed"]) == {"1", "8"}
+    assert verify_bundle(out)["format"] == "masked-weights"  # the sealed result is covered by the digest
+    assert port_free(int(s["servers"]["ticket"]["base_url"].rsplit(":", 1)[1]))  # stopped after the check

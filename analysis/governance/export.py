@@ -48,12 +48,14 @@ VERSION_PACKAGES = ("ticketlab", "torch", "transformers", "safetensors", "numpy"
 def export_bundle(ledger: Ledger, ticket_ref: str, out: str | Path, fmt: str = "masked-weights", *,
                   signer: Signer | None = None, unreviewed: bool = False, overwrite: bool = False,
                   model: str | None = None, dtype: str = "float32", loaded=None, quantize: str | None = None,
-                  group_size: int | None = None) -> dict:
+                  group_size: int | None = None, serve_check: bool = False) -> dict:
     """Write a bundle of `ticket_ref` at `out`, signed by `signer`: the approving reviewer or a deployer.
     `loaded`: the ticket's dense model already in memory (else it is loaded from `model` or the ticket's
     recorded spec); it is left unchanged. An unreviewed export (`unreviewed=True`) is not signed.
     `quantize` (w8a8 | w4a16, `pruning.serving_format`): the weights are then stored quantized in
-    compressed-tensors, the format vLLM loads (the surviving weights of the ticket, quantized)."""
+    compressed-tensors, the format vLLM loads (the surviving weights of the ticket, quantized).
+    `serve_check`: serve the files about to ship in vLLM first (`analysis.serving.check`, without the dense
+    comparison) and seal the result into the manifest's `serving`."""
     if fmt not in FORMATS:
         raise TicketLabError(f"unknown bundle format {fmt!r}: use {', '.join(FORMATS)}.")
     recipe = serving.make_recipe(quantize, group_size) if quantize not in (None, "none") else None
@@ -91,11 +93,18 @@ def export_bundle(ledger: Ledger, ticket_ref: str, out: str | Path, fmt: str = "
                       **shipped.quantize_checkpoint(tmp, loaded, ticket, recipe, loader),
                       "vllm": "expected to load (compressed-tensors); `ticketlab serve-check` tests it",
                       "how": "vLLM (`vllm serve DIR`), or transformers with compressed-tensors installed"}
+        serving_check = None
+        if serve_check and fmt != "masks":
+            from ..serving.check import serve_check as check_served
+
+            serving_check = check_served(tmp, loaded=loaded, with_dense=False, dtype=dtype)
         with snapshot(ledger) as db:
             manifest = _manifest(db, st, row, ticket, loaded, fmt, approval, unreviewed, loader, dtype)
         manifest["exported_by"] = signer.name if signer is not None else None
         manifest["artifact"] = shipped.section(tmp, fmt, recipe, _dense_bytes(loaded)) if fmt != "masks" else None
         manifest["evidence"] = shipped.evidence(manifest["metrics"], manifest["artifact"])
+        if serving_check is not None:
+            manifest["serving"] = {**serving_check, "bundle": None, "artifact": manifest["artifact"]["id"]}
         manifest["deployer"]["payload_bytes"] = sum(f["bytes"] for f in file_digests(tmp).values())
         from .modelcard import model_card
 

@@ -173,7 +173,7 @@ def run_safety(loaded, ticket: Ticket | None = None, tasks: list[str] | str | No
                batch_size: int = DEFAULT_BATCH_SIZE, bbq_per_category: int | None = BBQ_PER_CATEGORY,
                hub: bool = False, progress: Progress | None = None,
                row_tokens: int = DEFAULT_ROW_TOKENS, plan_only: bool = False, suite: str = "safety",
-               chat: bool = True, gen_batch_size: int | None = None) -> SafetyResult:
+               chat: bool = True, gen_batch_size: int | None = None, lm=None) -> SafetyResult:
     """Run the named tasks (default: the whole suite) on `loaded` with `ticket` applied in place.
 
     Generation tasks (`suite="instruct"`) decode greedily through analysis.generation with the model's
@@ -181,7 +181,9 @@ def run_safety(loaded, ticket: Ticket | None = None, tasks: list[str] | str | No
     files of a finished run are in `config["partials"]` for the caller to remove once it is recorded.
 
     `plan_only` (for benchmarks) builds and packs every request but runs no model: the metrics are
-    meaningless, `config["scoring"]` says how many tokens a real run would compute."""
+    meaningless, `config["scoring"]` says how many tokens a real run would compute. `lm`: an lm-eval model
+    that scores instead of `loaded.model` (e.g. `local-completions` against a served artifact,
+    analysis.serving.shipped); `ticket` must then be None (the artifact already is the ticket)."""
     names = resolve_tasks(tasks, suite)
     infos = registry.tasks(suite=None)
     if hub:  # lm-eval's hub tasks: Ticket Lab's own variants have no hub counterpart
@@ -202,10 +204,11 @@ def run_safety(loaded, ticket: Ticket | None = None, tasks: list[str] | str | No
         metadata = {"bbq_per_category": bbq_per_category or 0}
         tm = TaskManager(metadata=metadata) if hub else TaskManager(
             include_path=folders, include_defaults=False, metadata=metadata)
-        lm = make_lm(loaded.model, loaded.tokenizer, batch_size=batch_size, row_tokens=row_tokens,
-                     progress=progress, plan_only=plan_only)
-        lm.identity = f"{loaded.weights_sha256}:{ticket.id if ticket is not None else 'dense'}"
-        lm.chat, lm.gen_batch_size = chat, gen_batch_size
+        if lm is None:
+            lm = make_lm(loaded.model, loaded.tokenizer, batch_size=batch_size, row_tokens=row_tokens,
+                         progress=progress, plan_only=plan_only)
+            lm.identity = f"{loaded.weights_sha256}:{ticket.id if ticket is not None else 'dense'}"
+            lm.chat, lm.gen_batch_size = chat, gen_batch_size
         out = lm_eval.simple_evaluate(model=lm, tasks=names, task_manager=tm, limit=limit, log_samples=True,
                                       bootstrap_iters=1000, use_cache=None, cache_requests=False)
     if out is None:

@@ -18,6 +18,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from pruning.errors import TicketLabError
+from pruning.serving_format import quantization_config
 
 from . import client
 from .artifact import model_dir
@@ -114,7 +115,7 @@ def serve_check(bundle: str | Path, *, base_url: str | None = None, dense_base_u
                              f"to take a free one.")
     manifest = json.loads((bundle / "manifest.json").read_text()) if (bundle / "manifest.json").is_file() else {}
     artifact = manifest.get("artifact") or {}
-    quantized = bool(artifact.get("quantization"))
+    quantized = bool(artifact.get("quantization")) or quantization_config(directory) is not None
     dtype = dtype or manifest.get("weights_dtype") or "auto"
     ticket = Ticket.load(bundle / "ticket") if (bundle / "ticket").is_dir() else None
     log_dir = Path(log_dir) if log_dir else settings.state_dir() / "serve-logs"

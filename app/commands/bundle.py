@@ -22,6 +22,9 @@ def add_parser(sub, parent):
                    help="store the surviving weights quantized in compressed-tensors (vLLM's format), round-to-"
                         "nearest: w8a8 int8 weights+activations, w4a16 4-bit weights")
     e.add_argument("--group-size", type=int, help="w4a16: input columns per scale (default 128)")
+    e.add_argument("--serve-check", action="store_true",
+                   help="serve the bundle in vLLM before sealing it (`make serve-env`): loads? same answers as the "
+                        "lab? recorded in the manifest (`ticketlab serve-check` adds the dense comparison)")
     e.add_argument("--json", action="store_true")
     v = sub.add_parser("verify", parents=[parent], help="check a bundle: hashes, ticket id, signature, signer, weights")
     v.add_argument("dir")
@@ -96,7 +99,7 @@ def run(args) -> int:
     signer = None if args.unreviewed else identity.unlock(args.as_name)
     m = export_bundle(ledger, args.ticket, args.out, args.format, signer=signer, unreviewed=args.unreviewed,
                       overwrite=args.overwrite, model=args.model, dtype=args.dtype, quantize=args.quantize,
-                      group_size=args.group_size)
+                      group_size=args.group_size, serve_check=args.serve_check)
     if args.json:
         print(json.dumps({k: m[k] for k in ("bundle_format", "ticket", "review", "deployer")}, indent=2, default=str))
     else:

@@ -183,6 +183,9 @@ def run(args) -> int:
 
     protocol = protocol_from_args(args)
     experiment = ImpExperiment(protocol)  # validates everything before any training or writing
+    if not experiment.main:  # another process of `accelerate launch`: it trains its share; rank 0 records
+        experiment.run()
+        return 0
     ledger = Ledger()
     ledger.reap_stale_runs()
     command = "ticketlab imp " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["imp"] \

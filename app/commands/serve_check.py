@@ -23,7 +23,18 @@ def add_parser(sub, parent):
     p.add_argument("--startup-timeout", type=float, default=900.0, help="seconds to wait for a server to be healthy")
     p.add_argument("--dtype", help="engine dtype (default: the bundle's weights dtype)")
     p.add_argument("--json", action="store_true")
-    return [p]
+    e = sub.add_parser("serve-eval", parents=[parent],
+                       help="evaluate a bundle's artifact as shipped: served by vLLM, scored by the suites")
+    e.add_argument("bundle", help="bundle directory (masked-weights or materialized, quantized or not)")
+    e.add_argument("--suite", default="ppl,safety", help="ppl, safety, or both (comma list)")
+    e.add_argument("--tasks", help="safety tasks, comma separated (default all)")
+    e.add_argument("--limit", type=int, help="ppl windows / documents per safety task (recorded)")
+    e.add_argument("--seq-len", type=int, default=512, help="perplexity window length")
+    e.add_argument("--base-url", help="a vLLM server already serving this bundle, instead of starting one")
+    e.add_argument("--startup-timeout", type=float, default=900.0)
+    e.add_argument("--dtype", help="engine dtype (default: the bundle's weights dtype)")
+    e.add_argument("--json", action="store_true")
+    return [p, e]
 
 
 def _line(result: dict) -> str:
@@ -39,7 +50,28 @@ def _line(result: dict) -> str:
     return "; ".join(parts)
 
 
+def _serve_eval(args) -> int:
+    from analysis.serving.shipped import evaluate_shipped
+
+    suites = tuple(x.strip() for x in args.suite.split(",") if x.strip())
+    out = evaluate_shipped(args.bundle, suites=suites, tasks=args.tasks, limit=args.limit, seq_len=args.seq_len,
+                           base_url=args.base_url, command="ticketlab " + shlex.join(sys.argv[1:]),
+                           startup_timeout=args.startup_timeout, dtype=args.dtype)
+    if args.json:
+        print(json.dumps(out, default=str))
+        return 0
+    print(f"{out['subject']} as shipped (artifact {out['artifact']['id'][:12]}, {out['artifact']['engine']}), "
+          f"run {out['run_id']}")
+    for task, values in out["results"].items():
+        for key, value in values.items():
+            if "_stderr" not in key and value is not None:
+                print(f"  {task:<40} {key.split(',')[0]:<30} {value:.4f}")
+    return 0
+
+
 def run(args) -> int:
+    if args.command == "serve-eval":
+        return _serve_eval(args)
     from analysis.ledger import Ledger
     from analysis.serving.check import record, serve_check
 

@@ -54,6 +54,7 @@ from ..ticket import Ticket
 from . import masks as imp_masks
 from .arms import ARMS, ArmContext, Plan
 from .pilot import seed_spread, tune
+from .processes import check_processes, main_first, main_process, start_processes
 from .protocol import Protocol
 from .stats import PowerPlan, seeds_for_power
 from .tiny import (
@@ -68,11 +69,9 @@ from .tiny import (
 from .training import (
     TrainConfig,
     TrainResult,
-    check_processes,
     cpu_state,
     heldout_loss,
     load_state,
-    processes,
     train,
     windows,
 )
@@ -158,10 +157,8 @@ class ImpExperiment:
     def __init__(self, protocol: Protocol, root: Path | None = None):
         protocol.validate()
         check_processes(protocol.batch_size)  # accelerate launch --num_processes N must split every batch
-        if processes() > 1:
-            raise TicketLabError(f"processes: this experiment was launched as {processes()} processes; `train` runs "
-                                 f"under accelerate (DDP, tested) but the runner still writes tickets and records "
-                                 f"from every process, so run `ticketlab imp` as one process for now.")
+        start_processes(torch.device(protocol.device))  # accelerate launch: join the group (gloo on CPU)
+        self.main = main_process()  # only rank 0 writes; every process computes the same numbers
         self.protocol = protocol
         self._pretrained: LoadedModel | None = None
         self._pretrained_state: dict[str, torch.Tensor] | None = None
@@ -178,13 +175,13 @@ class ImpExperiment:
         self.split: CorpusSplit = split_corpus(protocol.corpora, protocol.split_every, protocol.validation_index,
                                                protocol.heldout_index)
         base = Path(root or settings.state_dir() / "experiments")
-        shared, self.tokenizer_sha256 = shared_tokenizer(base, protocol.tiny, self.split) if protocol.is_tiny \
-            else (None, None)
+        shared, self.tokenizer_sha256 = main_first(lambda: shared_tokenizer(base, protocol.tiny, self.split)) \
+            if protocol.is_tiny else (None, None)
         self.id = "imp-" + protocol.digest(identity, self.tokenizer_sha256)[:12]
         self.dir = base / self.id
         self.model_identity = identity
         self._stored_protocol_check()
-        tok_source = copy_tokenizer(shared, self.dir / "tokenizer") if shared else None
+        tok_source = main_first(lambda: copy_tokenizer(shared, self.dir / "tokenizer")) if shared else None
         self._tokenizer_source = tok_source
         tokenizer = self._pretrained.tokenizer if self._pretrained else _load_tokenizer(tok_source)
         seq = protocol.seq_len
@@ -220,6 +217,8 @@ class ImpExperiment:
         return self.resolved.train_config()
 
     def write_protocol(self) -> None:
+        if not self.main:
+            return
         body = {"id": self.id, "format": FORMAT, "protocol": self.protocol.to_dict(),
                 "model_identity": self.model_identity, "data": self.data_record,
                 "arms": {a: ARMS[a].description for a in self.protocol.arms}}
@@ -271,7 +270,7 @@ class ImpExperiment:
             out = tune(self, progress) if p.needs_pilot else {}
             if p.is_tiny and p.pilot_seeds >= 2:
                 out.update(seed_spread(self, out.get("lr", p.lr), out.get("steps", p.steps), progress))
-            if out:
+            if out and self.main:
                 atomic_write_json(path, out, indent=2, sort_keys=True)
         self.resolved = p.resolved(out.get("lr", p.lr), out.get("steps", p.steps))
         if "seed_sd" in out:
@@ -287,9 +286,11 @@ class ImpExperiment:
         d = self.dir / f"seed-{seed}"
         if p.is_tiny:
             init_dir = d / "init"
-            if not (init_dir / "config.json").exists():
-                model = build_model(p.tiny, derive_seed("init", seed), eos_id=0)
-                save_checkpoint(model, self._tokenizer_source, init_dir)
+            def init() -> None:
+                if not (init_dir / "config.json").exists():
+                    save_checkpoint(build_model(p.tiny, derive_seed("init", seed), eos_id=0), self._tokenizer_source,
+                                    init_dir)
+            main_first(init)
             loaded = load_model(str(init_dir), device=p.device, dtype=p.dtype)
         else:
             loaded = self._pretrained
@@ -301,7 +302,7 @@ class ImpExperiment:
                 raise TicketLabError(f"the dense checkpoint of {d} changed since the experiment started "
                                      f"({known[:12]} -> {loaded.weights_sha256[:12]}); delete {d} to start the "
                                      f"seed over.")
-        else:
+        elif self.main:
             atomic_write_json(marker, {"weights_sha256": loaded.weights_sha256, "spec": loaded.spec})
         info = {"spec": loaded.spec, "weights_sha256": loaded.weights_sha256, "family": loaded.family,
                 "model_type": loaded.model.config.model_type}
@@ -365,8 +366,9 @@ class ImpExperiment:
         finally:
             getattr(bar, "close", lambda: None)()
         for step in checkpoints:
-            _save_tensors(s.dir / f"step-{step}.adamw.safetensors", result.optimizer_states[step])
-            _save_tensors(s.dir / f"step-{step}.safetensors", result.checkpoints[step])
+            if self.main:
+                _save_tensors(s.dir / f"step-{step}.adamw.safetensors", result.optimizer_states[step])
+                _save_tensors(s.dir / f"step-{step}.safetensors", result.checkpoints[step])
             s.checkpoints[step] = (result.checkpoints[step], result.optimizer_states[step])
         trained = cpu_state(model)
         changed = {n: t for n, t in trained.items() if not torch.equal(t, s.dense_state[n])}
@@ -376,11 +378,13 @@ class ImpExperiment:
                         lineage={"experiment": self.id, "arm": arm, "seed": s.seed, "round": rnd, "rewind": p.rewind},
                         structure=plan.structure, weights=changed,
                         name=f"imp {self.id} {arm} seed {s.seed} round {rnd}")
-        ticket.save()
+        if self.main:
+            ticket.save()
         rec = {"ticket": ticket.id, "heldout_loss": loss, "heldout_tokens": count, "train_loss": result.final_loss,
                "train_seconds": result.seconds, "tokens_per_second": result.tokens_per_second,
                "sparsity": ticket.achieved_sparsity, **_train_record(result, plan, dseed)}
-        atomic_write_json(record_path, rec)
+        if self.main:
+            atomic_write_json(record_path, rec)
         return self._result(s, arm, rnd, ticket, rec, resumed=False)
 
     def _result(self, s: _Seed, arm: str, rnd: int, ticket: Ticket, rec: dict, resumed: bool) -> RoundResult:
@@ -448,7 +452,8 @@ class ImpExperiment:
         finally:
             getattr(bar, "close", lambda: None)()
         out.update(rewind_step=from_step, round=rnd, seed=s.seed, evaluated_on="validation")
-        atomic_write_json(path, out)
+        if self.main:
+            atomic_write_json(path, out)
         return out
 
     # --- the experiment --------------------------------------------------------------------------

@@ -100,6 +100,9 @@ with right:
     if isinstance(deployer.get("loader"), dict) and deployer["loader"].get("how"):
         st.caption(f"load with {deployer['loader']['how']}")
     governance.bundle_status(chosen)  # hashes, ticket id, signature and signer, with the ledger's trusted keys
+    from app.dashboard import serving_panel
+
+    serving_panel.show(chosen, manifest)  # the shipped artifact and its newest serve-check (helper i20's block)
     from app.dashboard.bundle_zip import zippable
 
     try:
