@@ -18,6 +18,7 @@ FLOPs (every linear layer including the LM head; attention-score FLOPs are not c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -54,7 +55,6 @@ def main(argv: list[str] | None = None) -> int:
     from analysis.recording import record_prune
     from analysis.serving import client
     from analysis.serving.check import CONCURRENCY, PROMPTS
-    from analysis.serving.server import Server
     from pruning import settings
     from pruning.calibration import from_corpus
     from pruning.models import DEFAULT_MODEL, embedded_checkpoint, load_model
@@ -92,29 +92,28 @@ def main(argv: list[str] | None = None) -> int:
     result = {"model": DEFAULT_MODEL, "max_tokens": MAX_TOKENS, "rounds": ROUNDS, "concurrency": list(CONCURRENCY),
               "dtype": "bfloat16", "bytes": sizes, "structured_ideal_speedup": ideal, "subjects": {},
               "load": os.getloadavg()}
-    with Server(dense_dir, logs / "dense.log", dtype="bfloat16", kv_cache_bytes="1G") as dense:
-        result["dense_startup_s"] = dense.startup_s
-        d_model = client.served_model(dense.base_url)
-        for name, bundle in bundles.items():
-            print(f"starting {name} ...", flush=True)
-            try:
-                with Server(bundle, logs / f"{name}.log", dtype="bfloat16", kv_cache_bytes="1G") as s:
-                    s_model = client.served_model(s.base_url)
-                    rows = {}
-                    for c in CONCURRENCY:
-                        runs = {"dense": [], name: []}
-                        for r in range(ROUNDS):  # interleaved, the order flipping every round
-                            order = [("dense", dense.base_url, d_model), (name, s.base_url, s_model)]
-                            for who, url, m in order if r % 2 == 0 else order[::-1]:
-                                runs[who].append(client.throughput(url, m, list(PROMPTS), c, MAX_TOKENS)["tokens_per_s"])
-                        d, x = sum(runs["dense"]) / ROUNDS, sum(runs[name]) / ROUNDS
-                        rows[str(c)] = {"dense_tokens_per_s": d, "tokens_per_s": x, "ratio": x / d}
-                    result["subjects"][name] = {"startup_s": s.startup_s, "peak_rss_bytes": s.peak_rss_bytes,
-                                                "throughput": rows}
-            except Exception as e:  # an engine that refuses a format is a result, not a crash of the benchmark
-                result["subjects"][name] = {"error": str(e)}
-            print(json.dumps({name: result["subjects"][name]}), flush=True)
-        result["dense_peak_rss_bytes"] = dense.peak_rss_bytes
+    for name, bundle in bundles.items():
+        print(f"starting {name} and a fresh dense server beside it ...", flush=True)
+        try:
+            # both fresh, started together: a long-running reference next to a just-started subject
+            # measured ~1.45x apart for identical compute (the unstructured control) in a first run
+            with _pair(dense_dir, bundle, logs, name) as (dense, s):
+                d_model, s_model = client.served_model(dense.base_url), client.served_model(s.base_url)
+                rows = {}
+                for c in CONCURRENCY:
+                    runs = {"dense": [], name: []}
+                    for r in range(ROUNDS):  # interleaved, the order flipping every round
+                        order = [("dense", dense.base_url, d_model), (name, s.base_url, s_model)]
+                        for who, url, m in order if r % 2 == 0 else order[::-1]:
+                            runs[who].append(client.throughput(url, m, list(PROMPTS), c, MAX_TOKENS)["tokens_per_s"])
+                    d, x = sum(runs["dense"]) / ROUNDS, sum(runs[name]) / ROUNDS
+                    rows[str(c)] = {"dense_tokens_per_s": d, "tokens_per_s": x, "ratio": x / d}
+                result["subjects"][name] = {"startup_s": s.startup_s, "peak_rss_bytes": s.peak_rss_bytes,
+                                            "dense_startup_s": dense.startup_s,
+                                            "dense_peak_rss_bytes": dense.peak_rss_bytes, "throughput": rows}
+        except Exception as e:  # an engine that refuses a format is a result, not a crash of the benchmark
+            result["subjects"][name] = {"error": str(e)}
+        print(json.dumps({name: result["subjects"][name]}), flush=True)
     result["load_after"] = os.getloadavg()
     s = result["subjects"].get("structured", {})
     if "throughput" in s:
@@ -124,6 +123,25 @@ def main(argv: list[str] | None = None) -> int:
     if out:
         out.write_text(json.dumps(result, indent=2))
     return 0
+
+
+@contextlib.contextmanager
+def _pair(dense_dir: Path, bundle: Path, logs: Path, name: str):
+    """A fresh dense server and the subject's, started at the same time, both stopped on the way out."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from analysis.serving.server import Server
+
+    servers = [Server(dense_dir, logs / f"dense-for-{name}.log", dtype="bfloat16", kv_cache_bytes="1G"),
+               Server(bundle, logs / f"{name}.log", dtype="bfloat16", kv_cache_bytes="1G")]
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            for f in [pool.submit(s.start) for s in servers]:
+                f.result()
+        yield servers[0], servers[1]
+    finally:
+        for s in servers:
+            s.stop()
 
 
 def _print(r: dict) -> None:

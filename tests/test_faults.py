@@ -148,6 +148,10 @@ def test_non_finite_policy_numbers_are_refused(tiny_llama, state, monkeypatch):
             load_policy(bad)
         with pytest.raises(TicketLabError, match="must be a finite number"):
             admin.set_policy(lab.ledger, lab["ada"], bad)
+    bad = state / "ctl.toml"
+    bad.write_text('[policy]\nname = "ok\\u001b[2Jstrict"\n')
+    with pytest.raises(TicketLabError, match="line 2.*must be plain text: it contains a control character"):
+        load_policy(bad)
     assert gstate.pinned_version(lab.ledger) == 1
 
 

@@ -301,3 +301,30 @@ def test_a_bundle_binds_the_tickets_full_content_hash(tiny_llama, state, monkeyp
     signing.sign_bundle(out, lab["alice"])
     with pytest.raises(TicketLabError, match="same id, other content"):
         verify_bundle(out, trust=trust)
+
+
+def test_anchor_export_and_pin_give_a_colleague_the_ledgers_anchor(tiny_llama, state, monkeypatch, capsys):
+    import json
+    import shutil
+
+    from analysis.governance import anchor
+    from app.cli import main
+
+    lab = setup_lab(state, tiny_llama, monkeypatch)
+    assert main(["anchor", "export", "--out", str(state / "anchor.json")]) == 0
+    elsewhere = state / "colleague-keys"
+    shutil.copytree(state / "keys", elsewhere, ignore=shutil.ignore_patterns("anchors"))
+    monkeypatch.setenv("TICKETLAB_KEY_DIR", str(elsewhere))  # a colleague's key directory: no anchor yet
+    assert not audit.audit(lab.ledger)["intact"]
+    assert main(["audit"]) == 2 and "ticketlab anchor pin FILE" in capsys.readouterr().err
+    edited = json.loads((state / "anchor.json").read_text()) | {"first_record": "0" * 64}
+    (state / "edited.json").write_text(json.dumps(edited))
+    assert main(["anchor", "pin", str(state / "edited.json")]) == 2
+    assert "is not a signed trust anchor" in capsys.readouterr().err
+    assert main(["anchor", "pin", str(state / "anchor.json")]) == 0
+    assert audit.audit(lab.ledger)["ok"]
+    # a second, different anchor for the same ledger id is refused, not swapped in
+    other = anchor.sign(gstate.load(lab.ledger), lab["ada"]) | {"first_admin_key_id": lab["eve"].key_id}
+    other["signature"] = lab["ada"].sign(chain.canonical({k: other[k] for k in anchor.FIELDS}))
+    with pytest.raises(TicketLabError, match="a different trust anchor for ledger .* is already pinned"):
+        anchor.pin(other)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pruning.errors import TicketLabError
-from pruning.lottery.training import check_processes
+from pruning.lottery.processes import check_processes
 
 REPO = Path(__file__).resolve().parents[1]
 # float32 sums of two half-batch means differ from the whole-batch mean in the last bits, and Adam's normalised

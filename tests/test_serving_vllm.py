@@ -1,7 +1,7 @@
 """An exported bundle in vLLM (CPU build, its own venv from `make serve-env`): it loads and answers, the
 deployment check measures it, and whatever the check started is gone on every exit path.
 
-One vLLM server of a W8A8 bundle of a tiny Llama is started for the whole session (start-up compiles,
+One vLLM server of a W8A8 bundle of a tiny Llama is started once for this module (start-up compiles,
 so it is shared). The tiny model has head_dim 64: vLLM's CPU attention kernels refuse the conftest
 models' head_dim 16. Skipped with the reason where the serve env is absent; in CI (TICKETLAB_REQUIRE_ALL=1,
 .ci/run runs `make serve-env`) a skip is a failure.
@@ -31,7 +31,7 @@ READY, WHY = env.available()
 needs_vllm = pytest.mark.skipif(not READY, reason=f"vLLM serve env absent: {WHY}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def lab64(tmp_path_factory, embedded_dir):
     """A state dir with a ledger, a tiny head_dim-64 Llama, a magnitude ticket and its W8A8 bundle."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
@@ -65,14 +65,14 @@ def lab64(tmp_path_factory, embedded_dir):
     record_prune(loaded, ticket, "test", ledger)
     bundle = root / "exports" / "w8a8"
     export_bundle(ledger, ticket.id, bundle, "masked-weights", unreviewed=True, loaded=loaded, quantize="w8a8")
-    yield {"root": root, "loaded": loaded, "ticket": ticket, "bundle": bundle, "ledger": ledger}
-    mp.undo()
+    mp.undo()  # the rest of the session keeps its own state dir; tests here set this one where they write state
     settings._overrides.clear()
+    return {"root": root, "loaded": loaded, "ticket": ticket, "bundle": bundle, "ledger": ledger}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def server(lab64):
-    """The one vLLM start shared by the tests that need a running engine."""
+    """The one vLLM start shared by the tests that need a running engine (stopped after this module)."""
     if not READY:
         pytest.skip(f"vLLM serve env absent: {WHY}")
     with Server(lab64["bundle"], lab64["root"] / "serve-logs" / "session.log", dtype="float32",
@@ -239,9 +239,11 @@ def test_evaluated_as_shipped_rows_are_tied_to_the_artifact(lab64, server, data_
 
 
 @needs_vllm
-def test_export_with_serve_check_seals_the_engine_result_into_the_manifest(lab64):
+def test_export_with_serve_check_seals_the_engine_result_into_the_manifest(lab64, monkeypatch):
     from analysis.governance.export import export_bundle
     from analysis.governance.verify import verify_bundle
+
+    monkeypatch.setenv("TICKETLAB_STATE_DIR", str(lab64["root"]))
 
     out = lab64["root"] / "exports" / "checked"
     m = export_bundle(lab64["ledger"], lab64["ticket"].id, out, "masked-weights", unreviewed=True,

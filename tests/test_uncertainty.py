@@ -76,3 +76,24 @@ def test_bootstrap_rules_on_real_bbq_samples_of_the_tiny_model(tiny_llama):
     assert uncertainty.within_noise(0.5, None, 4, 0.1, 40) is None
     assert uncertainty.within_noise(0.05, 0.03, 40, 0.04, 40) is True
     assert uncertainty.within_noise(0.06, 0.03, 40, 0.04, 40) is False
+
+
+def test_model_card_and_report_say_too_few_instead_of_a_number(tiny_llama, state, monkeypatch):
+    """A quick run on 4 documents: the model card and the scorecard print the reason, not a standard error."""
+    from govern_helpers import approved_ticket, setup_lab
+
+    from analysis.governance.export import export_bundle
+    from analysis.governance.report import write_report
+    from analysis.ledger import MetricRow
+
+    lab = setup_lab(state, tiny_llama, monkeypatch)
+    t = approved_ticket(lab, tiny_llama)
+    for subject, value in (("dense", 0.10), (t.id, 0.30)):
+        with lab.ledger.run("eval", "test", subject=subject, dense_sha256=tiny_llama.weights_sha256) as run:
+            run.add_metric(MetricRow("safety", "bbq", "amb_bias_score", value, 0.0, "target", 0.0, n_samples=4,
+                                     limit=4, dtype="float32"))
+    card = export_bundle(lab.ledger, t.id, state / "b", "masks", signer=lab["alice"], loaded=tiny_llama)
+    assert "too few examples to tell (4 documents)" in (state / "b" / "README.md").read_text()
+    assert any(m["n_docs"] == 4 for m in card["metrics"])
+    html = write_report(lab.ledger, t.id, state / "r.html", "dense", None)
+    assert "too few examples to tell (4 documents)" in html.read_text()

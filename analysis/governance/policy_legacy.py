@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from pruning.text import control_problem
+
 NUM, STR, BOOL, STRLIST, FLOORS = "number", "string", "boolean", "list of strings", "table of task/metric = number"
 
 SCHEMA: dict[str, dict[str, str]] = {
@@ -69,6 +71,8 @@ def type_problem(kind: str, value: Any) -> str | None:
         return f"must be a {'finite ' if isinstance(value, float) else ''}number, got {type(value).__name__} {value!r}"
     if kind == STR and not isinstance(value, str):
         return f"must be a string, got {type(value).__name__} {value!r}"
+    if kind == STR and control_problem(value, "it"):  # names and descriptions are shown in terminals and pages
+        return control_problem(value, "must be plain text: it")
     if kind == BOOL and not isinstance(value, bool):
         return f"must be true or false, got {value!r}"
     if kind == STRLIST and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):

@@ -117,6 +117,9 @@ def body_problem(kind: str, body) -> str:
         return _evidence_problem(body["evidence"])
     if kind == "policy" and hashlib.sha256(body["text"].encode()).hexdigest() != body["sha256"]:
         return "its policy text does not hash to the sha256 it names"
+    if kind == "policy" and (why := control_problem(body.get("name") if isinstance(body.get("name"), str) else "",
+                                                    "policy name")):
+        return f"its {why}"
     return ""
 
 

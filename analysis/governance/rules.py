@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .. import uncertainty
 from ..metric_meta import MetricMeta, meta_for
 from . import evidence as ev
 from .policy import Policy, Rule
@@ -115,11 +114,6 @@ def apply(rule: Rule, pol: Policy, cand_rows: list[dict], base_rows: list[dict],
                 continue
             d0, d1 = meta.distance(bv), meta.distance(c["value"])
             grow = d1 - d0
-            nc, nb = uncertainty.docs_of(c), uncertainty.docs_of(b)
-            if uncertainty.too_few(nc) or uncertainty.too_few(nb):  # no bound is honest: say so, never "0 allowed"
-                out.append(_missing(rule, item, limit, f"{uncertainty.noise_words(b['stderr'], nb, c['stderr'], nc)}: "
-                                    f"evaluate on more documents (a full run) to judge this rule", c))
-                continue
             noise = math.hypot(c["stderr"] or 0.0, b["stderr"] or 0.0)
             allowed = rule.slack + rule.limit * noise
             ok = grow <= allowed + 1e-12

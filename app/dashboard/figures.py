@@ -55,7 +55,7 @@ def data_range(z, diff: bool = False) -> tuple[float, float]:
 
 
 def scale_text(lo: float, hi: float, diff: bool = False) -> str:
-    return f"colour scale ±{hi:.2%}" if diff else f"colour scale {lo:.1%} – {hi:.1%} kept"
+    return f"colour scale ±{hi:.1%}" if diff else f"colour scale {lo:.1%} – {hi:.1%} kept"
 
 
 def _heat(frac, cols, layers, kept, total, labels=None, diff=False, name="", colorbar=True,
@@ -68,7 +68,7 @@ def _heat(frac, cols, layers, kept, total, labels=None, diff=False, name="", col
         colorscale=DIFF_SCALE if diff else SURVIVAL_SCALE, zmin=lo, zmax=hi,
         zmid=0 if diff else None, name=name, showscale=colorbar,
         colorbar=dict(title=dict(text="Δ kept" if diff else "kept", side="right"), tickformat=".1%"),
-        hovertemplate=("layer %{y} · %{x}<br>" + what + " %{z:.2%}"
+        hovertemplate=("layer %{y} · %{x}<br>" + what + " %{z:.1%}"
                        + ("" if diff else "<br>%{customdata[0]:,.0f} of %{customdata[1]:,.0f} weights")
                        + "<extra></extra>"))
 
@@ -154,7 +154,7 @@ def mask_difference(df: pd.DataFrame, title: str = "Where the masks differ: weig
     lo = 0.0
     fig = go.Figure(go.Heatmap(z=z, x=order, y=[f"L{layer}" for layer in layers], colorscale="Magma_r", zmin=lo,
                                zmax=hi, colorbar=dict(title=dict(text="differ", side="right"), tickformat=".1%"),
-                               hovertemplate="layer %{y} · %{x}<br>kept by only one: %{z:.2%}<extra></extra>"))
+                               hovertemplate="layer %{y} · %{x}<br>kept by only one: %{z:.1%}<extra></extra>"))
     return _finish(fig, f"{title} <span style='font-size:11px'>(colour scale 0 – {hi:.1%} of weights)</span>",
                    _height(len(layers)))
 

@@ -54,6 +54,7 @@ from ..ticket import Ticket
 from . import masks as imp_masks
 from .arms import ARMS, ArmContext, Plan
 from .pilot import seed_spread, tune
+from .processes import check_processes, main_first, main_process, start_processes
 from .protocol import Protocol
 from .stats import PowerPlan, seeds_for_power
 from .tiny import (
@@ -68,13 +69,9 @@ from .tiny import (
 from .training import (
     TrainConfig,
     TrainResult,
-    check_processes,
     cpu_state,
     heldout_loss,
     load_state,
-    main_first,
-    main_process,
-    start_processes,
     train,
     windows,
 )

@@ -35,7 +35,6 @@ sparse sub-network sparse.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -44,6 +43,7 @@ import torch
 from torch import nn
 
 from ..errors import TicketLabError
+from .processes import accelerator, check_processes
 
 Progress = Callable[[int, int, str], None]
 
@@ -240,54 +240,6 @@ def eval_steps(config: TrainConfig, start_step: int, every: int) -> list[int]:
     return sorted({s for s in range(every, config.steps + 1, every) if s > start_step} | {config.steps})
 
 
-def processes() -> int:
-    """How many processes were launched together (accelerate launch / torchrun set WORLD_SIZE)."""
-    return int(os.environ.get("WORLD_SIZE", "1") or 1)
-
-
-def main_process() -> bool:
-    """The process that writes (rank 0); every process computes the same numbers."""
-    return int(os.environ.get("RANK", "0") or 0) == 0
-
-
-def barrier() -> None:
-    """Wait for every launched process (a no-op for one)."""
-    if processes() > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
-
-
-def main_first(fn: Callable[[], object]) -> object:
-    """Run `fn` on the writing process, then on the others once it is done (where `fn` finds its files written)."""
-    if main_process():
-        out = fn()
-        barrier()
-        return out
-    barrier()
-    return fn()
-
-
-def check_processes(batch_size: int, world: int | None = None) -> None:
-    world = processes() if world is None else world
-    if world > 1 and batch_size % world:
-        raise TicketLabError(f"protocol setting batch_size: {batch_size} windows per step cannot be split evenly over "
-                             f"{world} processes (accelerate launch --num_processes {world}); use a batch size that is a "
-                             f"multiple of {world}, or launch {math.gcd(batch_size, world)} process(es).")
-
-
-def start_processes(device: torch.device) -> None:
-    """Join the process group of a multi-process launch (before the first barrier); a no-op for one process."""
-    _accelerator(device)
-
-
-def _accelerator(device: torch.device):
-    """accelerate's Accelerator when several processes were launched (DDP: gloo on CPU, NCCL on CUDA), else None."""
-    if processes() <= 1:
-        return None
-    from accelerate import Accelerator
-
-    return Accelerator(cpu=device.type == "cpu")
-
-
 def check_trainable_dtype(params: dict[str, torch.Tensor]) -> None:
     low = [n for n, p in params.items() if p.dtype in (torch.bfloat16, torch.float16)]
     if low:
@@ -343,7 +295,7 @@ def train(model: nn.Module, data: torch.Tensor, config: TrainConfig, *, masks: d
         _load_optimizer_state(opt, {n: named[n] for n in train_names}, optimizer_state,
                               {n: m for n, m in (masks or {}).items()})
     ids = {id(p): n for n, p in named.items()}
-    acc = _accelerator(device)
+    acc = accelerator(device)
     world, rank = (acc.num_processes, acc.process_index) if acc else (1, 0)
     forward = acc.prepare_model(model, device_placement=False) if acc else model  # DDP over the same parameters
     order = batch_order(data.shape[0], config.batch_size, config.steps, data_seed)

@@ -18,6 +18,7 @@ def ticket_table(df, headline: list[str], experiment: bool = False) -> None:
         size=[data.size_text(r) if data.is_structured(r) else "" for r in df.to_dict("records")],
         review=[verdict_line.review_words(t) for t in df["id"]],
         model=df["model"].fillna("").map(lambda s: Path(s).name if "/" in s else s))
+    view = view.assign(achieved_sparsity=view["achieved_sparsity"] * 100.0)  # shown as a percentage
     view, link_config = links.link_columns(view)
     cols = ["id", "method", "setting", "achieved_sparsity", "size", "review", "deployed", *headline, "evidence",
             "model", "created_at", *link_config]
@@ -29,7 +30,7 @@ def ticket_table(df, headline: list[str], experiment: bool = False) -> None:
     quick = (view["evidence"].str.startswith("quick")).any()
     st.dataframe(tables.clean_text(view[cols]), hide_index=True, width="stretch", placeholder="—", column_config={
         "id": st.column_config.TextColumn("ticket", width="medium"),
-        "achieved_sparsity": st.column_config.NumberColumn("weights removed", format="percent"),
+        "achieved_sparsity": st.column_config.NumberColumn("weights removed", format="%.1f %%"),  # one decimal
         "size": st.column_config.TextColumn("units removed", help="structured tickets: the share of units (heads, "
                                                                   "neurons, layers) and of weights"),
         **{c: st.column_config.NumberColumn(labels[c], format="%.4g", help=c + " (latest run; see evidence)")

@@ -26,16 +26,16 @@ if "unit_sparsity" in struct or struct.get("kind") == "layers":
     # structured: the target is a share of units (heads, neurons, layers), not of weights
     unit = struct.get("kind") or struct.get("unit") or "units"
     share = struct.get("unit_sparsity", len(struct.get("removed") or []) / max(1, struct.get("num_layers") or 1))
-    m[0].metric(f"{unit} removed", f"{share:.2%}", f"target {row['target_sparsity']:.0%} of {unit}",
+    m[0].metric(f"{unit} removed", f"{share:.1%}", f"target {row['target_sparsity']:.0%} of {unit}",
                 delta_color="off", delta_arrow="off",
                 help=f"{struct.get('units_removed', '?')} {unit} removed; importance "
-                     f"**{struct.get('importance', '?')}**. Weights removed: {row['achieved_sparsity']:.2%} of the "
+                     f"**{struct.get('importance', '?')}**. Weights removed: {row['achieved_sparsity']:.1%} of the "
                      "projection weights (embeddings and norms are never pruned).")
-    m[0].caption(f"weights removed {row['achieved_sparsity']:.2%} · importance {struct.get('importance', '?')}")
+    m[0].caption(f"weights removed {row['achieved_sparsity']:.1%} · importance {struct.get('importance', '?')}")
 else:
-    m[0].metric("achieved sparsity", f"{row['achieved_sparsity']:.2%}", f"target {row['target_sparsity']:.0%}",
+    m[0].metric("achieved sparsity", f"{row['achieved_sparsity']:.1%}", f"target {row['target_sparsity']:.0%}",
                 delta_color="off", delta_arrow="off")
-m[1].metric("perplexity", "—" if ppl is None or ppl != ppl else f"{ppl:.2f}",
+m[1].metric("perplexity", "—" if ppl is None or ppl != ppl else f"{ppl:.4g}",
             help="WikiText-2 test, latest run (see Benchmarks for the setup)")
 m[2].markdown(f"**{row['method']}** {data.setting(row['method'], row['params']) or '(defaults)'} · review "
               f"**{row['review']}**" + (" · **deployed**" if row["deployed"] else "") + "  \n"
