@@ -128,3 +128,29 @@ def changed_sample(base: dict, cand: dict, n: int = SAMPLE_SIZE) -> list[dict]:
              "baseline": {k: p["base"].get(k) for k in ("completion", "outcome", "reason")},
              "ticket": {k: p["cand"].get(k) for k in ("completion", "outcome", "reason")}}
             for p in pairs(base, cand) if p["changed"]][:n]
+
+
+def evidence(ledger, ticket_id: str, baseline: str = "dense", dense_sha256: str | None = None,
+             n: int = SAMPLE_SIZE) -> dict[str, dict]:
+    """What the report and the export bundle carry per generation task: the ticket's newest transcript
+    set's hash (the whole set), and against the baseline's like-for-like set, how many prompts changed
+    outcome and a sample of them. A set missing from this machine's state folder is named, not fatal."""
+    out: dict[str, dict] = {}
+    for task in sorted({r["task"] for r in recorded(ledger, ticket_id, dense_sha256)}):
+        newest = next(r for r in recorded(ledger, ticket_id, dense_sha256) if r["task"] == task)
+        entry = {"ticket_sha256": newest["sha256"], "limit": newest["limit"], "baseline": baseline,
+                 "baseline_sha256": None, "prompts": None, "changed": None, "sample": []}
+        pair = latest_pair(ledger, baseline, ticket_id, task, dense_sha256)
+        if pair is not None:
+            b, c = pair
+            entry.update(ticket_sha256=c["sha256"], limit=c["limit"], baseline_sha256=b["sha256"])
+            try:
+                base_doc, cand_doc = load(b["sha256"]), load(c["sha256"])
+            except TicketLabError as e:
+                entry["note"] = str(e)
+            else:
+                both = pairs(base_doc, cand_doc)
+                entry.update(prompts=len(both), changed=sum(p["changed"] for p in both),
+                             sample=changed_sample(base_doc, cand_doc, n))
+        out[task] = entry
+    return out

@@ -262,7 +262,15 @@ def _manifest(ledger: Ledger, st: state.GovState, row: dict, ticket: Ticket, loa
                      "dense_checkpoint_bytes": _dense_bytes(loaded), "size_note": _size_note(fmt),
                      **_speed(ledger, ticket)},
         "versions": _versions(),
+        # generated answers: each task's full transcript-set hash and a sample of changed ones (vs dense)
+        "transcripts": _transcripts(ledger, ticket),
     }
+
+
+def _transcripts(ledger: Ledger, ticket: Ticket) -> dict:
+    from ..transcripts import evidence
+
+    return evidence(ledger, ticket.id, "dense", ticket.dense["weights_sha256"])
 
 
 def _review_section(st: state.GovState, ticket_id: str, approval: dict | None, unreviewed: bool) -> dict:

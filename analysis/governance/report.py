@@ -78,6 +78,7 @@ def _build(ledger, ticket_ref: str, baseline: str, policy, go) -> str:
              _metrics_section(cand_rows, base_rows, base.label, fig, go),
              _bias_section(cand_rows, base_rows, base.label, fig, go),
              _survival_section(ledger, ticket["id"], fig, go),
+             _transcripts_section(ledger, ticket, base),
              _governance_section(ledger, ticket)]
     return _page(f"Ticket {ticket['id']} scorecard", "\n".join(parts))
 
@@ -228,6 +229,36 @@ def _governance_section(ledger: Ledger, ticket: dict) -> str:
             + f"<h2>Deployment history</h2><p>Deployed now for this dense model: <code>{_e(now)}</code>. "
               f"Audit of the decision and deployment chains: {chain}.</p>"
             + _table(["#", "when (UTC)", "action", "from", "to", "by", "why"], moves))
+
+
+def _transcripts_section(ledger, ticket: dict, base: ev.Subject) -> str:
+    """Generated answers (analysis.transcripts): each task's transcript-set hashes and a sample of the
+    prompts whose outcome changed against the baseline, with both answers and the checker's reasons."""
+    from ..transcripts import evidence
+
+    found = evidence(ledger, ticket["id"], base.subject, ticket["dense_sha256"])
+    if not found:
+        return ("<h2>Generated answers</h2><p class='muted'>No generated answers recorded for this ticket: "
+                "<code>ticketlab eval TICKET --suite instruct</code> records them.</p>")
+    out = ["<h2>Generated answers</h2>"]
+    for task, e in found.items():
+        scope = "full run" if e["limit"] is None else f"--limit {e['limit']} (indicative)"
+        head = (f"<p><b>{_e(task)}</b> · {_e(scope)} · ticket transcript set <code>{_e(e['ticket_sha256'])}</code>"
+                + (f" · {_e(base.label)} <code>{_e(e['baseline_sha256'])}</code>" if e["baseline_sha256"] else "")
+                + "</p>")
+        out.append(head)
+        if e["changed"] is None:
+            out.append(f"<p class='muted'>{_e(e.get('note') or 'no like-for-like baseline set to compare with')}</p>")
+            continue
+        out.append(f"<p>{e['changed']} of {e['prompts']} prompts changed outcome"
+                   + (f"; the first {len(e['sample'])}:" if e["sample"] else ".") + "</p>")
+        rows = [[_e(s["prompt"]), f"<b>{_e(s['baseline']['outcome'])}</b><br>{_e(s['baseline']['reason'])}"
+                 f"<pre>{_e(s['baseline']['completion'])}</pre>",
+                 f"<b>{_e(s['ticket']['outcome'])}</b><br>{_e(s['ticket']['reason'])}"
+                 f"<pre>{_e(s['ticket']['completion'])}</pre>"] for s in e["sample"]]
+        if rows:
+            out.append(_table(["prompt", _e(base.label), "ticket"], rows))
+    return "\n".join(out)
 
 
 def _page(title: str, body: str) -> str:

@@ -78,7 +78,7 @@ def review_words(state) -> Part:
 
 
 def policy_words(review) -> Part | None:
-    """'passes the policy NAME' / 'does not pass the policy NAME (1 fail, 2 missing)'; failures of
+    """'passes the policy NAME' / 'does not pass the policy NAME (1 fail: refusals; 2 missing: evidence)'; failures of
     rules evaluated on quick runs are counted as indicative."""
     if review is None:
         return None
@@ -90,14 +90,18 @@ def policy_words(review) -> Part | None:
     if not fails and not missing:
         quick = any(getattr(r, "indicative", False) for r in results)
         return Part(f"passes the policy {name}" + (" (indicative: quick runs)" if quick else ""), WARN if quick else GOOD)
+    def named(rs) -> str:  # the rules by name ("refusals", "perplexity"), so the line says which
+        return ", ".join(dict.fromkeys(r.rule for r in rs))
+
     counts = []
-    if len(fails) > len(indicative):
-        counts.append(f"{len(fails) - len(indicative)} fail")
+    hard = [r for r in fails if r not in indicative]
+    if hard:
+        counts.append(f"{len(hard)} fail: {named(hard)}")
     if indicative:
-        counts.append(f"{len(indicative)} fail (indicative)")
+        counts.append(f"{len(indicative)} fail (indicative): {named(indicative)}")
     if missing:
-        counts.append(f"{len(missing)} missing")
-    return Part(f"does not pass the policy {name} ({', '.join(counts)})", BAD)
+        counts.append(f"{len(missing)} missing: {named(missing)}")
+    return Part(f"does not pass the policy {name} ({'; '.join(counts)})", BAD)
 
 
 def _fmt_delta(row: dict) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 
 _WHERE = {"BBQ_CATEGORIES": "loaders", "BBQ_PER_CATEGORY": "loaders", "DEFAULT_BATCH_SIZE": "runner",
-          "PRIMARY_TASKS": "runner", "QUICK_LIMIT": "runner", "TASKS": "runner", "SafetyResult": "runner",
+          "PRIMARY_TASKS": "runner", "QUICK_LIMIT": "runner", "INSTRUCT_QUICK_LIMIT": "runner", "TASKS": "runner", "SafetyResult": "runner",
           "resolve_tasks": "runner", "run_safety": "runner"}
 
 __all__ = sorted(_WHERE)

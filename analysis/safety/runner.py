@@ -39,6 +39,9 @@ from .scoring import DEFAULT_ROW_TOKENS, SCORING, make_lm
 TASK_DIR = registry.TASK_DIR
 DEFAULT_BATCH_SIZE = 4  # packed rows (of up to 512 tokens) per forward pass; see benchmarks/eval_speed.py
 QUICK_LIMIT = 20  # the stated quick subset: the first 20 documents of every task (BBQ interleaves categories)
+# the instruct suite's quick subset: 18 IFEval prompts and 18 XSTest prompts (one of each prompt type,
+# safe and unsafe); measured in benchmarks/generation.py to stay under 3 minutes on 2 cores
+INSTRUCT_QUICK_LIMIT = 18
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                "HF_HUB_DISABLE_TELEMETRY": "1"}
 

@@ -14,7 +14,7 @@ from pruning.errors import TicketLabError
 
 from . import data, widgets
 
-PRESETS = ("quick", "full", "custom")
+PRESETS = ("quick", "full", "instruct quick", "instruct full", "custom")
 
 
 def registered_tasks() -> dict[str, str]:
@@ -38,7 +38,13 @@ def quick_limit() -> int:
 
 
 def preset_settings(preset: str) -> dict:
-    """quick: perplexity and the safety suite on the stated quick subset; full: every suite, no limit."""
+    """quick: perplexity and the safety suite on the stated quick subset; full: every suite, no limit;
+    instruct quick / full: the generated-answer suite (IFEval, XSTest) on its quick subset / in full."""
+    if preset.startswith("instruct"):
+        from analysis.safety import INSTRUCT_QUICK_LIMIT
+
+        return {"suites": ["instruct"], "tasks": [], "quick": preset == "instruct quick",
+                "limit": str(INSTRUCT_QUICK_LIMIT)}
     if preset == "quick":
         return {"suites": ["ppl", "safety"], "tasks": [], "quick": True, "limit": str(quick_limit())}
     return {"suites": list(suites()), "tasks": [], "quick": False, "limit": str(quick_limit())}
@@ -141,7 +147,7 @@ def window_args(chosen: list[str], dense_sha256: str) -> list[str]:
 
 def _apply_preset() -> None:
     preset = st.session_state.get("ev_preset")
-    if preset in ("quick", "full"):
+    if preset in PRESETS and preset != "custom":
         s = preset_settings(preset)
         st.session_state.update(ev_suites=s["suites"], ev_tasks=s["tasks"], ev_quick=s["quick"], ev_limit=s["limit"])
 
@@ -178,7 +184,8 @@ def evaluate_form(subjects: list[str], labels: dict[str, str], model_of: dict[st
     top[0].segmented_control("preset", PRESETS, key="ev_preset", on_change=_apply_preset,
                              help="quick: perplexity and the safety suite on the first "
                                   f"{quick_limit()} documents of each task (indicative); full: every suite, no limit "
-                                  "(what decisions need)")
+                                  "(what decisions need); instruct quick / full: the generated answers (IFEval "
+                                  "instruction following, XSTest refusals) on 18 prompts each / in full")
     c1, c2 = st.columns(2)
     described = suites()
     chosen = c1.multiselect("suites", list(described), key="ev_suites", on_change=_custom,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app.dashboard import comparison, data, evaluate_form, figures, jobs_panel, tables, widgets
+from app.dashboard import comparison, data, evaluate_form, figures, jobs_panel, tables, transcripts, widgets
 from app.dashboard.breakdown import breakdown
 from pruning.errors import TicketLabError
 
@@ -101,6 +101,9 @@ with tab_compare:
                                              include=["dense"])
         if cmp_ticket and cmp_base:
             comparison.comparison_view(cmp_base, cmp_ticket, key="bm_cmp", baseline_label=labels.get(cmp_base, cmp_base))
+            st.markdown("**Answers side by side** (generation tasks)")
+            transcripts.transcripts_view(cmp_base, cmp_ticket, key="bm_tr", baseline_label=labels.get(cmp_base, cmp_base),
+                                         dense_sha256=dense)
 
 with tab_imp:
     from analysis.lottery import experiments as exp_mod

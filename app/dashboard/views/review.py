@@ -9,7 +9,17 @@ from dataclasses import asdict
 import pandas as pd
 import streamlit as st
 
-from app.dashboard import acting, comparison, data, figures, governance, tables, verdict_line, widgets
+from app.dashboard import (
+    acting,
+    comparison,
+    data,
+    figures,
+    governance,
+    tables,
+    transcripts,
+    verdict_line,
+    widgets,
+)
 from pruning.errors import TicketLabError
 
 st.title("Review")
@@ -67,6 +77,10 @@ if not rules.empty:
 
 st.subheader(f"Evidence: the ticket against {review.baseline['label']}")
 comparison.comparison_view(review.baseline["subject"], tid, key="rev_cmp", baseline_label=review.baseline["label"])
+
+st.subheader("What it says: answers side by side")
+transcripts.transcripts_view(review.baseline["subject"], tid, key="rev_tr", baseline_label=review.baseline["label"],
+                             dense_sha256=dense)
 
 st.subheader("Survival")
 cand_surv = data.survival(tid)["layer"]
