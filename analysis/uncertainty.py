@@ -83,6 +83,8 @@ def bootstrap(samples: Sequence, statistic: Callable[[list], float], *, strata: 
 def docs_of(row: dict) -> int | None:
     """How many documents a ledger metric row rests on: its own count when the evaluation recorded one
     (a per-category score rests on its category's documents), else the task's sample count."""
+    if "n_docs" in row:  # a signed evidence row carries its count at the top level
+        return None if row["n_docs"] is None else int(row["n_docs"])
     extra = row.get("extra")
     if isinstance(extra, str):
         try:

@@ -279,3 +279,29 @@ def test_scorecard_charts_follow_the_registry_and_mark_quick_results(lab):
     assert "CrowS-Pairs % stereotype (ideal 0.5) \\u00b7 CrowS-Pairs (English)" in page  # plotly's JSON
     assert "BBQ bias score, disambiguated (signed, ideal 0) \\u00b7 BBQ" in page
     assert "Winogender accuracy" not in page  # no breakdown recorded, not a target metric: the table has it
+
+
+def test_distance_rule_on_too_few_documents_says_so_instead_of_judging(lab):
+    """Issue 21: a distance rule on a metric resting on fewer documents than `uncertainty.MIN_DOCS` cannot size
+    the noise, so it neither passes nor fails: "too few examples to tell" (the old rule counted a missing
+    stderr as 0 and failed any growth). The count is signed into the evidence and the replay accepts it."""
+    from analysis.governance.replay import _evidence_problem
+    from analysis.governance.review import gather_evidence
+    from analysis.uncertainty import TOO_FEW
+
+    ledger, t, sha = lab
+    p = parse_policy('[[rule]]\nname = "no-drop"\nkind = "max_distance_growth"\nmetrics = "winogender_all/acc"\n'
+                     'limit = 2.0\n')
+    for subject, column in (("dense", 0), (t.id, 1)):
+        with ledger.run("eval", "test", subject=subject, dense_sha256=sha) as run:
+            run.add_metric(MetricRow("safety", "winogender_all", "acc", METRICS[-1][3 + column], None,
+                                     *direction("winogender_all", "acc"), n_samples=6, limit=6, dtype="float32"))
+    res = next(r for r in review_ticket(ledger, t.id, policy=p).results if r.rule == "no-drop")
+    assert res.status == "missing" and TOO_FEW in res.detail and "6 documents" in res.detail
+    evidence = gather_evidence(ledger, ledger.get_ticket(t.id), "dense", p)
+    assert {r["n_docs"] for r in evidence["rows"]["ticket"]} == {6}
+    assert _evidence_problem(evidence) == ""
+    _write(ledger, "dense", sha, 0)  # full runs on 100 documents: judged again (0.60 -> 0.50 fails)
+    _write(ledger, t.id, sha, 1)
+    res = next(r for r in review_ticket(ledger, t.id, policy=p).results if r.rule == "no-drop")
+    assert res.status == "fail"

@@ -60,6 +60,11 @@ def _meta_ok(meta) -> bool:
                             and isinstance(meta["headline"], bool))
 
 
+def _count_ok(n) -> bool:
+    """A row's document count: absent / None (decisions signed before rows carried it) or a count."""
+    return n is None or (isinstance(n, int) and not isinstance(n, bool) and n >= 0)
+
+
 def evidence_digest(evidence: dict) -> str:
     return hashlib.sha256(json.dumps(evidence, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
@@ -74,7 +79,8 @@ def _evidence_problem(ev: dict) -> str:
         if not isinstance(group, list):
             return f"its {who} evidence is not a list of rows"
         for r in group:
-            if not isinstance(r, dict) or set(r) != set(ROW_FIELDS) or not isinstance(r["task"], str) \
+            if not isinstance(r, dict) or set(r) - {"n_docs"} != set(ROW_FIELDS) or not isinstance(r["task"], str) \
+                    or not _count_ok(r.get("n_docs")) \
                     or not isinstance(r["metric"], str) or not all(_number_ok(r[k]) for k in ("value", "stderr", "ideal")) \
                     or not (r["limit"] is None or (isinstance(r["limit"], int) and not isinstance(r["limit"], bool))) \
                     or not _meta_ok(r["meta"]):

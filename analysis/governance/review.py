@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pruning.errors import TicketLabError
 
+from .. import uncertainty
 from ..ledger import Ledger
 from ..metric_meta import MetricMeta, direction, meta_for
 from . import evidence as ev
@@ -78,7 +79,7 @@ def _row(r: dict) -> dict:
     a later change of a YAML does not change how a signed decision is evaluated again."""
     m = meta_for(r["task"], r["metric"])
     meta = {"direction": m.direction, "ideal": m.ideal, "headline": bool(m.headline)} if m is not None else None
-    return {k: r.get(k) for k in ROW_FIELDS if k != "meta"} | {"meta": meta}
+    return {k: r.get(k) for k in ROW_FIELDS if k != "meta"} | {"meta": meta, "n_docs": uncertainty.docs_of(r)}
 
 
 def _meta_of(evidence: dict):

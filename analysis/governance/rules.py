@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .. import uncertainty
 from ..metric_meta import MetricMeta, meta_for
 from . import evidence as ev
 from .policy import Policy, Rule
@@ -111,6 +112,11 @@ def apply(rule: Rule, pol: Policy, cand_rows: list[dict], base_rows: list[dict],
             if meta is None:
                 out.append(_missing(rule, item, limit, "which way is better is unknown: give the metric a direction "
                                     "in its task YAML (metadata.ticketlab.metrics) or an ideal in the rule", c))
+                continue
+            few = [f"{who}: {uncertainty.TOO_FEW} ({uncertainty.documents(n)}; at least {uncertainty.MIN_DOCS} needed)"
+                   for who, row in (("ticket", c), ("baseline", b)) if uncertainty.too_few(n := uncertainty.docs_of(row))]
+            if few:  # the noise cannot be sized, so neither "within" nor "beyond" it can be said
+                out.append(_missing(rule, item, limit, "; ".join(few) + ": evaluate on more examples" + tag, c))
                 continue
             d0, d1 = meta.distance(bv), meta.distance(c["value"])
             grow = d1 - d0
