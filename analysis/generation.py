@@ -24,6 +24,7 @@ prompt is done, so no half-written transcript set is ever recorded.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -130,12 +131,115 @@ def _load_checkpoint(path: Path | None, key: str) -> dict[int, dict]:
     return {int(i): v for i, v in data.get("done", {}).items()}
 
 
-@torch.inference_mode()
-def _decode_batch(model, rows: list[list[int]], pad_id: int, stops: torch.Tensor,
-                  max_new_tokens: int, max_positions: int | None) -> list[tuple[list[int], str]]:
-    from transformers import DynamicCache
+SPARE_COLUMNS = 64  # cache columns allocated ahead, so a decode step writes in place instead of copying
+PREFILL_ROWS = 16  # newcomers prefilled together: bounds the prefill's activations and attention scores
 
-    device = next(model.parameters()).device
+
+@functools.cache
+def _growing_layer():
+    """A KV-cache layer class (built on first use: transformers loads lazily) whose keys/values are views of
+    the first `n` columns of a zero-filled buffer with spare columns. transformers' DynamicLayer
+    concatenates the whole cache at every step; at batch 64 and 400 columns that copy cost more than the
+    matmuls (benchmarks/generation.py). Here a step writes one column."""
+    from transformers.cache_utils import DynamicLayer
+
+    class GrowingLayer(DynamicLayer):
+        def lazy_initialization(self, key_states, value_states) -> None:
+            self.device, self.n, self.kbuf, self.vbuf = key_states.device, 0, None, None
+            self.is_initialized = True
+
+        def set(self, kbuf: torch.Tensor, vbuf: torch.Tensor, n: int) -> None:
+            self.kbuf, self.vbuf, self.n = kbuf, vbuf, n
+            self.keys, self.values = kbuf[:, :, :n], vbuf[:, :, :n]
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            q = key_states.shape[-2]
+            if self.kbuf is None or self.n + q > self.kbuf.shape[-2]:
+                kbuf = _zeros_like_cols(key_states, self.n + q + SPARE_COLUMNS)
+                vbuf = _zeros_like_cols(value_states, self.n + q + SPARE_COLUMNS)
+                if self.kbuf is not None:
+                    kbuf[:, :, :self.n], vbuf[:, :, :self.n] = self.keys, self.values
+                self.kbuf, self.vbuf = kbuf, vbuf
+            self.kbuf[:, :, self.n:self.n + q] = key_states
+            self.vbuf[:, :, self.n:self.n + q] = value_states
+            self.set(self.kbuf, self.vbuf, self.n + q)
+            return self.keys, self.values
+
+        def get_seq_length(self) -> int:
+            return self.n if self.is_initialized else 0
+
+        def batch_select_indices(self, indices: torch.Tensor) -> None:
+            self.set(self.kbuf[indices], self.vbuf[indices], self.n)
+
+    return GrowingLayer
+
+
+def _zeros_like_cols(t: torch.Tensor, columns: int, rows: int | None = None) -> torch.Tensor:
+    b, h, _, d = t.shape
+    return t.new_zeros((b if rows is None else rows, h, columns, d))
+
+
+def _new_cache():
+    from transformers.cache_utils import Cache
+
+    return Cache(layer_class_to_replicate=_growing_layer())
+
+
+class _Batch:
+    """The running batch: one row per prompt being decoded, all rows sharing the cache's columns. A row's
+    prompt is left-padded to the common width; `mask` marks its real columns, `pos` is the position of
+    its last real token (padding never counts). Rows that stopped stay (ignored) until the next regroup,
+    which drops them, admits newcomers and trims the leading columns that are padding for every row:
+    one copy of the cache per regroup, not one per finished row."""
+
+    def __init__(self, device):
+        self.device = device
+        self.rows: list[int] = []  # prompt index of each batch row; -1 once it has stopped
+        self.cache = None
+        self.mask = torch.zeros((0, 0), dtype=torch.long, device=device)
+        self.pos = torch.zeros((0,), dtype=torch.long, device=device)
+
+    @property
+    def dead(self) -> int:
+        return sum(r < 0 for r in self.rows)
+
+    def regroup(self, groups: list[tuple[list[int], object, torch.Tensor, torch.Tensor]]) -> None:
+        """Drop the stopped rows, append each prefilled group (prompt indices, its cache, mask, positions)."""
+        keep = [j for j, r in enumerate(self.rows) if r >= 0]
+        old = self.cache
+        mask = self.mask[keep] if keep else self.mask[:0]
+        lead = int(mask.any(0).long().argmax()) if keep else 0  # first column some kept row uses
+        run = mask.shape[1] - lead if keep else 0
+        width = max([run, *(g[2].shape[1] for g in groups)])
+        total = len(keep) + sum(len(g[0]) for g in groups)
+        index = torch.tensor(keep, dtype=torch.long, device=self.device)
+        first = old if old is not None else groups[0][1]
+        for li, layer in enumerate(first.layers):
+            parts = [(old.layers[li], index, lead, run)] if keep else []
+            parts += [(g[1].layers[li], None, 0, g[2].shape[1]) for g in groups]
+            bufs = []
+            for src in ("keys", "values"):
+                buf = _zeros_like_cols(getattr(layer, src), width + SPARE_COLUMNS, rows=total)
+                at = 0
+                for part, rows_, start, n in parts:
+                    t = getattr(part, src)
+                    t = t[rows_] if rows_ is not None else t
+                    buf[at:at + t.shape[0], :, width - n:width] = t[:, :, start:start + n]
+                    at += t.shape[0]
+                bufs.append(buf)
+            layer.set(bufs[0], bufs[1], width)
+        self.cache = first
+        masks = [mask[:, lead:]] + [g[2] for g in groups]
+        self.mask = torch.cat([torch.nn.functional.pad(m, (width - m.shape[1], 0)) for m in masks])
+        self.pos = torch.cat([self.pos[index], *(g[3] for g in groups)])
+        self.rows = [self.rows[j] for j in keep] + [i for g in groups for i in g[0]]
+
+
+@torch.inference_mode()
+def _prefill(model, rows: list[list[int]], pad_id: int, device):
+    """Left-padded prefill of new prompts: their cache, mask, last positions and next-token logits."""
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -144,38 +248,70 @@ def _decode_batch(model, rows: list[list[int]], pad_id: int, stops: torch.Tensor
         mask[b, width - len(r):] = 1
     ids, mask = ids.to(device), mask.to(device)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    budget = max_new_tokens if max_positions is None else min(max_new_tokens, max_positions - width)
-    if budget < 1:
-        raise TicketLabError(f"a prompt of {width} tokens leaves no room to generate in the model's "
-                             f"{max_positions}-token window.")
-    cache = DynamicCache()
-    out: list[list[int]] = [[] for _ in rows]
-    why = ["length"] * len(rows)
-    live = torch.arange(len(rows), device=device)  # batch row -> original row
+    cache = _new_cache()
     # logits_to_keep=1: only the last position goes through the LM head (49k x hidden per token)
     logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True,
                    logits_to_keep=1).logits[:, -1]
-    last = pos[:, -1]
-    stops = stops.to(device)
-    for step in range(budget):
+    return cache, mask, pos[:, -1], logits
+
+
+@torch.inference_mode()
+def _decode(model, encoded: list[list[int]], pending: list[int], pad_id: int, stops: list[int],
+            budgets: list[int], batch_size: int, on_done: Callable[[int, list[int], str], None]) -> None:
+    """Continuous batching: the batch is kept full by admitting pending prompts (in the given order) as
+    rows stop. Each row's tokens depend only on its own prompt (masked padding, positions counting real
+    tokens), so the schedule changes the cost, not the answers; the schedule itself is fixed by the
+    prompts and their answers, so a rerun repeats it exactly."""
+    device = next(model.parameters()).device
+    stopset = set(stops)
+    pending = list(pending)
+    batch = _Batch(device)
+    out: dict[int, list[int]] = {}
+    logits = None
+    # a regroup copies the cache, so stopped rows wait (computed, ignored) until an eighth have stopped
+    slack = max(1, batch_size // 8)
+    while True:
+        live = len(batch.rows) - batch.dead
+        if pending and (live == 0 or batch.dead >= slack or batch_size - len(batch.rows) >= slack):
+            groups, room = [], batch_size - live
+            while pending and room > 0:
+                take = pending[:min(room, PREFILL_ROWS)]
+                del pending[:len(take)]
+                room -= len(take)
+                cache, mask, pos, lg = _prefill(model, [encoded[i] for i in take], pad_id, device)
+                groups.append((take, cache, mask, pos, lg))
+                for i in take:
+                    out[i] = []
+            kept = [j for j, r in enumerate(batch.rows) if r >= 0]
+            logits = torch.cat(([logits[kept]] if kept else []) + [g[4] for g in groups])
+            batch.regroup([g[:4] for g in groups])
+        elif batch.dead and (batch.dead >= max(1, len(batch.rows) // 8) or live == 0):
+            kept = [j for j, r in enumerate(batch.rows) if r >= 0]
+            logits = logits[kept]
+            batch.regroup([])
+        if not batch.rows:
+            return
         nxt = logits.float().argmax(-1)
-        done = torch.isin(nxt, stops)
-        for row, tok, end in zip(live.tolist(), nxt.tolist(), done.tolist(), strict=True):
-            if end:
-                why[row] = "eos"
-            else:
-                out[row].append(tok)
-        keep = (~done).nonzero().flatten()
-        if step == budget - 1 or keep.numel() == 0:
-            break
-        if keep.numel() < live.numel():  # finished rows leave the batch and the cache
-            live, nxt, mask, last = live[keep], nxt[keep], mask[keep], last[keep]
-            cache.batch_select_indices(keep)
-        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
-        last = last + 1
-        logits = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=last[:, None],
-                       cache=cache, use_cache=True).logits[:, -1]
-    return list(zip(out, why, strict=True))
+        for j, (row, tok) in enumerate(zip(batch.rows, nxt.tolist(), strict=True)):  # one sync per step
+            if row < 0:
+                continue
+            if tok in stopset:
+                batch.rows[j] = -1
+                on_done(row, out.pop(row), "eos")
+                continue
+            out[row].append(tok)
+            if len(out[row]) >= budgets[row]:
+                batch.rows[j] = -1
+                on_done(row, out.pop(row), "length")
+        if len(batch.rows) == batch.dead and not pending:
+            return
+        if len(batch.rows) == batch.dead:
+            continue  # all stopped: regroup and admit before computing anything
+        alive = torch.tensor([r >= 0 for r in batch.rows], device=device)
+        batch.mask = torch.cat([batch.mask, batch.mask.new_ones((len(batch.rows), 1))], dim=-1)
+        batch.pos = batch.pos + alive  # a stopped row's position stays inside the model's window
+        logits = model(input_ids=nxt[:, None], attention_mask=batch.mask, position_ids=batch.pos[:, None],
+                       cache=batch.cache, use_cache=True).logits[:, -1]
 
 
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = DEFAULT_BATCH_SIZE,
@@ -196,22 +332,34 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
     key = _key(identity, prompts, {**settings, "batch_size": batch_size})
     done = _load_checkpoint(path, key)
     resumed = len(done)
-    # longest prompts first: similar lengths share a batch (little padding), and memory peaks early
-    order = sorted(range(len(prompts)), key=lambda i: (-len(encoded[i]), i))
-    batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    budgets = []
+    for e in encoded:
+        room = max_new_tokens if max_positions is None else min(max_new_tokens, max_positions - len(e))
+        if room < 1:
+            raise TicketLabError(f"a prompt of {len(e)} tokens leaves no room to generate in the model's "
+                                 f"{max_positions}-token window.")
+        budgets.append(room)
+    # longest prompts first: newcomers admitted together have similar lengths (little padding in their
+    # prefill), and memory peaks early
+    order = sorted((i for i in range(len(prompts)) if i not in done), key=lambda i: (-len(encoded[i]), i))
     produced = sum(len(v["tokens"]) for v in done.values())
-    for batch in batches:
-        if all(i in done for i in batch):
-            continue
-        for i, (toks, why) in zip(batch, _decode_batch(model, [encoded[i] for i in batch], pad_id, stops,
-                                                       max_new_tokens, max_positions), strict=True):
-            done[i] = {"tokens": toks, "stopped": why}
-            produced += len(toks)
-        if path is not None:
-            durable.atomic_write_json(path, {"key": key, "done": {str(k): v for k, v in done.items()}})
-            durable.crash_point("generation.batch")
-        if progress:
-            progress(len(done), len(prompts), f"{produced:,} tokens generated")
+    fresh = 0
+
+    def finished(i: int, toks: list[int], why: str) -> None:
+        nonlocal produced, fresh
+        done[i] = {"tokens": toks, "stopped": why}
+        produced += len(toks)
+        fresh += 1
+        if fresh >= batch_size or len(done) == len(prompts):
+            fresh = 0
+            if path is not None:
+                durable.atomic_write_json(path, {"key": key, "done": {str(k): v for k, v in done.items()}})
+                durable.crash_point("generation.batch")
+            if progress:
+                progress(len(done), len(prompts), f"{produced:,} tokens generated")
+
+    if order:
+        _decode(model, encoded, order, pad_id, stops.tolist(), budgets, batch_size, finished)
     tokens = [done[i]["tokens"] for i in range(len(prompts))]
     texts = [tokenizer.decode(t, skip_special_tokens=True) for t in tokens]
     return Generation(prompts=list(prompts), completions=texts, tokens=tokens,

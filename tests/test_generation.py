@@ -39,6 +39,46 @@ def test_batched_equals_one_at_a_time(fixture, request):
         assert ref[0, ids.shape[1]:].tolist() == toks
 
 
+REFILL_PROMPTS = ["a", "Write a short poem about the sea and the sky, in three lines, then explain it.", "2+2?",
+                  "Name a colour you like and say why in a full sentence or two.", "ok", "Why is the sky blue?",
+                  "List three prime numbers greater than ten, one per line, with a word about each.", "hey",
+                  "Describe a cat.", "x"]
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_gpt2"])
+def test_continuous_batching_refills_equal_one_at_a_time(fixture, request):
+    """More prompts than batch rows, prompt lengths from 1 word to 20, and answers of different lengths
+    (a context window just wider than the longest prompt gives each prompt its own budget): rows leave,
+    newcomers are prefilled and merged into the running cache mid-decode (left-padded to its width),
+    and every answer still equals the prompt decoded alone and transformers' own greedy generate."""
+    loaded = request.getfixturevalue(fixture)
+    model, tok = loaded.model, loaded.tokenizer
+    lens = [len(e) for e in encode(tok, REFILL_PROMPTS)]
+    window = max(lens) + 3
+    calls: list[tuple[int, int]] = []  # (rows, query length) of every forward
+    hook = model.register_forward_pre_hook(lambda m, a, kw: calls.append(tuple(kw["input_ids"].shape)),
+                                           with_kwargs=True)
+    try:
+        batched = generate(model, tok, REFILL_PROMPTS, max_new_tokens=12, batch_size=3, max_positions=window)
+    finally:
+        hook.remove()
+    alone = [generate(model, tok, [p], max_new_tokens=12, batch_size=1, max_positions=window).tokens[0]
+             for p in REFILL_PROMPTS]
+    ref = []
+    for p, n in zip(REFILL_PROMPTS, lens, strict=True):
+        ids = torch.tensor([encode(tok, [p])[0]])
+        ref.append(model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=min(12, window - n),
+                                  do_sample=False, eos_token_id=stop_ids(model, tok), pad_token_id=0)
+                   [0, ids.shape[1]:].tolist())
+    assert batched.tokens == alone == ref
+    assert [len(t) for t in batched.tokens] == [min(12, window - n) for n in lens]
+    assert len({len(t) for t in batched.tokens}) >= 4
+    assert max(r for r, _ in calls) <= 3
+    # a refill: newcomers prefilled (query length > 1) joined rows already decoding (query length 1), so
+    # the next decode step ran more rows than that prefill had
+    assert any(q > 1 and nq == 1 and nr > r for (r, q), (nr, nq) in zip(calls, calls[1:], strict=False))
+
+
 @pytest.mark.smollm
 def test_smollm2_rows_leave_the_batch_when_they_stop(state):
     """On the real instruct model some answers end with <|im_end|> and leave the batch (their cache
@@ -47,8 +87,9 @@ def test_smollm2_rows_leave_the_batch_when_they_stop(state):
 
     smol = load_model("smollm2-135m-instruct")
     prompts = ["hi", "Write a long poem about the sea.", "What is 2 + 2? Answer with the number only.",
-               "Tell me about Paris."]
-    batched = generate(smol.model, smol.tokenizer, prompts, max_new_tokens=16, batch_size=4)
+               "Tell me about Paris.", "Say yes.", "Name the capital of France in one word.",
+               "Describe, in a long and detailed paragraph, how a bicycle works."]
+    batched = generate(smol.model, smol.tokenizer, prompts, max_new_tokens=16, batch_size=3)  # refills
     assert batched.tokens == _one_at_a_time(smol, prompts, 16)
     assert "eos" in batched.stopped and "length" in batched.stopped
     assert "4" in batched.completions[2]
