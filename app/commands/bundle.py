@@ -40,36 +40,11 @@ def add_parser(sub, parent):
     return [e, v, r]
 
 
-def _local_trust(directory: str):
-    """The local ledger's registry, when the bundle's signed head names that ledger."""
-    from pathlib import Path
-
-    from analysis.governance import state
-    from pruning import settings
-
-    path = settings.ledger_path()
-    try:
-        head = json.loads((Path(directory) / "manifest.json").read_text()).get("ledger_head") or {}
-    except (OSError, ValueError):
-        return None, ""
-    if not path.exists() or not head:
-        return None, ""
-    from analysis.governance import anchor
-    from analysis.ledger import Ledger
-
-    st = state.load(Ledger(path))
-    if st.ledger_id != head.get("ledger_id"):
-        return None, ""
-    if anchor.problem(st):  # a re-initialised ledger's keys vouch for nothing
-        return None, f" (the local ledger's keys are not used: {anchor.problem(st)})"
-    return st.registry.trust(), f" (keys from the ledger {path})"
-
-
 def run(args) -> int:
     if args.command == "verify":
-        from analysis.governance.verify import verify_bundle
+        from analysis.governance.verify import local_trust, verify_bundle
 
-        trust, source = (args.trust, f" (keys from {args.trust})") if args.trust else _local_trust(args.dir)
+        trust, source = (args.trust, f" (keys from {args.trust})") if args.trust else local_trust(args.dir)
         result = verify_bundle(args.dir, trust=trust, dense=args.dense)
         if args.json:
             print(json.dumps(result, indent=2))
