@@ -475,9 +475,11 @@ def test_models_table_links_and_quick_evidence(lab):
 
 
 def test_failed_and_killed_jobs_show_their_error(state, tiny_llama_dir):
-    bad = jobs.start(["prune", "--model", str(tiny_llama_dir), "--method", "magnitude", "--sparsity", "1.5", "--json"])
+    with pytest.raises(TicketLabError, match=r"outside \[0, 1\)"):  # refused when the request is built
+        jobs.start(["prune", "--model", str(tiny_llama_dir), "--method", "magnitude", "--sparsity", "1.5", "--json"])
+    bad = jobs.start(["prune", "--model", str(tiny_llama_dir / "gone"), "--method", "magnitude", "--json"])
     failed = jobs.wait(bad["id"], timeout=120)
-    assert failed["status"] == "failed" and "outside [0, 1)" in failed["error"]
+    assert failed["status"] == "failed" and "gone" in failed["error"]
     slow = jobs.start(["prune", "--model", str(tiny_llama_dir), "--method", "magnitude", "--json"])
     deadline = time.monotonic() + 30
     while jobs.get(slow["id"])["status"] == "starting" and time.monotonic() < deadline:
@@ -488,7 +490,7 @@ def test_failed_and_killed_jobs_show_their_error(state, tiny_llama_dir):
     at = page("prune")
     no_crash(at)
     shown = errors(at)
-    assert any("outside [0, 1)" in e for e in shown) and any("without reporting" in e for e in shown)
+    assert any("gone" in e for e in shown) and any("without reporting" in e for e in shown)
 
 
 # --- bad input ----------------------------------------------------------------------------------------

@@ -68,18 +68,26 @@ def run(args) -> int:
         print(f"scorecard written to {write_report(ledger, args.ticket, args.out, args.baseline, policy)}"
               + (" (WHAT-IF policy preview)" if args.policy else ""))
         return 0
-    from analysis.governance import identity
-    from analysis.governance.export import export_bundle
+    from usecases.export import export
 
-    signer = None if args.unreviewed else identity.unlock(args.as_name)
-    m = export_bundle(ledger, args.ticket, args.out, args.format, signer=signer, unreviewed=args.unreviewed,
-                      overwrite=args.overwrite, model=args.model, dtype=args.dtype, quantize=args.quantize,
-                      group_size=args.group_size, serve_check=args.serve_check)
+    m = export(request_from_args(args))
     if args.json:
-        print(json.dumps({k: m[k] for k in ("bundle_format", "ticket", "review", "deployer")}, indent=2, default=str))
+        print(json.dumps(m.model_dump(include={"bundle_format", "ticket", "review", "deployer"}), indent=2, default=str))
     else:
-        d = m["deployer"]
-        print(f"bundle {args.out}: {m['bundle_format']} of {m['ticket']['id']} ({m['review']['status']}"
-              f"{', signed by ' + signer.name if signer else ', UNSIGNED'}), {len(m['files'])} files, "
+        d = m.deployer
+        print(f"bundle {args.out}: {m.bundle_format} of {m.ticket['id']} ({m.review['status']}"
+              f"{', signed by ' + m.signed_by if m.signed_by else ', UNSIGNED'}), {m.files} files, "
               f"{d['on_disk_bytes']:,} bytes; load with {d['loader']['how']}")
     return 0
+
+
+def request_from_args(args):
+    """`ticketlab export`'s typed request (verify and report run no job)."""
+    if args.command != "export":
+        return None
+    from usecases.export import ExportRequest
+
+    return ExportRequest.build(ticket=args.ticket, out=args.out, format=args.format, as_name=args.as_name,
+                               unreviewed=args.unreviewed, overwrite=args.overwrite, model=args.model,
+                               dtype=args.dtype, quantize=args.quantize, group_size=args.group_size,
+                               serve_check=args.serve_check)

@@ -166,49 +166,32 @@ def protocol_from_args(args):
     return protocol
 
 
+def request_from_args(args):
+    """`ticketlab imp`'s typed request (`imp-report` runs no job)."""
+    if args.command != "imp":
+        return None
+    from usecases.experiment import ImpRequest
+
+    command = "ticketlab imp " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["imp"] \
+        else "ticketlab imp"
+    return ImpRequest.build(protocol=protocol_from_args(args).to_dict(), command=command, quiet=args.quiet)
+
+
 def run(args) -> int:
     if args.command == "imp-report":
         return _report(args)
     from analysis.ledger import Ledger
-    from analysis.lottery.experiments import (
-        experiment_verdict,
-        format_report,
-        imp_report,
-        record_experiment,
-        record_round,
-        summary_of,
-        to_json_rows,
-    )
-    from pruning.lottery.runner import ImpExperiment
+    from analysis.lottery.experiments import format_report, imp_report
+    from usecases.experiment import run_experiment
 
-    protocol = protocol_from_args(args)
-    experiment = ImpExperiment(protocol)  # validates everything before any training or writing
-    if not experiment.main:  # another process of `accelerate launch`: it trains its share; rank 0 records
-        experiment.run()
-        return 0
-    ledger = Ledger()
-    ledger.reap_stale_runs()
-    command = "ticketlab imp " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["imp"] \
-        else "ticketlab imp"
-    params = {**protocol.to_dict(), "rewind_step": protocol.rewind_step, "folder": str(experiment.dir),
-              "model_identity": experiment.model_identity}
-    record_experiment(experiment.id, params, "running", ledger=ledger)
-    progress = None if args.quiet else (lambda desc: progress_bar(desc))
-    try:
-        results = experiment.run(on_round=lambda r: record_round(r, ledger, command), progress=progress,
-                                 warn=lambda w: print(f"warning: {w}", file=sys.stderr))
-    except BaseException as e:
-        record_experiment(experiment.id, params, "failed", {"error": f"{type(e).__name__}: {e}"[:2000]}, ledger)
-        raise
-    params["resolved"] = {"lr": experiment.resolved.lr, "steps": experiment.resolved.steps}
-    params["budget"] = experiment.budget()
-    v = experiment_verdict(experiment.id, ledger)
-    record_experiment(experiment.id, params, "complete", summary_of(results, v), ledger)
+    out = run_experiment(request_from_args(args), progress=progress_bar)
+    if not out.rounds and not out.verdict:
+        return 0  # another process of `accelerate launch`: rank 0 reports
     if args.json:
-        print(json.dumps({"experiment": experiment.id, "rounds": to_json_rows(results), "verdict": v}, default=str))
+        print(json.dumps({"experiment": out.experiment, "rounds": out.rounds, "verdict": out.verdict}, default=str))
     else:
-        print(format_report(imp_report(experiment.id, ledger)))
-        print(f"\nexperiment {experiment.id}: {experiment.dir}\n(figure: ticketlab imp-report {experiment.id})")
+        print(format_report(imp_report(out.experiment, Ledger())))
+        print(f"\nexperiment {out.experiment}: {out.folder}\n(figure: ticketlab imp-report {out.experiment})")
     return 0
 
 

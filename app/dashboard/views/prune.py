@@ -7,18 +7,9 @@ import streamlit as st
 from app.dashboard import acting, data, governance, widgets
 from pruning.errors import TicketLabError
 from pruning.registry import all_methods
+from usecases.prune import PruneRequest
 
 st.title("Prune")
-
-
-def _needs_calibration(method, values: dict) -> bool:
-    """The engine's own rule (OWL allocation reads activations whatever the method)."""
-    from pruning.prune import calibration_needed
-
-    try:
-        return calibration_needed(method, method.validate(values))
-    except TicketLabError:
-        return method.needs_calibration
 
 
 me = governance.signer() if governance._gov_state().ledger_id else None
@@ -77,24 +68,24 @@ with left:
 
     if submitted:
         problem = widgets.check_model_spec(model or "")
+        changed = {p.name: values[p.name] for p in method.params
+                   if values[p.name] != p.default and values[p.name] not in (None, "")}
+        request = None
+        if not problem:
+            try:  # the use case's own checks (options, N:M against the sparsity, calibration), before a job
+                request = PruneRequest.build(model=model.strip(), method=name, sparsity=sparsity, options=changed,
+                                             calib_samples=int(samples), calib_len=int(length), seed=int(seed),
+                                             name=ticket_name.strip() or None)
+            except TicketLabError as e:
+                problem = str(e)
         if problem:
             st.error(problem, icon=":material/warning:")
         else:
-            argv = ["prune", "--model", model.strip(), "--method", name, "--sparsity", f"{sparsity:g}",
-                    "--seed", str(int(seed)), "--json"]
-            for p in method.params:
-                if values[p.name] != p.default and values[p.name] not in (None, ""):
-                    argv += [f"--{p.name.replace('_', '-')}", str(values[p.name])]
-            if _needs_calibration(method, values):
-                argv += ["--calib-samples", str(int(samples)), "--calib-len", str(int(length))]
-            if ticket_name.strip():
-                argv += ["--name", ticket_name.strip()]
             # the label tells two prune jobs apart: every option that differs from its default, and the name
-            changed = " ".join(f"{p.name}={values[p.name]}" for p in method.params
-                               if values[p.name] != p.default and values[p.name] not in (None, ""))
-            label = (f"prune {name} {sparsity:.0%}" + (f" {changed}" if changed else "")
+            label = (f"prune {name} {sparsity:.0%}" + (" " + " ".join(f"{k}={v}" for k, v in changed.items())
+                                                        if changed else "")
                      + (f" “{ticket_name.strip()}”" if ticket_name.strip() else "") + f" · {model}")
-            widgets.start_job(argv, label=label, kind="prune",
+            widgets.start_job(request, label=label, kind="prune",
                               on_start=lambda job: acting.remember_prune(job, me if engineer else None))
 
     st.subheader("IMP experiment")
