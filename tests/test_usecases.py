@@ -79,3 +79,26 @@ def test_a_dashboard_jobs_outcome_is_the_use_cases_return_value(state, tiny_llam
     missing = jobs.start(PruneRequest.build(model=str(state / "no-such-model"), method="magnitude"))
     failed = jobs.wait(missing["id"], timeout=120)
     assert failed["status"] == "failed" and "no-such-model" in failed["error"] and "\n" not in failed["error"]
+
+
+def _options(parser) -> dict[str, str]:
+    return {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
+
+
+def test_every_flag_of_prune_and_imp_comes_from_a_declared_model():
+    """No hand-written flag: prune's from PruneRequest and the methods' options models, imp's from the
+    Protocol's declared settings (besides output switches and the common --data-dir/--state-dir/--ledger)."""
+    import dataclasses
+
+    from app.cli import build_parser, common_parser
+    from pruning.lottery.protocol import Protocol, settings_of
+    from pruning.registry import all_methods
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices
+    common = set(_options(common_parser())) | {"help", "json"}
+    declared_prune = {n for n, f in PruneRequest.model_fields.items() if (f.json_schema_extra or {}).get("cli", True)}
+    declared_prune |= {f"opt_{o.name}" for m in all_methods().values() for o in m.params}
+    assert set(_options(sub["prune"])) - common == declared_prune
+    declared_imp = {f.name for f in settings_of()}
+    assert set(_options(sub["imp"])) - common - {"quiet"} == declared_imp
+    assert declared_imp <= {f.name for f in dataclasses.fields(Protocol)}

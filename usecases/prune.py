@@ -18,20 +18,26 @@ class PruneRequest(Request):
 
     USECASE: ClassVar[str] = "prune"
 
-    model: str = DEFAULT_MODEL
-    method: str
-    sparsity: float  # the target: the fraction of weights (structured: units) removed
-    options: dict[str, Any] = {}  # the method's options, every default filled in (what the ticket records)
-    pattern: tuple[int, int] | None = None  # the N:M pattern, parsed once (derived from options)
-    calibrated: bool = False  # whether this method with these options reads calibration data (derived)
-    calib_samples: Annotated[int, Field(ge=1)] = 32
-    calib_len: Annotated[int, Field(ge=1)] = 512
-    calib_tokens: str | None = None
-    seed: int = 0
-    name: str | None = None
-    device: str = "cpu"
-    dtype: str = "float32"
-    as_name: str | None = None  # sign as the ticket's creator with this person's key
+    model: str = Field(DEFAULT_MODEL, description="embedded name, Hugging Face id or local directory")
+    method: str = Field(description="the pruning method (`ticketlab methods` lists them)")
+    sparsity: float = Field(None, description="the target: fraction of weights (structured: units) removed, in "
+                                              "[0, 1) (default 0.5, or the N:M pattern's 1 - N/M)")
+    # the method's options, every default filled in (what the ticket records); flags from its options model
+    options: dict[str, Any] = Field({}, json_schema_extra={"cli": False})
+    pattern: tuple[int, int] | None = Field(None, json_schema_extra={"cli": False})  # N:M, parsed once (derived)
+    # whether this method with these options reads calibration data (derived, once)
+    calibrated: bool = Field(False, json_schema_extra={"cli": False})
+    calib_samples: Annotated[int, Field(ge=1, description="calibration windows N")] = 32
+    calib_len: Annotated[int, Field(ge=1, description="tokens per calibration window L")] = 512
+    calib_tokens: str | None = Field(None, description="exact calibration token ids: a 2-D integer tensor "
+                                                       "(.pt/.npy/.safetensors)")
+    seed: int = Field(0, description="seed of the calibration windows and of random methods")
+    name: str | None = Field(None, description="a human name for the ticket")
+    device: str = Field("cpu", description="cpu, cuda or auto")
+    dtype: str = Field("float32", description="weights dtype while pruning")
+    as_name: str | None = Field(None, description="sign as the ticket's creator with this person's key (default: "
+                                                  "$TICKETLAB_USER's key if there is one, else the ticket is "
+                                                  "unsigned)", json_schema_extra={"flag": "--as"})
 
     @model_validator(mode="before")
     @classmethod

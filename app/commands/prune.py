@@ -8,9 +8,9 @@ choices and bounds, and a flag the method does not take is an error rather than 
 from __future__ import annotations
 
 import json
+import typing
 from collections import defaultdict
 
-from pruning.models import DEFAULT_MODEL
 from pruning.options import OptionInfo
 from pruning.registry import PruneMethod, all_methods
 from usecases.prune import PruneRequest, prune
@@ -32,20 +32,13 @@ def _flag_help(infos: list[tuple[str, OptionInfo]]) -> str:
 
 def add_parser(sub, parent):
     p = sub.add_parser("prune", parents=[parent], help="prune a model into a ticket")
-    p.add_argument("--model", default=DEFAULT_MODEL, help="embedded name, Hugging Face id or local directory")
-    p.add_argument("--method", required=True, help="one of: " + ", ".join(all_methods()))
-    p.add_argument("--sparsity", type=float, default=None, help="fraction removed, in [0, 1) (default 0.5, or "
-                                                                 "the N:M pattern's 1 - N/M)")
-    p.add_argument("--calib-samples", type=int, default=32, help="calibration windows N")
-    p.add_argument("--calib-len", type=int, default=512, help="tokens per calibration window L")
-    p.add_argument("--calib-tokens", help="exact calibration token ids: a 2-D integer tensor (.pt/.npy/.safetensors)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--name", help="a human name for the ticket")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    p.add_argument("--dtype", default="float32")
+    for name, field in PruneRequest.model_fields.items():  # the request's own settings, declared once there
+        extra = field.json_schema_extra or {}
+        if extra.get("cli", True):
+            kind = next(t for t in (int, float, str) if t is field.annotation or t in typing.get_args(field.annotation))
+            p.add_argument(extra.get("flag", "--" + name.replace("_", "-")), dest=name, type=kind,
+                           required=field.is_required(), default=field.default, help=field.description)
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--as", dest="as_name", help="sign as the ticket's creator with this person's key (default: "
-                                                "$TICKETLAB_USER's key if there is one, else the ticket is unsigned)")
     shared: dict[str, list[tuple[str, OptionInfo]]] = defaultdict(list)
     for name, method in all_methods().items():
         for o in method.params:
@@ -105,7 +98,6 @@ def run(args) -> int:
 
 def request_from_args(args) -> PruneRequest:
     """The typed request the flags spell (checked here, before any model is loaded)."""
-    return PruneRequest.build(model=args.model, method=args.method, sparsity=args.sparsity,
-                              options=method_options(args), calib_samples=args.calib_samples,
-                              calib_len=args.calib_len, calib_tokens=args.calib_tokens, seed=args.seed,
-                              name=args.name, device=args.device, dtype=args.dtype, as_name=args.as_name)
+    return PruneRequest.build(options=method_options(args), **{
+        name: getattr(args, name) for name, field in PruneRequest.model_fields.items()
+        if (field.json_schema_extra or {}).get("cli", True)})
