@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar
 
-from pydantic import Field, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
 from pruning.models import DEFAULT_MODEL
 
@@ -20,7 +20,7 @@ class PruneRequest(Request):
 
     model: str = Field(DEFAULT_MODEL, description="embedded name, Hugging Face id or local directory")
     method: str = Field(description="the pruning method (`ticketlab methods` lists them)")
-    sparsity: float = Field(None, description="the target: fraction of weights (structured: units) removed, in "
+    sparsity: float | None = Field(None, description="the target: fraction of weights (structured: units) removed, in "
                                               "[0, 1) (default 0.5, or the N:M pattern's 1 - N/M)")
     # the method's options, every default filled in (what the ticket records); flags from its options model
     options: dict[str, Any] = Field({}, json_schema_extra={"cli": False})
@@ -39,22 +39,29 @@ class PruneRequest(Request):
                                                   "$TICKETLAB_USER's key if there is one, else the ticket is "
                                                   "unsigned)", json_schema_extra={"flag": "--as"})
 
-    @model_validator(mode="before")
-    @classmethod
-    def _resolve(cls, data: Any) -> Any:
+    _params: Any = PrivateAttr(None)  # the method's typed options (a MethodOptions), parsed once below
+
+    @model_validator(mode="after")
+    def _resolve(self):
         from pruning.prune import calibration_needed, resolve_sparsity
         from pruning.registry import get_method
         from pruning.text import require_plain
 
-        if not isinstance(data, dict):
-            return data
-        method = get_method(str(data.get("method")))
-        params = method.parse(dict(data.get("options") or {}))
+        method = get_method(self.method)
+        params = method.parse(dict(self.options))
         options = params.model_dump()
-        require_plain(data.get("name"), "--name")  # shown later in listings, terminals and pages
-        return {**data, "options": options, "pattern": params.nm,
-                "sparsity": resolve_sparsity(data.get("sparsity"), params.nm, options.get("pattern")),
-                "calibrated": calibration_needed(method, options)}
+        require_plain(self.name, "--name")  # shown later in listings, terminals and pages
+        # the derived fields are set here, once; the request stays frozen for everyone else
+        self.__dict__.update(options=options, pattern=params.nm,
+                             sparsity=resolve_sparsity(self.sparsity, params.nm, options.get("pattern")),
+                             calibrated=calibration_needed(method, options))
+        self._params = params
+        return self
+
+    @property
+    def params(self):
+        """The method's options as its typed model (`pruning.options.MethodOptions`)."""
+        return self._params
 
     def argv(self) -> list[str]:
         """The same request as a `ticketlab prune` command line (shown beside a job; runs the same)."""
@@ -94,7 +101,6 @@ def prune(request: PruneRequest, progress: Progress | None = None) -> PruneOutco
     from pruning import calibration
     from pruning.models import load_model
     from pruning.prune import make_ticket
-    from pruning.registry import get_method
 
     signer = creation_signer(Ledger(), request.as_name)  # a wrong passphrase fails now, not after pruning
     loaded = load_model(request.model, device=request.device, dtype=request.dtype)
@@ -109,8 +115,7 @@ def prune(request: PruneRequest, progress: Progress | None = None) -> PruneOutco
                                             request.seed, max_positions=limit)
     bar = progress(f"prune {request.method}") if progress else None
     try:
-        params = get_method(request.method).parse(request.options)
-        ticket = make_ticket(loaded, request.method, request.sparsity, options=params, calib=calib,
+        ticket = make_ticket(loaded, request.method, request.sparsity, options=request.params, calib=calib,
                              seed=request.seed, name=request.name, progress=bar)
     finally:
         if bar is not None:
