@@ -46,6 +46,12 @@ def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.Argument
     return parser
 
 
+def request_of(request_type, args: argparse.Namespace, **values):
+    """A use case's request from parsed flags: each request field from the flag of the same name (dest)."""
+    names = [n for n in request_type.model_fields if hasattr(args, n) and n not in values]
+    return request_type.build(**{n: getattr(args, n) for n in names}, **values)
+
+
 def request_for(argv: list[str]):
     """The typed use-case request a command line spells, built by the command's own `request_from_args`
     (what a dashboard job stores). Usage errors are one `TicketLabError` line."""

@@ -85,9 +85,7 @@ def request_from_args(args):
     """`ticketlab export`'s typed request (verify and report run no job)."""
     if args.command != "export":
         return None
+    from app.cli import request_of
     from usecases.export import ExportRequest
 
-    return ExportRequest.build(ticket=args.ticket, out=args.out, format=args.format, as_name=args.as_name,
-                               unreviewed=args.unreviewed, overwrite=args.overwrite, model=args.model,
-                               dtype=args.dtype, quantize=args.quantize, group_size=args.group_size,
-                               serve_check=args.serve_check)
+    return request_of(ExportRequest, args)

@@ -96,12 +96,10 @@ def request_from_args(args):
     """`ticketlab eval`'s typed request (the other commands here run no job)."""
     if args.command != "eval":
         return None
+    from app.cli import request_of
     from usecases.evaluate import EvalRequest
 
-    return EvalRequest.build(subject=args.subject, model=args.model, suite=args.suite, tasks=args.tasks,
-                             plain_prompt=args.plain_prompt, limit=args.limit, batch_size=args.batch_size,
-                             seq_len=args.seq_len, bbq_per_category=args.bbq_per_category, hub=args.hub,
-                             device=args.device, dtype=args.dtype)
+    return request_of(EvalRequest, args)
 
 
 def _eval(args) -> int:

@@ -98,6 +98,6 @@ def run(args) -> int:
 
 def request_from_args(args) -> PruneRequest:
     """The typed request the flags spell (checked here, before any model is loaded)."""
-    return PruneRequest.build(options=method_options(args), **{
-        name: getattr(args, name) for name, field in PruneRequest.model_fields.items()
-        if (field.json_schema_extra or {}).get("cli", True)})
+    from app.cli import request_of
+
+    return request_of(PruneRequest, args, options=method_options(args))
