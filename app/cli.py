@@ -56,6 +56,7 @@ def request_for(argv: list[str]):
     """The typed use-case request a command line spells, built by the command's own `request_from_args`
     (what a dashboard job stores). Usage errors are one `TicketLabError` line."""
     args = build_parser(_Refusing).parse_args(argv)
+    args._argv = argv  # what the ledger records as the command (`ticketlab imp ...`)
     build = getattr(args._module, "request_from_args", None)
     request = build(args) if build is not None else None
     if request is None:

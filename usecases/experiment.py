@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from pydantic import model_validator
@@ -32,6 +33,24 @@ class ImpRequest(Request):
             p.validate()  # every setting that cannot work, refused before any training
             data = {**data, "protocol": p.to_dict()}
         return data
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any], command: str = "ticketlab imp", quiet: bool = False):
+        """The request for the protocol these declared settings (by name, typed) spell; the rest keep their
+        defaults. For a pretrained model, settings left at the tiny defaults take the pretrained defaults
+        (`default_protocol`). The CLI and the dashboard's form both come here."""
+        from pruning.lottery.protocol import Protocol, default_protocol
+        from pruning.models import resolve_device
+
+        tiny = Protocol()
+        model = settings.get("model", tiny.model)
+        given = {k: v for k, v in settings.items() if k not in ("model", "device")}
+        if model != "tiny":
+            given = {k: v for k, v in given.items() if v != getattr(tiny, k)}
+        protocol = default_protocol(model, device=resolve_device(settings.get("device", tiny.device)), **given)
+        if "target_density" in given and given["target_density"] is None:  # explicitly none (None: "default")
+            protocol = replace(protocol, target_density=None)
+        return cls.build(protocol=protocol.to_dict(), command=command, quiet=quiet)
 
     def protocol_object(self):
         from pruning.lottery.protocol import Protocol

@@ -8,7 +8,6 @@ import json
 import shlex
 import sys
 import typing
-from dataclasses import replace
 from pathlib import Path
 
 from pruning.errors import TicketLabError
@@ -124,32 +123,19 @@ def add_parser(sub, parent):
     return [p, r]
 
 
-def protocol_from_args(args):
-    """The protocol the options spell. For a pretrained model, options left at the tiny defaults take the
-    pretrained defaults (pruning.lottery.protocol.default_protocol)."""
-    from pruning.lottery.protocol import Protocol, default_protocol, settings_of
-    from pruning.models import resolve_device
-
-    tiny, hints = Protocol(), typing.get_type_hints(Protocol)
-    given = {f.name: _typed(f, hints[f.name], getattr(args, f.name)) for f in settings_of()
-             if f.name not in ("model", "device")}
-    if args.model != "tiny":
-        given = {k: v for k, v in given.items() if v != getattr(tiny, k)}
-    protocol = default_protocol(args.model, device=resolve_device(args.device), **given)
-    if "target_density" in given and given["target_density"] is None:  # an explicit "none" (None means "default")
-        protocol = replace(protocol, target_density=None)
-    return protocol
-
-
 def request_from_args(args):
     """`ticketlab imp`'s typed request (`imp-report` runs no job)."""
     if args.command != "imp":
         return None
+    from pruning.lottery.protocol import Protocol, settings_of
     from usecases.experiment import ImpRequest
 
-    command = "ticketlab imp " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["imp"] \
+    argv = getattr(args, "_argv", None) or sys.argv[1:]  # the command line a job was asked with, or this one
+    command = "ticketlab imp " + " ".join(shlex.quote(a) for a in argv[1:]) if argv[:1] == ["imp"] \
         else "ticketlab imp"
-    return ImpRequest.build(protocol=protocol_from_args(args).to_dict(), command=command, quiet=args.quiet)
+    hints = typing.get_type_hints(Protocol)
+    return ImpRequest.from_settings({f.name: _typed(f, hints[f.name], getattr(args, f.name)) for f in settings_of()},
+                                    command=command, quiet=args.quiet)
 
 
 def run(args) -> int:
