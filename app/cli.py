@@ -27,8 +27,15 @@ def common_parser() -> argparse.ArgumentParser:
     return p
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ticketlab", description="Prune LLMs into lottery tickets, evaluate, "
+class _Refusing(argparse.ArgumentParser):
+    """A parser whose usage errors are one `TicketLabError` (for requests built inside the dashboard)."""
+
+    def error(self, message: str):
+        raise TicketLabError(message)
+
+
+def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser = parser_class(prog="ticketlab", description="Prune LLMs into lottery tickets, evaluate, "
                                      "review and export them.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     parent = common_parser()
@@ -37,6 +44,24 @@ def build_parser() -> argparse.ArgumentParser:
         for p in module.add_parser(sub, parent) or []:
             p.set_defaults(_module=module)
     return parser
+
+
+def request_of(request_type, args: argparse.Namespace, **values):
+    """A use case's request from parsed flags: each request field from the flag of the same name (dest)."""
+    names = [n for n in request_type.model_fields if hasattr(args, n) and n not in values]
+    return request_type.build(**{n: getattr(args, n) for n in names}, **values)
+
+
+def request_for(argv: list[str]):
+    """The typed use-case request a command line spells, built by the command's own `request_from_args`
+    (what a dashboard job stores). Usage errors are one `TicketLabError` line."""
+    args = build_parser(_Refusing).parse_args(argv)
+    args._argv = argv  # what the ledger records as the command (`ticketlab imp ...`)
+    build = getattr(args._module, "request_from_args", None)
+    request = build(args) if build is not None else None
+    if request is None:
+        raise TicketLabError(f"`ticketlab {args.command}` has no use case a job can run.")
+    return request
 
 
 def apply_common(args: argparse.Namespace) -> None:

@@ -1,20 +1,23 @@
-"""Background jobs for the dashboard: engine and evaluation work runs the `ticketlab` CLI in its own
-process group, so the page stays responsive, a browser refresh loses nothing, and the CLI records the
-results in the ledger exactly as it does from a terminal.
+"""Background jobs for the dashboard: a typed use-case request (usecases/) runs in its own process
+group, so the page stays responsive, a browser refresh loses nothing, and the use case records the
+results in the ledger exactly as the CLI does from a terminal (both call the same function).
 
 A job is a directory `<state>/jobs/<id>/`:
-- `status.json`: id, label, argv, status (starting | running | succeeded | failed | cancelled), pids,
-  times, return code, `result` (the CLI's `--json` object) and `error` (its last error line);
-- `progress.jsonl`: structured progress events (app/progress.py) the CLI writes through the engine's
-  callback, and the runner's own stage events; the dashboard reads these (tqdm stays for the log);
-- `log`: the CLI's stderr (tqdm progress bars, errors); `stdout`: its stdout;
+- `status.json`: id, label, `usecase` and `request` (the typed request as JSON), `argv` (the same request
+  as a `ticketlab` command line, for people), status (starting | running | succeeded | failed |
+  cancelled), pids, times, `result` (the use case's typed outcome as JSON) and `error` (the
+  `TicketLabError` message, or the exception's type and message);
+- `progress.jsonl`: structured progress events (app/progress.py) the use case writes through the
+  engine's callback, and the runner's own stage events; the dashboard reads these;
+- `log`: the runner's stderr (tqdm progress bars, warnings, a traceback); `stdout`: its stdout;
 - `pid`: the runner's pid, which is also the job's process-group id (cancel kills the group). The
   status also keeps the runner's start time (`pid_start`, from /proc): a pid the system has since
   given to another process is never signalled (cancel checks the start time, or the job's own
   marker in the process environment, before sending anything).
 
-The runner (`python -m app.jobs JOBDIR`) starts the CLI, waits, and writes the final status, so the
-status does not depend on the dashboard process staying alive.
+The runner (`python -m app.jobs JOBDIR`) calls the use case in its own process and writes the final
+status, so the status does not depend on the dashboard process staying alive. Nothing is parsed from
+printed text.
 """
 
 from __future__ import annotations
@@ -26,15 +29,16 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 import uuid
 from pathlib import Path
-from typing import Any
 
 from analysis.ledger import pid_alive
 from app import progress as events
 from pruning import settings
 from pruning.durable import atomic_write_json, atomic_write_text
 from pruning.errors import TicketLabError
+from usecases import Request
 
 REPO = Path(__file__).resolve().parents[1]
 FINAL = ("succeeded", "failed", "cancelled")
@@ -119,16 +123,29 @@ def _job_env(job_dir: Path) -> dict[str, str]:
     return env
 
 
-def start(argv: list[str], label: str | None = None, kind: str | None = None) -> dict:
-    """Start `ticketlab ARGV` in the background and return its status record."""
-    if not argv:
-        raise TicketLabError("a job needs a ticketlab command to run.")
+def request_from_argv(argv: list[str]) -> Request:
+    """The typed request a `ticketlab` command line spells, built by the command's own flags (a bad
+    flag or value is one `TicketLabError` now, not a failed job later)."""
+    from app.cli import request_for
+
+    return request_for([str(a) for a in argv])
+
+
+def start(what: Request | list[str], label: str | None = None, kind: str | None = None) -> dict:
+    """Start a use case in the background and return its status record. `what`: a typed request, or a
+    `ticketlab` command line (turned into its request here)."""
+    if not what:
+        raise TicketLabError("a job needs a request (or a ticketlab command) to run.")
+    request = request_from_argv(what) if isinstance(what, list) else what
+    argv = [str(a) for a in what] if isinstance(what, list) else request.argv()
+    argv += [] if "--json" in argv else ["--json"]
     job_id = dt.datetime.now().strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     job_dir = jobs_dir() / job_id
     job_dir.mkdir(parents=True)
-    status = {"id": job_id, "kind": kind or argv[0], "label": label or "ticketlab " + " ".join(argv),
+    status = {"id": job_id, "kind": kind or request.USECASE, "label": label or "ticketlab " + " ".join(argv),
+              "usecase": request.USECASE, "request": request.model_dump(mode="json"),
               "argv": [str(a) for a in argv], "status": "starting", "created_at": _now(), "started_at": None,
-              "ended_at": None, "pid": None, "pid_start": None, "child_pid": None, "returncode": None,
+              "ended_at": None, "pid": None, "pid_start": None,
               "result": None, "error": None, "threads": job_threads()}
     _write_status(job_dir, status)
     events.emit({"kind": "stage", "what": loading_text(status["argv"])}, events.events_path(job_dir))
@@ -286,41 +303,12 @@ def progress(job_id: str) -> tuple[float | None, str]:
 
 
 # --- the runner: runs in the job's own process group ----------------------------------------------
-def _error_from_log(job_dir: Path) -> str:
-    """One line: the CLI's `error: ...` (a TicketLabError or argparse's usage error, without the usage
-    dump), else the last line of a traceback, else the log's end."""
-    text = _tail(job_dir / "log", 6000)
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "%|" not in ln]
-    for line in reversed(lines):
-        head, sep, msg = line.partition("error: ")
-        if sep and (head == "" or head.endswith(": ") or head.startswith("ticketlab")):
-            return msg.strip()
-    if "Traceback (most recent call last):" in text and lines:
-        return lines[-1]
-    return lines[-1] if lines else "the command failed without a message"
-
-
-def _parse_result(job_dir: Path) -> Any:
-    """The CLI's `--json` object: the whole stdout, or else its last JSON line."""
-    try:
-        text = (job_dir / "stdout").read_text()
-    except OSError:
-        return None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        pass
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    for line in reversed(lines):
-        try:
-            return json.loads(line)
-        except json.JSONDecodeError:
-            continue
-    return {"output": "\n".join(lines[-20:])} if lines else None
+class Cancelled(BaseException):
+    """SIGTERM from cancel: unwinds the use case (its ledger run is marked failed on the way out)."""
 
 
 def _reap_ledger() -> None:
-    """The CLI was killed mid-run: mark its ledger run failed rather than forever 'running'."""
+    """The use case was interrupted: mark its ledger run failed rather than forever 'running'."""
     try:
         from analysis.ledger import Ledger
 
@@ -329,45 +317,62 @@ def _reap_ledger() -> None:
         print(f"could not tidy the ledger's runs: {e}", file=sys.stderr)
 
 
+def _redirect(job_dir: Path) -> None:
+    """The use case's prints and tqdm bars go to the job's files (the log is for people only)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    for name, fd in (("stdout", 1), ("log", 2)):
+        f = os.open(job_dir / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(f, fd)
+        os.close(f)
+
+
 def run_job(job_dir: Path) -> int:
     status = _read_status(job_dir)
     if status is None:
         print(f"no status.json in {job_dir}", file=sys.stderr)
         return 2
     status["pid"], status["pid_start"] = os.getpid(), proc_start(os.getpid())
-    state: dict[str, Any] = {"stopping": False, "proc": None}
 
     def on_term(signum, frame):
-        # the CLI normally gets the same signal from the group kill; if it started just after, pass it on
-        state["stopping"] = True
-        if state["proc"] is not None and state["proc"].poll() is None:
-            state["proc"].terminate()
+        raise Cancelled()
 
     signal.signal(signal.SIGTERM, on_term)
-    rc = None
-    with open(job_dir / "stdout", "w") as out, open(job_dir / "log", "w") as log:
-        if not state["stopping"] and not (job_dir / "cancel").exists():
-            state["proc"] = subprocess.Popen([sys.executable, "-m", "app.cli", *status["argv"]], cwd=REPO,
-                                             stdin=subprocess.DEVNULL, stdout=out, stderr=log)
-            if state["stopping"]:
-                state["proc"].terminate()
-            status.update(status="running", started_at=_now(), child_pid=state["proc"].pid)
-            _write_status(job_dir, status)
-            rc = state["proc"].wait()
-    status.update(ended_at=_now(), returncode=rc)
-    if state["stopping"] or (job_dir / "cancel").exists():
+    _redirect(job_dir)
+    try:
+        if (job_dir / "cancel").exists():
+            raise Cancelled()
+        status.update(status="running", started_at=_now())
+        _write_status(job_dir, status)
+        from app.cli import maintain_ledger
+        from usecases import execute
+
+        maintain_ledger()  # as the CLI does before each command
+        outcome = execute(status["usecase"], status["request"], progress=events_bar)
+        status.update(status="succeeded", result=outcome.model_dump(mode="json"))
+    except Cancelled:
         status.update(status="cancelled", error="cancelled by the user")
-        if rc is not None:
-            _reap_ledger()
-    elif rc == 0:
-        status.update(status="succeeded", result=_parse_result(job_dir))
-    else:
-        status.update(status="failed", error=_error_from_log(job_dir))
-        if rc < 0:
-            _reap_ledger()
+        _reap_ledger()
+    except TicketLabError as e:
+        status.update(status="failed", error=" ".join(str(e).split()))
+    except Exception as e:  # a bug, not bad input: the traceback goes to the log, its last line to the page
+        traceback.print_exc()
+        status.update(status="failed", error=" ".join(f"{type(e).__name__}: {e}".split())[:500])
+        _reap_ledger()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    status["ended_at"] = _now()
+    if (job_dir / "cancel").exists() and status["status"] != "succeeded":
+        status.update(status="cancelled", error="cancelled by the user")
     events.emit({"kind": "stage", "what": status["status"]}, events.events_path(job_dir))
     _write_status(job_dir, status)
+    sys.stdout.flush()
+    sys.stderr.flush()
     return 0
+
+
+def events_bar(desc: str) -> events.Bar:
+    """The progress display of a job: events for the dashboard, tqdm into the log."""
+    return events.progress_bar(desc)
 
 
 if __name__ == "__main__":

@@ -119,50 +119,34 @@ def experiment(state: Path, progress: bool, protocol=None) -> dict:
     """The default tiny experiment (or `protocol`) through the `ticketlab imp` code path, recorded in `state`'s
     ledger."""
     from analysis.ledger import Ledger
-    from analysis.lottery.experiments import (
-        experiment_verdict,
-        format_report,
-        imp_report,
-        record_experiment,
-        record_round,
-        summary_of,
-    )
+    from analysis.lottery.experiments import format_report, imp_report
     from app.progress import progress_bar
     from pruning import settings
     from pruning.lottery.protocol import Protocol
-    from pruning.lottery.runner import ImpExperiment
+    from usecases.experiment import ImpRequest, run_experiment
 
     settings.set_data_dir(settings.data_dir().resolve())  # the reference data stays where it was found
     settings.set_state_dir(state)
     protocol = protocol or Protocol()
-    exp = ImpExperiment(protocol)
-    ledger = Ledger()
-    params = {**protocol.to_dict(), "rewind_step": protocol.rewind_step, "folder": str(exp.dir),
-              "model_identity": exp.model_identity}
-    record_experiment(exp.id, params, "running", ledger=ledger)
     start = time.perf_counter()
-    done = []
 
     def on_round(r):
-        record_round(r, ledger, "python -m benchmarks.imp")
-        done.append(r)
         print(f"  [{(time.perf_counter() - start) / 60:5.1f} min] seed {r.seed} round {r.round} {r.arm:<8} "
               f"held-out {r.heldout_loss:.4f}  steps {r.record.get('start_step')}..{r.record.get('schedule_steps')}"
               f"{'  (resumed)' if r.resumed else ''}", flush=True)
 
-    results = exp.run(on_round=on_round, progress=(lambda d: progress_bar(d)) if progress else None,
-                      warn=lambda w: print(f"warning: {w}", flush=True))
+    # the same "run an experiment and record it" as `ticketlab imp` (a failure is recorded as failed too)
+    out = run_experiment(ImpRequest.build(protocol=protocol.to_dict(), command="python -m benchmarks.imp",
+                                          quiet=not progress), progress=progress_bar, on_round=on_round,
+                         warn=lambda w: print(f"warning: {w}", flush=True))
     wall = time.perf_counter() - start
-    params["resolved"] = {"lr": exp.resolved.lr, "steps": exp.resolved.steps}
-    params["budget"] = exp.budget()
-    v = experiment_verdict(exp.id, ledger)
-    record_experiment(exp.id, params, "complete", summary_of(results, v), ledger)
-    report = format_report(imp_report(exp.id, ledger))
-    resumed = sum(r.resumed for r in results)
-    return {"experiment": exp.id, "folder": str(exp.dir), "state": str(state), "wall_s": wall,
-            "resumed_units": resumed, "units": len(results), "meets_target": wall < EXPERIMENT_TARGET_S,
-            "pilot": json.loads((exp.dir / "pilot.json").read_text()) if (exp.dir / "pilot.json").exists() else None,
-            "steps": trainings_of(exp.resolved, exp.resolved.steps), "verdict": v, "report": report}
+    report = format_report(imp_report(out.experiment, Ledger()))
+    folder = Path(out.folder)
+    resolved = protocol.resolved(out.resolved["lr"], out.resolved["steps"])
+    return {"experiment": out.experiment, "folder": out.folder, "state": str(state), "wall_s": wall,
+            "resumed_units": out.resumed_units, "units": len(out.rounds), "meets_target": wall < EXPERIMENT_TARGET_S,
+            "pilot": json.loads((folder / "pilot.json").read_text()) if (folder / "pilot.json").exists() else None,
+            "steps": trainings_of(resolved, resolved.steps), "verdict": out.verdict, "report": report}
 
 
 def pretrained_arms(spec: str, steps: int) -> dict:

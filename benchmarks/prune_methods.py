@@ -71,21 +71,20 @@ def run_worker(config: dict, calib_n: int, calib_len: int, ppl_windows: int | No
     from analysis.perplexity import perplexity
     from pruning.calibration import from_corpus
     from pruning.models import load_model
-    from pruning.prune import calibration_needed, make_ticket
-    from pruning.registry import get_method
+    from pruning.prune import make_ticket
+    from usecases.prune import PruneRequest
 
     loaded = load_model("smollm2-135m-instruct")
     row = dict(config, threads=torch.get_num_threads(), calib=f"{calib_n}x{calib_len}")
     ticket = None
     if config["method"]:
-        spec = get_method(config["method"])
-        needs = calibration_needed(spec, spec.validate(config["options"]))
-        calib = from_corpus(loaded.tokenizer, calib_n, calib_len, seed=seed) if needs else None
+        # checked and typed once, as the CLI's request; the timing below is the engine's make_ticket only
+        request = PruneRequest.build(method=config["method"], sparsity=config["sparsity"], options=config["options"])
+        calib = from_corpus(loaded.tokenizer, calib_n, calib_len, seed=seed) if request.calibrated else None
         base = _rss_bytes("VmRSS")
         exact_peak = base is not None and _reset_peak()
         start = time.perf_counter()
-        ticket = make_ticket(loaded, config["method"], config["sparsity"], options=config["options"],
-                             calib=calib, seed=seed)
+        ticket = make_ticket(loaded, request.method, request.sparsity, options=request.params, calib=calib, seed=seed)
         row["seconds"] = time.perf_counter() - start
         if exact_peak:
             row["peak_above_model_bytes"] = _rss_bytes("VmHWM") - base

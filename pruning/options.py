@@ -67,24 +67,29 @@ class MethodOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, validate_default=True)
     RULES: ClassVar[tuple[str, ...]] = ()
 
+    @property
+    def nm(self) -> tuple[int, int] | None:
+        """The N:M pattern as (N, M), None without one: the one place a pattern's text is read."""
+        return parse_pattern(getattr(self, "pattern", None))
+
     def check(self) -> None:
         """Cross-field rules; raise `TicketLabError` naming the options."""
         allocation, pattern, scope = (getattr(self, k, None) for k in ("allocation", "pattern", "scope"))
-        if allocation == "owl" and parse_pattern(pattern):
+        if allocation == "owl" and self.nm:
             raise TicketLabError(f"allocation=owl cannot be combined with an N:M pattern (pattern={pattern}): the "
                                  f"pattern fixes every layer's sparsity at 1 - N/M. Use {flag('pattern')} none "
                                  f"with OWL.")
         if allocation == "owl" and scope == "global":
             raise TicketLabError("allocation=owl chooses a sparsity per layer; it cannot be combined with "
                                  f"scope=global. Use {flag('scope')} layer with OWL.")
-        if scope == "global" and parse_pattern(pattern):
+        if scope == "global" and self.nm:
             raise TicketLabError(f"scope=global cannot be combined with pattern={pattern}: an N:M pattern keeps N "
                                  f"of every M weights in each row, there is no global ranking. Drop one of "
                                  f"{flag('scope')} and {flag('pattern')}.")
 
     def check_model(self, adapter) -> None:
         """Rules against the loaded model: an N:M pattern must divide every prunable input width."""
-        nm = parse_pattern(getattr(self, "pattern", None))
+        nm = self.nm
         if not nm:
             return
         for ref in adapter.linears():

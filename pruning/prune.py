@@ -7,8 +7,8 @@ from typing import Any
 
 from .calibration import CalibrationSet, check_length
 from .errors import TicketLabError
-from .masks import parse_pattern
 from .models import LoadedModel
+from .options import MethodOptions
 from .registry import PruneMethod, PruneOptions, get_method
 from .ticket import Ticket
 
@@ -16,6 +16,23 @@ from .ticket import Ticket
 def check_sparsity(sparsity: float) -> None:
     if not (isinstance(sparsity, int | float) and math.isfinite(sparsity) and 0.0 <= sparsity < 1.0):
         raise TicketLabError(f"sparsity {sparsity} is outside [0, 1): it is the fraction of weights removed.")
+
+
+def resolve_sparsity(sparsity: float | None, nm: tuple[int, int] | None, pattern: str | None = None) -> float:
+    """The sparsity a prune removes: an N:M pattern fixes it at 1 - N/M, so a different sparsity beside a
+    pattern is refused naming both (it used to be silently replaced); None means the pattern's, or 0.5."""
+    if nm:
+        fixed = 1.0 - nm[0] / nm[1]
+        if sparsity is not None and not (isinstance(sparsity, int | float) and math.isclose(sparsity, fixed,
+                                                                                             abs_tol=1e-9)):
+            raise TicketLabError(f"sparsity {sparsity} conflicts with pattern {pattern or f'{nm[0]}:{nm[1]}'}, which "
+                                 f"removes exactly {fixed:g}: give --sparsity {fixed:g} or leave it out, or drop "
+                                 f"the pattern.")
+        sparsity = fixed
+    elif sparsity is None:
+        sparsity = 0.5
+    check_sparsity(sparsity)
+    return float(sparsity)
 
 
 def calibration_needed(spec: PruneMethod, options: dict[str, Any]) -> bool:
@@ -27,17 +44,15 @@ def calibration_needed(spec: PruneMethod, options: dict[str, Any]) -> bool:
     return needed or options.get("allocation") == "owl"
 
 
-def make_ticket(loaded: LoadedModel, method: str, sparsity: float, *, options: dict[str, Any] | None = None,
+def make_ticket(loaded: LoadedModel, method: str, sparsity: float | None, *,
+                options: dict[str, Any] | MethodOptions | None = None,
                 calib: CalibrationSet | None = None, seed: int = 0, name: str | None = None,
                 parent: str | None = None, lineage: dict | None = None, progress=None) -> Ticket:
     spec = get_method(method)
-    params = spec.parse(options or {})
+    params = options if isinstance(options, spec.options) else spec.parse(options or {})  # typed: parsed already
     params.check_model(loaded.adapter)
     opts = params.model_dump()
-    nm = parse_pattern(opts.get("pattern"))
-    if nm:
-        sparsity = 1.0 - nm[0] / nm[1]  # the pattern fixes the sparsity
-    check_sparsity(sparsity)
+    sparsity = resolve_sparsity(sparsity, params.nm, opts.get("pattern"))
     calibrated = calibration_needed(spec, opts)
     if calibrated and calib is None:
         why = " with these options" if callable(spec.needs_calibration) or not spec.needs_calibration else ""

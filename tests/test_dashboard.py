@@ -326,6 +326,11 @@ def test_imp_form_starts_an_imp_job(state):
     _by_label(at.number_input, "rounds").set_value(1)
     button(at, "Start the IMP experiment").click().run()
     no_crash(at)
+    # rewinding to step 20 of a 3-step training cannot work: refused on the page when the request is built
+    assert any("protocol setting rewind: K = 20" in e for e in errors(at)) and not jobs.list_jobs()
+    at.selectbox(key="imp_rewind").set_value("init")
+    button(at, "Start the IMP experiment").click().run()
+    no_crash(at)
     job = jobs.list_jobs()[0]
     assert job["kind"] == "imp" and job["argv"][0] == "imp" and "--json" in job["argv"]
     assert job["argv"][job["argv"].index("--train-steps") + 1] == "3"
@@ -475,9 +480,11 @@ def test_models_table_links_and_quick_evidence(lab):
 
 
 def test_failed_and_killed_jobs_show_their_error(state, tiny_llama_dir):
-    bad = jobs.start(["prune", "--model", str(tiny_llama_dir), "--method", "magnitude", "--sparsity", "1.5", "--json"])
+    with pytest.raises(TicketLabError, match=r"outside \[0, 1\)"):  # refused when the request is built
+        jobs.start(["prune", "--model", str(tiny_llama_dir), "--method", "magnitude", "--sparsity", "1.5", "--json"])
+    bad = jobs.start(["prune", "--model", str(tiny_llama_dir / "gone"), "--method", "magnitude", "--json"])
     failed = jobs.wait(bad["id"], timeout=120)
-    assert failed["status"] == "failed" and "outside [0, 1)" in failed["error"]
+    assert failed["status"] == "failed" and "gone" in failed["error"]
     slow = jobs.start(["prune", "--model", str(tiny_llama_dir), "--method", "magnitude", "--json"])
     deadline = time.monotonic() + 30
     while jobs.get(slow["id"])["status"] == "starting" and time.monotonic() < deadline:
@@ -488,7 +495,7 @@ def test_failed_and_killed_jobs_show_their_error(state, tiny_llama_dir):
     at = page("prune")
     no_crash(at)
     shown = errors(at)
-    assert any("outside [0, 1)" in e for e in shown) and any("without reporting" in e for e in shown)
+    assert any("gone" in e for e in shown) and any("without reporting" in e for e in shown)
 
 
 # --- bad input ----------------------------------------------------------------------------------------

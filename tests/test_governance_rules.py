@@ -215,6 +215,12 @@ def test_fresh_ledger_takeover_fails_the_audit_and_verify(tiny_llama, state, mon
     assert main(["verify", str(state / "eves-bundle")]) == 1  # the local ledger's keys vouch for nothing
     out = capsys.readouterr().out
     assert "local ledger's keys are not used" in out and "NOT CHECKED" in out
+    # the dashboard's bundle loader (and its Verify button) apply the same rule: eve's keys vouch for nothing
+    from app.dashboard.loading import _bundle
+
+    seen = _bundle(state / "eves-bundle")
+    assert not seen["ok"] and "model-signing signature" not in seen["checked"]
+    assert any("local ledger's keys are not used" in u for u in seen["unchecked"])
     assert main(["verify", str(state / "eves-bundle"), "--trust", str(state / "trust.json")]) == 2
     assert "is not a trusted key of eve" in capsys.readouterr().err
     # and a trust file eve writes for her ledger is refused by anyone who pinned ada's anchor for that id

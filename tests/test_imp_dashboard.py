@@ -54,3 +54,15 @@ def test_imp_form_offers_the_protocol_defaults_and_the_page_shows_the_verdict(st
     # the sanity check is the random mask at the highest sparsity tested; the TOST outcome is a column
     assert "sparsity (the highest tested) - dense" in "\n".join(str(x.value) for x in ex.markdown)
     assert "TOST" in table.columns and "testing stopped at" in [m.label for m in ex.metric]
+
+
+def test_every_imp_form_field_comes_from_a_declared_setting(state):
+    """The IMP form is generated from the protocol's declarations: no hand-built field."""
+    from app.dashboard.imp_form import _key
+    from pruning.lottery.protocol import settings_of
+
+    at = page("prune")
+    shown = {w.key: w.label for kind in ("text_input", "number_input", "selectbox", "multiselect", "checkbox")
+             for w in getattr(at, kind) if w.key and w.key.startswith("imp_")}
+    declared = {_key(f): f.metadata["label"] for f in settings_of() if f.metadata["form"]}
+    assert shown == declared

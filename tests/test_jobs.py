@@ -13,6 +13,7 @@ import time
 import pytest
 
 from app import jobs, progress
+from pruning.errors import TicketLabError
 
 
 def _job_dir(name: str = "20200101-000000-abcdef"):
@@ -59,11 +60,13 @@ def test_progress_comes_from_events_not_from_the_tqdm_log(state, monkeypatch):
 
 
 def test_a_usage_error_is_one_line_not_a_usage_dump(state):
-    job = jobs.start(["eval", "dense", "--limit", "abc", "--json"], kind="eval")
-    done = jobs.wait(job["id"], timeout=120)
-    assert done["status"] == "failed"
-    assert done["error"].startswith("argument --limit: ") and "'abc'" in done["error"]
-    assert "usage" not in done["error"] and "\n" not in done["error"]
+    # the command line becomes a typed request when the job is asked for: a bad one is refused then
+    with pytest.raises(TicketLabError) as refused:
+        jobs.start(["eval", "dense", "--limit", "abc", "--json"], kind="eval")
+    error = str(refused.value)
+    assert error.startswith("argument --limit: ") and "'abc'" in error
+    assert "usage" not in error and "\n" not in error
+    assert not jobs.list_jobs()
 
 
 def _sleeper() -> subprocess.Popen:

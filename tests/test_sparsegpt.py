@@ -98,7 +98,7 @@ def test_ticket_on_tiny_models(model, request):
 
 
 def test_nm_ticket_gpt2(tiny_gpt2):
-    t = make_ticket(tiny_gpt2, "sparsegpt", 0.0, options={"pattern": "2:4"}, calib=calib_set())
+    t = make_ticket(tiny_gpt2, "sparsegpt", None, options={"pattern": "2:4"}, calib=calib_set())
     for ref in tiny_gpt2.adapter.linears():
         view = t.masks[ref.name].t()
         assert (view.reshape(view.shape[0], -1, 4).sum(-1) == 2).all()

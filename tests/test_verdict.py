@@ -123,3 +123,15 @@ def test_a_verdict_without_the_sanity_check_says_it_was_not_run():
     assert "Sanity check not run" in v["sentence"]
     with_it = verdict(_synthetic(ticket_gap=-0.02, random_gap=0.2, empty_gap=1.5), delta=0.02)
     assert "Sanity check passed" in with_it["sentence"] and "not run" not in with_it["sentence"]
+
+
+def test_the_sentence_states_the_matching_rule_it_applies():
+    """Matching is TOST's upper one-sided test (not worse by delta). The sentence used to call it "TOST
+    equivalence within +-delta (or better by more than delta)" and to show TOST's max p beside a level it
+    declared matching (p = 0.42 beside "matches" for a ticket 0.019 nats better than dense)."""
+    v = verdict(_synthetic(ticket_gap=-0.01, random_gap=0.2, empty_gap=1.5), delta=0.02)
+    top = v["rounds"][1]
+    assert top["matching"] and top["tost"]["outcome"] == "not worse" and top["tost"]["p"] > v["alpha"]
+    assert "TOST equivalence within" not in v["sentence"]
+    assert "matching = not worse than dense by more than delta" in v["sentence"]
+    assert f"not-worse p = {top['tost']['p_upper']:.3g}" in v["sentence"]

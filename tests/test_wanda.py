@@ -79,7 +79,7 @@ def test_layer1_sees_pruned_layer0(tiny_llama):
 def test_nm_holds_in_every_group(model, pattern, request):
     loaded = request.getfixturevalue(model)
     n, m = map(int, pattern.split(":"))
-    t = make_ticket(loaded, "wanda", 0.0, options={"pattern": pattern}, calib=calib_set())
+    t = make_ticket(loaded, "wanda", None, options={"pattern": pattern}, calib=calib_set())
     assert len(t.masks) == len(loaded.adapter.linears())
     for ref in loaded.adapter.linears():
         view = t.masks[ref.name].t() if ref.transposed else t.masks[ref.name]

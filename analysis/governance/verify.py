@@ -218,6 +218,32 @@ def verify_bundle(directory: str | Path, trust: dict | str | Path | None = None,
             "signed_by": (manifest.get("signature") or {}).get("signer"), "checked": checked, "unchecked": unchecked}
 
 
+def local_trust(directory: str | Path, ledger=None) -> tuple[dict | None, str]:
+    """The keys to verify a bundle with when no trust file is given: the local ledger's registry, but only
+    when the bundle's signed head names that ledger and the person's trust anchor vouches for it (a
+    re-initialised ledger's keys vouch for nothing). Returns (trust or None, where the keys came from, in
+    words). One rule for the CLI and the dashboard."""
+    from analysis.ledger import Ledger
+    from pruning import settings
+
+    from . import anchor, state
+
+    path = Path(ledger.path) if ledger is not None else settings.ledger_path()
+    try:
+        head = json.loads((Path(directory) / MANIFEST).read_text()).get("ledger_head") or {}
+    except (OSError, ValueError):
+        return None, ""
+    if not path.exists() or not head:
+        return None, ""
+    st = state.load(ledger if ledger is not None else Ledger(path))
+    if st.ledger_id != head.get("ledger_id"):
+        return None, ""
+    problem = anchor.problem(st)
+    if problem:
+        return None, f" (the local ledger's keys are not used: {problem})"
+    return st.registry.trust(), f" (keys from the ledger {path})"
+
+
 def review_words(review: dict) -> str | None:
     """The manifest's review status in words; an approval that overrode the policy says so (and why)."""
     status = review.get("status")

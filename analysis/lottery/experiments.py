@@ -227,7 +227,8 @@ def format_report(table: pd.DataFrame) -> str:
         lines.append(line + f" {tmd:>26} {r['n_seeds']:>2} {flags}")
     for e in v["rounds"]:
         t = e["tost"]
-        lines.append(f"  {e['sparsity']:.1%}: TOST p = {t['p']:.3g} (upper test {t['p_upper']:.3g}), {t['outcome']}, "
+        lines.append(f"  {e['sparsity']:.1%}: not-worse p = {t['p_upper']:.3g} (decides matching), TOST equivalence "
+                     f"p = {t['p']:.3g}, {t['outcome']}, "
                      f"{'matching' if e['matching'] else 'not matching'}"
                      f"{'' if e['tested'] else ' (not tested: after the first failure)'}")
     s = v.get("sanity")

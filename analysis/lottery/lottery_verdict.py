@@ -6,8 +6,10 @@ by seed (same initialisation), so the interval is on the mean of per-seed differ
 mean +/- t_{(1+c)/2, n-1} * sd / sqrt(n) (Student's t, two-sided, level c).
 
 Per sparsity (round):
-- *matching*: TOST (pruning.lottery.stats.tost) of (ticket - dense) against +-delta (default 0.02 nats)
-  at alpha = 1 - confidence declares equivalence, or the ticket is better than dense by more than delta;
+- *matching*: not worse than dense by more than delta (default 0.02 nats): the upper one-sided test of TOST
+  (pruning.lottery.stats.tost) of (ticket - dense) rejects "mean >= delta" at alpha = 1 - confidence. The
+  full TOST outcome (equivalent within +-delta, better, not worse) is reported beside it; equivalence itself
+  is not required, since a ticket better than dense matches it;
 - the testing order: sparsities from low to high, stopping at the first that does not match, so the
   largest matching sparsity is wrong with probability at most alpha;
 - *winning ticket*: matching, the random-mask control is not matching, and (random - ticket) > 0 at
@@ -98,7 +100,8 @@ def verdict(rows: list[dict], *, delta: float = 0.02, confidence: float = 0.95, 
     out = {"delta": delta, "confidence": confidence, "alpha": alpha, "n_seeds": n, "rounds": per_round,
            "testing_order": {"tested": [sp for sp, _ in order.tested], "untested": order.untested,
                              "stopped_at": order.stopped_at,
-                             "rule": "from low to high sparsity, each level by TOST at alpha, stopping at the first "
+                             "rule": "from low to high sparsity, each level by TOST's upper one-sided test (not worse "
+                                     "than dense by delta) at alpha, stopping at the first "
                                      "level where the ticket does not match; familywise error <= alpha"},
            "largest_matching_sparsity": order.largest, "stopping_sparsity": order.stopped_at,
            "separation_sparsity": next((e["sparsity"] for e in per_round
@@ -178,8 +181,9 @@ def sanity_text(sanity: dict) -> str:
 
 def _level(e: dict) -> str:
     t = e["tost"]
-    return (f"{e['sparsity']:.1%}: ticket - dense {_iv(e['ticket_minus_dense']).text()}, TOST p = {t['p']:.3g} "
-            f"({t['outcome']})")
+    # the p that decides matching is the upper one-sided test's; TOST's max(p) is about equivalence only
+    return (f"{e['sparsity']:.1%}: ticket - dense {_iv(e['ticket_minus_dense']).text()}, not-worse p = "
+            f"{t['p_upper']:.3g}, TOST equivalence p = {t['p']:.3g} ({t['outcome']})")
 
 
 def sentence(v: dict) -> str:
@@ -187,8 +191,8 @@ def sentence(v: dict) -> str:
     level = f"{v['confidence']:.0%}"
     alpha = v.get("alpha", 1.0 - v["confidence"])
     head = (f"Held-out loss at the validation-selected step, paired by seed, {level} t-intervals, n = {v['n_seeds']} "
-            f"seeds, margin delta = {v['delta']:g} nats, matching = TOST equivalence within +-delta (or better by "
-            f"more than delta) at alpha = {alpha:.2g}, sparsities tested from low to high, stopping at the first "
+            f"seeds, margin delta = {v['delta']:g} nats, matching = not worse than dense by more than delta (TOST's "
+            f"upper one-sided test, so a ticket better than dense matches) at alpha = {alpha:.2g}, sparsities tested from low to high, stopping at the first "
             f"failure (familywise error <= {alpha:.2g}): ")
     if v["n_seeds"] < 2:
         return head + "no verdict (fewer than 2 seeds)."

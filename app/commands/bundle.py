@@ -40,36 +40,11 @@ def add_parser(sub, parent):
     return [e, v, r]
 
 
-def _local_trust(directory: str):
-    """The local ledger's registry, when the bundle's signed head names that ledger."""
-    from pathlib import Path
-
-    from analysis.governance import state
-    from pruning import settings
-
-    path = settings.ledger_path()
-    try:
-        head = json.loads((Path(directory) / "manifest.json").read_text()).get("ledger_head") or {}
-    except (OSError, ValueError):
-        return None, ""
-    if not path.exists() or not head:
-        return None, ""
-    from analysis.governance import anchor
-    from analysis.ledger import Ledger
-
-    st = state.load(Ledger(path))
-    if st.ledger_id != head.get("ledger_id"):
-        return None, ""
-    if anchor.problem(st):  # a re-initialised ledger's keys vouch for nothing
-        return None, f" (the local ledger's keys are not used: {anchor.problem(st)})"
-    return st.registry.trust(), f" (keys from the ledger {path})"
-
-
 def run(args) -> int:
     if args.command == "verify":
-        from analysis.governance.verify import verify_bundle
+        from analysis.governance.verify import local_trust, verify_bundle
 
-        trust, source = (args.trust, f" (keys from {args.trust})") if args.trust else _local_trust(args.dir)
+        trust, source = (args.trust, f" (keys from {args.trust})") if args.trust else local_trust(args.dir)
         result = verify_bundle(args.dir, trust=trust, dense=args.dense)
         if args.json:
             print(json.dumps(result, indent=2))
@@ -93,18 +68,24 @@ def run(args) -> int:
         print(f"scorecard written to {write_report(ledger, args.ticket, args.out, args.baseline, policy)}"
               + (" (WHAT-IF policy preview)" if args.policy else ""))
         return 0
-    from analysis.governance import identity
-    from analysis.governance.export import export_bundle
+    from usecases.export import export
 
-    signer = None if args.unreviewed else identity.unlock(args.as_name)
-    m = export_bundle(ledger, args.ticket, args.out, args.format, signer=signer, unreviewed=args.unreviewed,
-                      overwrite=args.overwrite, model=args.model, dtype=args.dtype, quantize=args.quantize,
-                      group_size=args.group_size, serve_check=args.serve_check)
+    m = export(request_from_args(args))
     if args.json:
-        print(json.dumps({k: m[k] for k in ("bundle_format", "ticket", "review", "deployer")}, indent=2, default=str))
+        print(json.dumps(m.model_dump(include={"bundle_format", "ticket", "review", "deployer"}), indent=2, default=str))
     else:
-        d = m["deployer"]
-        print(f"bundle {args.out}: {m['bundle_format']} of {m['ticket']['id']} ({m['review']['status']}"
-              f"{', signed by ' + signer.name if signer else ', UNSIGNED'}), {len(m['files'])} files, "
+        d = m.deployer
+        print(f"bundle {args.out}: {m.bundle_format} of {m.ticket['id']} ({m.review['status']}"
+              f"{', signed by ' + m.signed_by if m.signed_by else ', UNSIGNED'}), {m.files} files, "
               f"{d['on_disk_bytes']:,} bytes; load with {d['loader']['how']}")
     return 0
+
+
+def request_from_args(args):
+    """`ticketlab export`'s typed request (verify and report run no job)."""
+    if args.command != "export":
+        return None
+    from app.cli import request_of
+    from usecases.export import ExportRequest
+
+    return request_of(ExportRequest, args)

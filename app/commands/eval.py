@@ -92,31 +92,24 @@ def _print_results(out: dict) -> None:
             print(f"  {task:<40} {metric:<38} {shown:<24} {how}")
 
 
-def _eval(args) -> int:
-    from analysis.evaluate import evaluate
-    from pruning.models import load_model
-    from pruning.ticket import Ticket, find_ticket
+def request_from_args(args):
+    """`ticketlab eval`'s typed request (the other commands here run no job)."""
+    if args.command != "eval":
+        return None
+    from app.cli import request_of
+    from usecases.evaluate import EvalRequest
 
-    ticket = None
-    if args.subject != "dense":
-        ticket = Ticket.load(find_ticket(args.subject))
-    spec = args.model or (ticket.dense["spec"] if ticket is not None else DEFAULT_MODEL)
-    loaded = load_model(spec, device=args.device, dtype=args.dtype)
-    bar = progress_bar("eval")
-    command = "ticketlab eval " + " ".join(
-        [args.subject, f"--suite {args.suite}"] + [f"--{k.replace('_', '-')} {getattr(args, k)}" for k in
-                                                    ("tasks", "limit", "batch_size") if getattr(args, k) is not None]
-        + (["--plain-prompt"] if args.plain_prompt else []))
-    try:
-        out = evaluate(loaded, ticket, suite=args.suite, tasks=args.tasks, limit=args.limit, command=command,
-                       progress=bar, batch_size=args.batch_size, seq_len=args.seq_len,
-                       bbq_per_category=args.bbq_per_category or None, hub=args.hub, chat=not args.plain_prompt)
-    finally:
-        bar.close()
+    return request_of(EvalRequest, args)
+
+
+def _eval(args) -> int:
+    from usecases.evaluate import evaluate
+
+    out = evaluate(request_from_args(args), progress=progress_bar)
     if args.json:
-        print(json.dumps(_json_safe(out), default=str))
+        print(out.model_dump_json())
     else:
-        _print_results(out)
+        _print_results(out.model_dump())
     return 0
 
 

@@ -7,7 +7,7 @@ import argparse
 import json
 import shlex
 import sys
-from dataclasses import replace
+import typing
 from pathlib import Path
 
 from pruning.errors import TicketLabError
@@ -71,63 +71,46 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in text.split(",") if x.strip())
 
 
+def _text_of(value) -> str:
+    if isinstance(value, tuple):
+        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    return "none" if value is None else str(value)
+
+
+def _add_setting(p, f, default, hint, arms: str) -> None:
+    """One `ticketlab imp` flag from one declared protocol setting: its name (or declared spelling), type,
+    default, choices and help. Lists and "none" are read as text and typed in `protocol_from_args`."""
+    meta = f.metadata
+    flag = meta["flag"] or "--" + f.name.replace("_", "-")
+    help_text = meta["help"].format(arms=arms)
+    if hint is bool:
+        p.add_argument(flag, dest=f.name, action="store_false" if default else "store_true", help=help_text)
+    elif typing.get_origin(hint) is tuple or f.name == "target_density":
+        p.add_argument(flag, dest=f.name, default=_text_of(default), help=help_text)
+    else:
+        kind = next(t for t in (int, float, str) if t is hint or t in typing.get_args(hint))
+        p.add_argument(flag, dest=f.name, type=kind, default=default, choices=meta["choices"], help=help_text)
+
+
+def _typed(f, hint, value):
+    """A setting's text flag (a comma list, or a density or none) as the protocol's value."""
+    if typing.get_origin(hint) is not tuple:
+        return _density(value) if f.name == "target_density" else value
+    kind = typing.get_args(hint)[0]
+    flag = (f.metadata["flag"] or f.name.replace("_", "-")).lstrip("-")
+    return {int: _ints, float: _floats}.get(kind, lambda text, _: _names(text))(value, flag)
+
+
 def add_parser(sub, parent):
     from pruning.lottery.arms import ARMS
-    from pruning.lottery.protocol import Protocol
+    from pruning.lottery.protocol import Protocol, settings_of
 
-    d = Protocol()
+    d, hints = Protocol(), typing.get_type_hints(Protocol)
     p = sub.add_parser("imp", parents=[parent], help="lottery-ticket experiment: IMP with rewinding, controls, "
                                                      "seeds and a verdict with confidence intervals",
                        description=IMP_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="tiny", help="tiny (trained from scratch) or a model spec (default tiny)")
-    p.add_argument("--rounds", type=int, default=d.rounds, help="pruning rounds after the dense round 0")
-    p.add_argument("--rate", type=float, default=d.rate, help="fraction of the remaining weights pruned per round, "
-                                                              "in (0, 1)")
-    p.add_argument("--rewind", default=d.rewind, help="step:K | init (= step:0) | pretrained | lr | finetune")
-    p.add_argument("--train-steps", type=int, help="T, steps per training (empty: the pilot chooses)")
-    p.add_argument("--lr", type=float, help="peak learning rate (empty: the pilot chooses)")
-    p.add_argument("--pilot-lrs", default=",".join(f"{x:g}" for x in d.pilot_lrs),
-                   help="learning rates the pilot tries")
-    p.add_argument("--pilot-steps", type=int, default=d.pilot_steps,
-                   help="longest T of the default T grid (pilot-steps / 4, / 2, x 1)")
-    p.add_argument("--pilot-ts", default="", help="candidate T values (comma-separated; each its own schedule)")
-    p.add_argument("--pilot-extend", type=int, default=d.pilot_extend,
-                   help="extensions per axis when the best lr or T is at the edge of its grid")
-    p.add_argument("--pilot-seeds", type=int, default=d.pilot_seeds,
-                   help="fresh inits trained twice for the seed noise of the power analysis (0: none)")
-    p.add_argument("--target-density", default="none",
-                   help="density the rounds must reach, refused before training otherwise (default none)")
-    p.add_argument("--eval-every", type=int, default=d.eval_every, help="validation every N steps (early stopping)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="windows per step")
-    p.add_argument("--seq-len", type=int, default=d.seq_len, help="tokens per window")
-    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help="linear warm-up steps")
-    p.add_argument("--seeds", default=",".join(map(str, d.seeds)),
-                   help="comma-separated seeds (>= 2; the power analysis says how many are needed)")
-    p.add_argument("--power", type=float, default=d.power, help="power target of the seed analysis")
-    p.add_argument("--arms", default=",".join(d.arms), help="arms: " + ", ".join(sorted(ARMS)))
-    p.add_argument("--scope", default=d.scope, choices=("global", "layer"),
-                   help="one magnitude threshold over all prunable tensors, or per tensor")
-    p.add_argument("--unit", default=d.unit, choices=("weights", "heads"),
-                   help="prune individual weights or whole attention heads")
-    p.add_argument("--prune-embeddings", action="store_true", help="also prune the input embedding")
-    p.add_argument("--val-windows", type=int, default=d.val_windows, help="validation windows per evaluation (0 all)")
-    p.add_argument("--heldout-windows", type=int, default=d.heldout_windows, help="held-out windows (0 all)")
-    p.add_argument("--delta", type=float, default=d.delta, help="matching margin in nats")
-    p.add_argument("--confidence", type=float, default=d.confidence, help="interval level")
-    p.add_argument("--stability", default=d.stability, choices=("none", "dense", "all"),
-                   help="loss barrier: none, the dense network from K and from 0, or also every ticket")
-    p.add_argument("--stability-ks", default="", help="rewind points of the stability sweep (empty: 0, K, T/10, T/5)")
-    p.add_argument("--stability-points", type=int, default=d.stability_points,
-                   help="interpolation points on the line (>= 11)")
-    p.add_argument("--no-sanity", action="store_true", help="skip the sanity check (the random mask at the highest "
-                                                            "sparsity must be worse than dense by more than delta)")
-    p.add_argument("--recovery", default=d.recovery, choices=("full", "lora"),
-                   help="train the surviving weights (full) or LoRA adapters, merged and re-masked (lora)")
-    p.add_argument("--lora-rank", type=int, default=d.lora_rank)
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    p.add_argument("--dtype", default="float32", choices=("float32",),
-                   help="weights stay float32 (master weights); use --amp bf16 on CUDA")
-    p.add_argument("--amp", default="none", choices=("none", "bf16"), help="bf16 autocast (CUDA only)")
+    for f in settings_of():  # every flag of a protocol setting comes from its declaration in Protocol
+        _add_setting(p, f, getattr(d, f.name), hints[f.name], arms=", ".join(sorted(ARMS)))
     p.add_argument("--json", action="store_true", help="print one JSON object {experiment, rounds, verdict}")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -140,75 +123,36 @@ def add_parser(sub, parent):
     return [p, r]
 
 
-def protocol_from_args(args):
-    """The protocol the options spell. For a pretrained model, options left at the tiny defaults take the
-    pretrained defaults (pruning.lottery.protocol.default_protocol)."""
-    from pruning.lottery.protocol import Protocol, default_protocol
-    from pruning.models import resolve_device
+def request_from_args(args):
+    """`ticketlab imp`'s typed request (`imp-report` runs no job)."""
+    if args.command != "imp":
+        return None
+    from pruning.lottery.protocol import Protocol, settings_of
+    from usecases.experiment import ImpRequest
 
-    tiny = Protocol()
-    given = {"rounds": args.rounds, "rate": args.rate, "rewind": args.rewind, "steps": args.train_steps,
-             "lr": args.lr, "pilot_lrs": _floats(args.pilot_lrs, "pilot-lrs"), "pilot_steps": args.pilot_steps,
-             "eval_every": args.eval_every, "batch_size": args.batch_size, "seq_len": args.seq_len,
-             "warmup_steps": args.warmup_steps, "seeds": _ints(args.seeds, "seeds"), "arms": _names(args.arms),
-             "scope": args.scope, "unit": args.unit, "prune_embeddings": args.prune_embeddings,
-             "val_windows": args.val_windows, "heldout_windows": args.heldout_windows, "delta": args.delta,
-             "confidence": args.confidence, "stability": args.stability, "sanity": not args.no_sanity,
-             "recovery": args.recovery, "lora_rank": args.lora_rank, "dtype": args.dtype, "amp": args.amp,
-             "pilot_ts": _ints(args.pilot_ts, "pilot-ts"), "pilot_extend": args.pilot_extend,
-             "pilot_seeds": args.pilot_seeds, "target_density": _density(args.target_density), "power": args.power,
-             "stability_ks": _ints(args.stability_ks, "stability-ks"), "stability_points": args.stability_points}
-    if args.model != "tiny":
-        given = {k: v for k, v in given.items() if v != getattr(tiny, k)}
-    protocol = default_protocol(args.model, device=resolve_device(args.device), **given)
-    if "target_density" in given and given["target_density"] is None:  # an explicit "none" (None means "default")
-        protocol = replace(protocol, target_density=None)
-    return protocol
+    argv = getattr(args, "_argv", None) or sys.argv[1:]  # the command line a job was asked with, or this one
+    command = "ticketlab imp " + " ".join(shlex.quote(a) for a in argv[1:]) if argv[:1] == ["imp"] \
+        else "ticketlab imp"
+    hints = typing.get_type_hints(Protocol)
+    return ImpRequest.from_settings({f.name: _typed(f, hints[f.name], getattr(args, f.name)) for f in settings_of()},
+                                    command=command, quiet=args.quiet)
 
 
 def run(args) -> int:
     if args.command == "imp-report":
         return _report(args)
     from analysis.ledger import Ledger
-    from analysis.lottery.experiments import (
-        experiment_verdict,
-        format_report,
-        imp_report,
-        record_experiment,
-        record_round,
-        summary_of,
-        to_json_rows,
-    )
-    from pruning.lottery.runner import ImpExperiment
+    from analysis.lottery.experiments import format_report, imp_report
+    from usecases.experiment import run_experiment
 
-    protocol = protocol_from_args(args)
-    experiment = ImpExperiment(protocol)  # validates everything before any training or writing
-    if not experiment.main:  # another process of `accelerate launch`: it trains its share; rank 0 records
-        experiment.run()
-        return 0
-    ledger = Ledger()
-    ledger.reap_stale_runs()
-    command = "ticketlab imp " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["imp"] \
-        else "ticketlab imp"
-    params = {**protocol.to_dict(), "rewind_step": protocol.rewind_step, "folder": str(experiment.dir),
-              "model_identity": experiment.model_identity}
-    record_experiment(experiment.id, params, "running", ledger=ledger)
-    progress = None if args.quiet else (lambda desc: progress_bar(desc))
-    try:
-        results = experiment.run(on_round=lambda r: record_round(r, ledger, command), progress=progress,
-                                 warn=lambda w: print(f"warning: {w}", file=sys.stderr))
-    except BaseException as e:
-        record_experiment(experiment.id, params, "failed", {"error": f"{type(e).__name__}: {e}"[:2000]}, ledger)
-        raise
-    params["resolved"] = {"lr": experiment.resolved.lr, "steps": experiment.resolved.steps}
-    params["budget"] = experiment.budget()
-    v = experiment_verdict(experiment.id, ledger)
-    record_experiment(experiment.id, params, "complete", summary_of(results, v), ledger)
+    out = run_experiment(request_from_args(args), progress=progress_bar)
+    if not out.rounds and not out.verdict:
+        return 0  # another process of `accelerate launch`: rank 0 reports
     if args.json:
-        print(json.dumps({"experiment": experiment.id, "rounds": to_json_rows(results), "verdict": v}, default=str))
+        print(json.dumps({"experiment": out.experiment, "rounds": out.rounds, "verdict": out.verdict}, default=str))
     else:
-        print(format_report(imp_report(experiment.id, ledger)))
-        print(f"\nexperiment {experiment.id}: {experiment.dir}\n(figure: ticketlab imp-report {experiment.id})")
+        print(format_report(imp_report(out.experiment, Ledger())))
+        print(f"\nexperiment {out.experiment}: {out.folder}\n(figure: ticketlab imp-report {out.experiment})")
     return 0
 
 

@@ -8,14 +8,12 @@ choices and bounds, and a flag the method does not take is an error rather than 
 from __future__ import annotations
 
 import json
+import typing
 from collections import defaultdict
 
-from analysis.recording import record_prune
-from pruning import calibration
-from pruning.models import DEFAULT_MODEL, load_model
 from pruning.options import OptionInfo
-from pruning.prune import calibration_needed, make_ticket
-from pruning.registry import PruneMethod, all_methods, get_method
+from pruning.registry import PruneMethod, all_methods
+from usecases.prune import PruneRequest, prune
 
 from ..progress import progress_bar
 
@@ -34,19 +32,13 @@ def _flag_help(infos: list[tuple[str, OptionInfo]]) -> str:
 
 def add_parser(sub, parent):
     p = sub.add_parser("prune", parents=[parent], help="prune a model into a ticket")
-    p.add_argument("--model", default=DEFAULT_MODEL, help="embedded name, Hugging Face id or local directory")
-    p.add_argument("--method", required=True, help="one of: " + ", ".join(all_methods()))
-    p.add_argument("--sparsity", type=float, default=0.5, help="fraction removed, in [0, 1)")
-    p.add_argument("--calib-samples", type=int, default=32, help="calibration windows N")
-    p.add_argument("--calib-len", type=int, default=512, help="tokens per calibration window L")
-    p.add_argument("--calib-tokens", help="exact calibration token ids: a 2-D integer tensor (.pt/.npy/.safetensors)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--name", help="a human name for the ticket")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    p.add_argument("--dtype", default="float32")
+    for name, field in PruneRequest.model_fields.items():  # the request's own settings, declared once there
+        extra = field.json_schema_extra or {}
+        if extra.get("cli", True):
+            kind = next(t for t in (int, float, str) if t is field.annotation or t in typing.get_args(field.annotation))
+            p.add_argument(extra.get("flag", "--" + name.replace("_", "-")), dest=name, type=kind,
+                           required=field.is_required(), default=field.default, help=field.description)
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--as", dest="as_name", help="sign as the ticket's creator with this person's key (default: "
-                                                "$TICKETLAB_USER's key if there is one, else the ticket is unsigned)")
     shared: dict[str, list[tuple[str, OptionInfo]]] = defaultdict(list)
     for name, method in all_methods().items():
         for o in method.params:
@@ -93,42 +85,19 @@ def run(args) -> int:
                     print(f"{'':<14}rule: {rule}")
         return 0
 
-    from pruning.text import require_plain
-
-    require_plain(args.name, "--name")  # shown later in listings, terminals and pages
-    method = get_method(args.method)
-    options = method.validate(method_options(args))  # typed and checked before any model is loaded
-    from analysis.governance.identity import creation_signer
-    from analysis.ledger import Ledger
-
-    signer = creation_signer(Ledger(), args.as_name)  # a wrong passphrase fails now, not after pruning
-    loaded = load_model(args.model, device=args.device, dtype=args.dtype)
-    calib = None
-    if calibration_needed(method, options):
-        limit = loaded.adapter.max_positions
-        if args.calib_tokens:
-            calib = calibration.from_token_file(args.calib_tokens, vocab_size=loaded.model.config.vocab_size,
-                                                max_positions=limit)
-        else:
-            calib = calibration.from_corpus(loaded.tokenizer, args.calib_samples, args.calib_len, args.seed,
-                                            max_positions=limit)
-    bar = progress_bar(f"prune {args.method}", quiet=False)
-    ticket = make_ticket(loaded, args.method, args.sparsity, options=options, calib=calib, seed=args.seed,
-                         name=args.name, progress=bar)
-    bar.close()
-    path = ticket.save()
-    record_prune(loaded, ticket, command="ticketlab prune " + args.method, signer=signer)
-    out = {"id": ticket.id, "path": str(path), "sparsity": round(ticket.achieved_sparsity, 6),
-           "creator": signer.name if signer else None,
-           "target_sparsity": ticket.target_sparsity, "method": ticket.method, "params": ticket.params,
-           "model": loaded.spec}
-    if ticket.structure and "unit_sparsity" in ticket.structure:
-        out["unit_sparsity"] = ticket.structure["unit_sparsity"]  # structured: the fraction of units removed
+    outcome = prune(request_from_args(args), progress=progress_bar)
     if args.json:
-        print(json.dumps(out))
+        print(outcome.model_dump_json())
     else:
-        units = f"  units removed {out['unit_sparsity']:.4f}" if "unit_sparsity" in out else ""
-        print(f"ticket {ticket.id}  weight sparsity {ticket.achieved_sparsity:.4f}{units}  {path}"
-              + (f"  creator {signer.name} (signed)" if signer else
-                 f"\nnobody signed as its creator: `ticketlab sign-ticket {ticket.id} --as NAME` before review"))
+        units = f"  units removed {outcome.unit_sparsity:.4f}" if outcome.unit_sparsity is not None else ""
+        print(f"ticket {outcome.id}  weight sparsity {outcome.achieved_sparsity:.4f}{units}  {outcome.path}"
+              + (f"  creator {outcome.creator} (signed)" if outcome.creator else
+                 f"\nnobody signed as its creator: `ticketlab sign-ticket {outcome.id} --as NAME` before review"))
     return 0
+
+
+def request_from_args(args) -> PruneRequest:
+    """The typed request the flags spell (checked here, before any model is loaded)."""
+    from app.cli import request_of
+
+    return request_of(PruneRequest, args, options=method_options(args))

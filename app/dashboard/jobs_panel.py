@@ -62,9 +62,9 @@ def _result(job: dict) -> None:
                    icon=":material/check_circle:")
         st.page_link("views/benchmarks.py", label="its curves on the Benchmarks page", icon=":material/bar_chart:")
     elif kind == "prune" and "id" in res:
-        units = res.get("unit_sparsity")
-        size = (f"units removed **{units:.1%}**, weights removed **{res.get('sparsity', 0):.1%}**" if units is not None
-                else f"sparsity **{res.get('sparsity', 0):.1%}**")
+        units, achieved = res.get("unit_sparsity"), res.get("achieved_sparsity", 0)  # PruneOutcome's fields
+        size = (f"units removed **{units:.1%}**, weights removed **{achieved:.1%}**" if units is not None
+                else f"sparsity **{achieved:.1%}** (target {res.get('target_sparsity', 0):.1%})")
         st.success(f"ticket `{res['id']}` · {size}", icon=":material/check_circle:")
         from .verdict_line import state_of
 

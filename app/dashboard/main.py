@@ -1,7 +1,7 @@
 """Ticket Lab dashboard: `ticketlab app` (or `streamlit run app/dashboard/main.py`).
 
 The pages read the ledger's precomputed tables and call the same engine and analysis functions as the
-command line; long work runs as background jobs (app/jobs.py) that run the CLI itself.
+command line; long work runs as background jobs (app/jobs.py) that call the CLI's own use cases.
 """
 
 from __future__ import annotations

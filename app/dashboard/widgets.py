@@ -11,16 +11,18 @@ import streamlit as st
 from app import jobs
 from pruning.errors import TicketLabError
 from pruning.refs import resolve_ref
+from usecases import Request
 
 from . import data
 from . import jobs_panel as _jobs_panel
 
 
-def start_job(argv: list[str], label: str, kind: str | None = None, on_start=None) -> dict | None:
-    """Start a background job and rerun the page, so the sidebar of every page lists it at once.
-    `on_start(job)` runs once the job exists (before the rerun)."""
+def start_job(what: Request | list[str], label: str, kind: str | None = None, on_start=None) -> dict | None:
+    """Start a background job (a typed use-case request, or a `ticketlab` command line turned into one
+    here: a bad value is an error on the page, not a failed job) and rerun the page, so the sidebar of
+    every page lists it at once. `on_start(job)` runs once the job exists (before the rerun)."""
     try:
-        job = jobs.start(argv, label=label, kind=kind)
+        job = jobs.start(what, label=label, kind=kind)
     except (TicketLabError, OSError) as e:
         st.error(f"could not start the job: {e}")
         return None
@@ -62,7 +64,9 @@ def first_steps() -> None:
         "its survival maps and the run land in the ledger. The same from a terminal:\n\n"
         f"```\nticketlab prune --model {model} --method magnitude --sparsity 0.5\n```")
     if st.button(f"Prune a first ticket of {model}", type="primary", key="first_ticket"):
-        start_job(["prune", "--model", model, "--method", "magnitude", "--sparsity", "0.5", "--json"],
+        from usecases.prune import PruneRequest
+
+        start_job(PruneRequest.build(model=model, method="magnitude", sparsity=0.5),
                   label=f"first ticket: magnitude 50% of {model}", kind="prune")
         st.rerun()
     jobs_panel(limit=3)

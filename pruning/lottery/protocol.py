@@ -26,9 +26,28 @@ FORMAT = "ticketlab-imp-protocol/3"
 REWINDS = ("init", "step:K", "pretrained", "lr", "finetune")
 
 
+def setting(default, help: str, flag: str | None = None, choices: tuple | None = None,  # noqa: A002
+            form: str | None = None, label: str | None = None):
+    """A protocol setting a person chooses: the CLI flag (`ticketlab imp`) and the dashboard's IMP form field
+    (`form`: "main" or "budget", under `label`) are generated from its declaration (name, type, default,
+    help, choices); `Protocol.validate` holds the bounds and cross-setting rules."""
+    return field(default=default, metadata={"help": help, "flag": flag, "choices": choices, "form": form,
+                                            "label": label or name_words(flag)})
+
+
+def name_words(flag: str | None) -> str | None:
+    return flag.lstrip("-").replace("-", " ") if flag else None
+
+
+def settings_of() -> list:
+    """The protocol's person-chosen settings (the `dataclasses.Field`s declared with `setting`)."""
+    return [f for f in fields(Protocol) if "help" in f.metadata]
+
+
 @dataclass(frozen=True)
 class Protocol:
-    model: str = "tiny"  # "tiny" (trained from scratch) or any load_model spec (pretrained)
+    model: str = setting("tiny", "tiny (trained from scratch) or a model spec (default tiny)",
+                         form="main", label="model")
     # issue 18: capacity in the blocks, not the embedding: a 2,048-entry tokenizer trained on the train split and
     # 4 layers of hidden 128 / SwiGLU 384 (0.79M block weights, 0.26M tied embedding), so several epochs fit
     tiny: TinyConfig = field(default_factory=lambda: TinyConfig(vocab_size=2048, hidden_size=128,
@@ -39,54 +58,76 @@ class Protocol:
     validation_index: int = VALIDATION_INDEX
     heldout_index: int = HELDOUT_INDEX
     # training: lr and steps (T) None -> chosen by the pilot
-    lr: float | None = None
-    steps: int | None = None
-    batch_size: int = 8
-    seq_len: int = 128
+    lr: float | None = setting(None, "peak learning rate (empty: the pilot chooses)", form="main", label="lr")
+    steps: int | None = setting(None, "T, steps per training (empty: the pilot chooses)", flag="--train-steps",
+                                form="main", label="T (steps)")
+    batch_size: int = setting(8, "windows per step", form="budget", label="batch size")
+    seq_len: int = setting(128, "tokens per window", form="budget", label="sequence length")
     weight_decay: float = 0.1
-    warmup_steps: int | None = 20
+    warmup_steps: int | None = setting(20, "linear warm-up steps", form="budget", label="warm-up steps")
     min_lr_ratio: float = 0.1
-    amp: str = "none"
+    amp: str = setting("none", "bf16 autocast (CUDA only)", choices=("none", "bf16"))
     # the pilot: every (lr, T) of the grid is its own run with a schedule of length T; a best value at the edge
     # of either grid extends that grid (x2 / /2) up to `pilot_extend` times per axis, and says so
-    pilot_lrs: tuple[float, ...] = (1.25e-3, 2.5e-3, 5e-3)
+    pilot_lrs: tuple[float, ...] = setting((1.25e-3, 2.5e-3, 5e-3), "learning rates the pilot tries",
+                                           form="main", label="pilot lrs")
     # the longest T of the default T grid (pilot_steps / 4, / 2, x 1): 2,400 steps of 8 x 128 tokens are ~4 epochs
     # of the ~620k-token train split, so the grid brackets "several epochs"
-    pilot_steps: int = 2400
-    pilot_ts: tuple[int, ...] = ()  # candidate T values; empty: derived from pilot_steps
-    pilot_extend: int = 2
-    pilot_seeds: int = 3  # init pairs whose (run A - run B) spread is the per-seed sd of the power analysis
-    eval_every: int = 40
-    val_windows: int = 64  # validation windows scored at each evaluation (0: all)
-    heldout_windows: int = 0  # held-out windows scored once per run (0: all)
+    pilot_steps: int = setting(2400, "longest T of the default T grid (pilot-steps / 4, / 2, x 1)",
+                               form="budget", label="pilot steps")
+    pilot_ts: tuple[int, ...] = setting((), "candidate T values (comma-separated; each its own schedule; empty: "
+                                            "derived from pilot-steps)")
+    pilot_extend: int = setting(2, "extensions per axis when the best lr or T is at the edge of its grid")
+    # init pairs whose (run A - run B) spread is the per-seed sd of the power analysis
+    pilot_seeds: int = setting(3, "fresh inits trained twice for the seed noise of the power analysis (0: none)")
+    eval_every: int = setting(40, "validation every N steps (early stopping)", form="budget", label="eval every")
+    val_windows: int = setting(64, "validation windows per evaluation (0 all)",
+                               form="budget", label="validation windows (0 all)")
+    heldout_windows: int = setting(0, "held-out windows, scored once per run (0 all)",
+                                   form="budget", label="held-out windows (0 all)")
     eval_batch: int = 16
     # pruning: 20% of the remaining weights per round down to at most `target_density` (Frankle & Carbin 2019)
-    rewind: str = "step:20"  # init (= step:0) | step:K | pretrained | lr | finetune
-    rounds: int = 14
-    rate: float = 0.2
+    rewind: str = setting("step:20", "step:K | init (= step:0) | pretrained | lr | finetune",
+                          form="main", label="rewind")
+    rounds: int = setting(14, "pruning rounds after the dense round 0", form="main", label="rounds")
+    rate: float = setting(0.2, "fraction of the remaining weights pruned per round, in (0, 1)",
+                          form="main", label="rate (per round)")
     # a density the rounds must reach, refused before training when they do not (None: no target; the default
     # 14 rounds at 20% end at 4.4%, the issue's <= 5%)
-    target_density: float | None = None
-    scope: str = "global"
-    unit: str = "weights"
-    prune_embeddings: bool = False
-    arms: tuple[str, ...] = ("ticket", "random", "reinit")
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    recovery: str = "full"  # full | lora
-    lora_rank: int = 8
+    target_density: float | None = setting(None, "density the rounds must reach, refused before training otherwise "
+                                                 "(default none)")
+    scope: str = setting("global", "one magnitude threshold over all prunable tensors, or per tensor",
+                         choices=("global", "layer"))
+    unit: str = setting("weights", "prune individual weights or whole attention heads", choices=("weights", "heads"))
+    prune_embeddings: bool = setting(False, "also prune the input embedding")
+    arms: tuple[str, ...] = setting(("ticket", "random", "reinit"), "arms: {arms}", form="main", label="arms")
+    seeds: tuple[int, ...] = setting((0, 1, 2, 3, 4), "comma-separated seeds (>= 2; the power analysis says how many "
+                                                      "are needed)", form="main", label="seeds")
+    recovery: str = setting("full", "train the surviving weights (full) or LoRA adapters, merged and re-masked (lora)",
+                            choices=("full", "lora"))
+    lora_rank: int = setting(8, "rank of the LoRA adapters (recovery lora)")
     # analysis
     metric: str = "heldout_loss"
-    delta: float = 0.02  # nats: the equivalence margin of TOST
-    confidence: float = 0.95  # intervals at this level; tests at alpha = 1 - confidence
-    power: float = 0.8  # the power analysis' target for a ticket exactly as good as dense
+    # nats: the equivalence margin of TOST
+    delta: float = setting(0.02, "matching margin in nats", form="main", label="delta (nats)")
+    # intervals at this level; tests at alpha = 1 - confidence
+    confidence: float = setting(0.95, "interval level", form="main", label="confidence")
+    # the power analysis' target for a ticket exactly as good as dense
+    power: float = setting(0.8,
+                           'power target of the seed analysis')
     min_seeds: int = 5
-    stability: str = "all"  # none | dense (round 0) | all (every level's ticket), from every K of the sweep
-    stability_points: int = 11
-    stability_ks: tuple[int, ...] = ()  # empty: 0, K, T/10 and T/5 (Frankle et al. 2020's sweep up to 20% of T)
-    sanity: bool = True  # the random mask at the highest sparsity must be worse than dense by more than delta
+    # none | dense (round 0) | all (every level's ticket), from every K of the sweep
+    stability: str = setting("all", "loss barrier: none, the dense network from K and from 0, or also every ticket",
+                             choices=("none", "dense", "all"), form="main", label="stability")
+    stability_points: int = setting(11, "interpolation points on the line (>= 11)")
+    # empty: 0, K, T/10 and T/5 (Frankle et al. 2020's sweep up to 20% of T)
+    stability_ks: tuple[int, ...] = setting((), "rewind points of the stability sweep (empty: 0, K, T/10, T/5)")
+    sanity: bool = setting(True, "skip the sanity check (the random mask at the highest sparsity must be worse than "
+                                 "dense by more than delta)", flag="--no-sanity", form="main", label="sanity check")
     sanity_margin: float = 0.1  # only for experiments recorded with the older every-linear-removed check
-    device: str = "cpu"
-    dtype: str = "float32"
+    device: str = setting("cpu", "cpu, cuda or auto")
+    dtype: str = setting("float32", "weights stay float32 (master weights); use --amp bf16 on CUDA",
+                         choices=("float32",))
 
     # --- derived -------------------------------------------------------------------------------------
     @property

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from ..allocation import check_owl, owl_layer_sparsities
-from ..masks import nm_mask, parse_pattern, prune_lowest, prune_lowest_global
+from ..masks import nm_mask, prune_lowest, prune_lowest_global
 from ..options import (
     RULE_GLOBAL_PATTERN,
     RULE_NM_WIDTH,
@@ -45,7 +45,7 @@ def _scored_masks(loaded, options: PruneOptions, score_fn,
                   per_layer: list[float] | None = None) -> dict[str, torch.Tensor]:
     adapter = loaded.adapter
     refs = adapter.linears()
-    nm = parse_pattern(options["pattern"])
+    nm = options.params.nm
     views = {}
     for ref in refs:
         views[ref.name] = (ref, score_fn(ref, adapter.weight_view(ref)))

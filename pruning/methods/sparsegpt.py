@@ -24,7 +24,7 @@ from pydantic import Field
 from ..allocation import layerwise_plan
 from ..errors import TicketLabError
 from ..layerwise import run_layerwise
-from ..masks import nm_mask, parse_pattern, prune_lowest_global
+from ..masks import nm_mask, prune_lowest_global
 from ..options import flag
 from ..registry import PruneOptions, PruneResult, register
 from .wanda import WandaOptions
@@ -40,7 +40,7 @@ class SparseGPTOptions(WandaOptions):
 
     def check(self) -> None:
         super().check()
-        nm = parse_pattern(self.pattern)
+        nm = self.nm
         if nm and self.blocksize % nm[1]:
             raise TicketLabError(f"option blocksize ({flag('blocksize')})={self.blocksize} is not a multiple of "
                                  f"M={nm[1]} of pattern={self.pattern}: an N:M group must not straddle two blocks. "
@@ -130,7 +130,7 @@ def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor | None, sparsity
           options=SparseGPTOptions)
 def prune_sparsegpt(loaded, calib, options: PruneOptions) -> PruneResult:
     adapter = loaded.adapter
-    nm = parse_pattern(options["pattern"])
+    nm = options.params.nm
     blocksize, percdamp = options["blocksize"], options["percdamp"]
     per_layer, offset, total, notes = layerwise_plan(loaded, calib, options)
 

@@ -12,7 +12,7 @@ import torch
 
 from ..allocation import layerwise_plan
 from ..layerwise import run_layerwise
-from ..masks import nm_mask, parse_pattern, prune_lowest_per_row
+from ..masks import nm_mask, prune_lowest_per_row
 from ..options import RULE_NM_WIDTH, RULE_OWL_PATTERN, Allocation, MethodOptions, OwlLambda, OwlM, Pattern
 from ..registry import PruneOptions, PruneResult, register
 
@@ -38,7 +38,7 @@ def wanda_mask(scores: torch.Tensor, sparsity: float, nm: tuple[int, int] | None
           "optional N:M and OWL.", needs_calibration=True, options=WandaOptions)
 def prune_wanda(loaded, calib, options: PruneOptions) -> PruneResult:
     adapter = loaded.adapter
-    nm = parse_pattern(options["pattern"])
+    nm = options.params.nm
     per_layer, offset, total, notes = layerwise_plan(loaded, calib, options)
 
     def decide(i, refs, stats):

@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.dashboard import acting, data, governance, widgets
+from app.dashboard import acting, data, governance, imp_form, widgets
 from pruning.errors import TicketLabError
 from pruning.registry import all_methods
+from usecases.experiment import ImpRequest
+from usecases.prune import PruneRequest
 
 st.title("Prune")
-
-
-def _needs_calibration(method, values: dict) -> bool:
-    """The engine's own rule (OWL allocation reads activations whatever the method)."""
-    from pruning.prune import calibration_needed
-
-    try:
-        return calibration_needed(method, method.validate(values))
-    except TicketLabError:
-        return method.needs_calibration
 
 
 me = governance.signer() if governance._gov_state().ledger_id else None
@@ -77,85 +69,46 @@ with left:
 
     if submitted:
         problem = widgets.check_model_spec(model or "")
+        changed = {p.name: values[p.name] for p in method.params
+                   if values[p.name] != p.default and values[p.name] not in (None, "")}
+        request = None
+        if not problem:
+            try:  # the use case's own checks (options, N:M against the sparsity, calibration), before a job
+                request = PruneRequest.build(model=model.strip(), method=name, sparsity=sparsity, options=changed,
+                                             calib_samples=int(samples), calib_len=int(length), seed=int(seed),
+                                             name=ticket_name.strip() or None)
+            except TicketLabError as e:
+                problem = str(e)
         if problem:
             st.error(problem, icon=":material/warning:")
         else:
-            argv = ["prune", "--model", model.strip(), "--method", name, "--sparsity", f"{sparsity:g}",
-                    "--seed", str(int(seed)), "--json"]
-            for p in method.params:
-                if values[p.name] != p.default and values[p.name] not in (None, ""):
-                    argv += [f"--{p.name.replace('_', '-')}", str(values[p.name])]
-            if _needs_calibration(method, values):
-                argv += ["--calib-samples", str(int(samples)), "--calib-len", str(int(length))]
-            if ticket_name.strip():
-                argv += ["--name", ticket_name.strip()]
             # the label tells two prune jobs apart: every option that differs from its default, and the name
-            changed = " ".join(f"{p.name}={values[p.name]}" for p in method.params
-                               if values[p.name] != p.default and values[p.name] not in (None, ""))
-            label = (f"prune {name} {sparsity:.0%}" + (f" {changed}" if changed else "")
+            label = (f"prune {name} {sparsity:.0%}" + (" " + " ".join(f"{k}={v}" for k, v in changed.items())
+                                                        if changed else "")
                      + (f" “{ticket_name.strip()}”" if ticket_name.strip() else "") + f" · {model}")
-            widgets.start_job(argv, label=label, kind="prune",
+            widgets.start_job(request, label=label, kind="prune",
                               on_start=lambda job: acting.remember_prune(job, me if engineer else None))
 
     st.subheader("IMP experiment")
-    if "imp" in widgets.cli_parsers():
-        from pruning.lottery.arms import ARMS
-        from pruning.lottery.protocol import Protocol
+    from pruning.lottery.protocol import Protocol
 
-        proto = Protocol()  # the default protocol: every field below starts at its value
-        st.caption("A lottery-ticket experiment under a protocol fixed before the run (`ticketlab imp`): a pilot "
-                   "picks lr and T unless given, IMP with rewinding against its controls, several seeds, and a "
-                   "verdict with 95% intervals. The result appears on the Experiments page.")
-        with st.form("imp_form"):
-            c = st.columns(3)
-            imp_model = c[0].text_input("model", "tiny", key="imp_model", help="tiny (trained from scratch) or a checkpoint spec; a "
-                                                              "pretrained model rewinds to its weights")
-            rewind = c[1].selectbox("rewind", [proto.rewind, "init", "pretrained", "lr", "finetune"], key="imp_rewind",
-                                    help="step:K resumes every arm at step K of the dense schedule")
-            rounds = c[2].number_input("rounds", 1, 20, proto.rounds, key="imp_rounds")
-            rate = c[0].number_input("rate (per round)", 0.05, 0.95, proto.rate, step=0.05, key="imp_rate")
-            seeds = c[1].text_input("seeds", ",".join(map(str, proto.seeds)), key="imp_seeds",
-                                    help="2 or more (3 recommended)")
-            arms = c[2].multiselect("arms", sorted(ARMS), default=list(proto.arms), key="imp_arms",
-                                    help="; ".join(f"{k}: {a.description}" for k, a in sorted(ARMS.items())))
-            imp_lr = c[0].text_input("lr", "", key="imp_lr", help=f"empty: the pilot tries {', '.join(map(str, proto.pilot_lrs))}")
-            imp_steps = c[1].text_input("T (steps)", "", key="imp_train_steps", help=f"empty: the pilot picks T <= {proto.pilot_steps} at the "
-                                                              f"validation minimum")
-            pilot_lrs = c[2].text_input("pilot lrs", ",".join(f"{x:g}" for x in proto.pilot_lrs), key="imp_pilot_lrs")
-            delta = c[0].number_input("delta (nats)", 0.0, 1.0, proto.delta, step=0.01, format="%g", key="imp_delta")
-            confidence = c[1].number_input("confidence", 0.5, 0.999, proto.confidence, step=0.01,
-                                           key="imp_confidence")
-            stability = c[2].selectbox("stability", ["dense", "none", "all"], key="imp_stability",
-                                       help="loss barrier of the dense network from K and from 0 (all: every ticket)")
-            sanity = c[0].checkbox("sanity check", value=proto.sanity, key="imp_sanity",
-                                   help="train the network with every prunable linear removed")
-            with st.expander("budget"):
-                b = st.columns(3)
-                budget = {"--pilot-steps": b[0].number_input("pilot steps", 1, 100000, proto.pilot_steps,
-                                                             key="imp_pilot_steps"),
-                          "--eval-every": b[1].number_input("eval every", 1, 100000, proto.eval_every,
-                                                            key="imp_eval_every"),
-                          "--warmup-steps": b[2].number_input("warm-up steps", 0, 100000, proto.warmup_steps,
-                                                              key="imp_warmup_steps"),
-                          "--batch-size": b[0].number_input("batch size", 1, 4096, proto.batch_size,
-                                                            key="imp_batch_size"),
-                          "--seq-len": b[1].number_input("sequence length", 2, 8192, proto.seq_len, key="imp_seq_len"),
-                          "--val-windows": b[2].number_input("validation windows (0 all)", 0, 100000,
-                                                             proto.val_windows, key="imp_val_windows"),
-                          "--heldout-windows": b[0].number_input("held-out windows (0 all)", 0, 100000,
-                                                                 proto.heldout_windows, key="imp_heldout_windows")}
-            go = st.form_submit_button("Start the IMP experiment", type="primary")
-        if go:
-            argv = ["imp", "--model", imp_model.strip() or "tiny", "--rewind", rewind, "--rounds", str(int(rounds)),
-                    "--rate", f"{rate:g}", "--seeds", seeds, "--arms", ",".join(arms), "--pilot-lrs", pilot_lrs,
-                    "--delta", f"{delta:g}", "--confidence", f"{confidence:g}", "--stability", stability]
-            argv += ["--lr", imp_lr.strip()] if imp_lr.strip() else []
-            argv += ["--train-steps", imp_steps.strip()] if imp_steps.strip() else []
-            argv += [] if sanity else ["--no-sanity"]
-            argv += [x for flag, value in budget.items() for x in (flag, str(int(value)))]
-            widgets.start_job(argv + widgets.json_flag("imp"), label="imp " + " ".join(argv[1:]), kind="imp")
-    else:
-        st.info("IMP experiments appear here once `ticketlab imp` is installed.")
+    proto = Protocol()  # the default protocol: every field below starts at its value
+    st.caption("A lottery-ticket experiment under a protocol fixed before the run (`ticketlab imp`): a pilot "
+               "picks lr and T unless given, IMP with rewinding against its controls, several seeds, and a "
+               "verdict with 95% intervals. The result appears on the Experiments page.")
+    with st.form("imp_form"):
+        c = st.columns(3)
+        settings = imp_form.fields(proto, "main", c)
+        with st.expander("budget"):
+            settings |= imp_form.fields(proto, "budget", st.columns(3))
+        go = st.form_submit_button("Start the IMP experiment", type="primary")
+    if go:
+        try:  # the protocol is validated here, once, before a job is spent on it
+            request = ImpRequest.from_settings(imp_form.typed(settings))
+        except TicketLabError as e:
+            st.error(str(e), icon=":material/warning:")
+        else:
+            widgets.start_job(request, label="imp " + " ".join(request.argv()[1:]), kind="imp")
 
 with right:
     widgets.jobs_panel()
