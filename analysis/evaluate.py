@@ -93,7 +93,7 @@ def _safety(loaded, ticket, tasks, limit, batch_size, bbq_per_category, hub, pro
     """`lm`: an lm-eval model scoring instead of the in-memory one (a served artifact, analysis.serving)."""
     if suite == "instruct":
         res = run_safety(loaded, ticket, tasks=tasks, limit=limit, suite="instruct", chat=chat,
-                         gen_batch_size=batch_size or GEN_BATCH_SIZE, progress=progress)
+                         gen_batch_size=batch_size or GEN_BATCH_SIZE, progress=progress, lm=lm)
     else:
         res = run_safety(loaded, ticket, tasks=tasks, limit=limit, batch_size=batch_size or SAFETY_BATCH_SIZE,
                          bbq_per_category=bbq_per_category, hub=hub, progress=progress, lm=lm)

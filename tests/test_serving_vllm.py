@@ -9,6 +9,7 @@ models' head_dim 16. Skipped with the reason where the serve env is absent; in C
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -254,3 +255,149 @@ def test_export_with_serve_check_seals_the_engine_result_into_the_manifest(lab64
     assert "dense" not in s["servers"] and set(s["speed"]) == {"1", "8"}
     assert verify_bundle(out)["format"] == "masked-weights"  # the sealed result is covered by the digest
     assert port_free(int(s["servers"]["ticket"]["base_url"].rsplit(":", 1)[1]))  # stopped after the check
+
+
+def _transcript_file_ok(sha: str) -> dict:
+    import hashlib
+
+    from analysis import transcripts
+
+    path = transcripts.transcripts_dir() / f"{sha}.json"
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == sha  # content-addressed: the name is the hash
+    return json.loads(path.read_bytes())
+
+
+@needs_vllm
+def test_serve_eval_instruct_scores_the_engines_answers_tied_to_the_artifact(lab64, server, data_dir, monkeypatch,
+                                                                             capsys):
+    """Issue 20's 'evaluated as shipped' for the generation suites: `serve-eval --suite instruct` (refused
+    before: 'serve-eval scores ppl, safety; not instruct')."""
+    from analysis import transcripts
+    from analysis.evaluate import evaluate
+    from analysis.safety import xstest
+    from app.cli import main
+
+    monkeypatch.setenv("TICKETLAB_STATE_DIR", str(lab64["root"]))
+    monkeypatch.setenv("TICKETLAB_DATA_DIR", str(data_dir))
+    ledger, ticket = lab64["ledger"], lab64["ticket"]
+    # the lab's answers to the same prompts first (the mask applied in float32), to measure agreement against
+    lab = evaluate(lab64["loaded"], ticket, suite="instruct", limit=2, ledger=ledger)
+    code = main(["serve-eval", str(lab64["bundle"]), "--suite", "instruct", "--limit", "2", "--base-url",
+                 server.base_url, "--concurrency", "4", "--json"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    artifact = json.loads((lab64["bundle"] / "manifest.json").read_text())["artifact"]["id"]
+    rows = ledger.query("SELECT suite, task, metric, value, padding, extra FROM metrics WHERE run_id = ?",
+                        [out["run_id"]])
+    assert {r["task"] for r in rows} == {"ifeval", "xstest"} and {r["suite"] for r in rows} == {"instruct"}
+    assert {r["metric"] for r in rows} >= {"prompt_level_loose_acc", "inst_level_strict_acc", "compliance_rate_safe"}
+    extras = [json.loads(r["extra"]) for r in rows]
+    assert all(e["artifact"]["id"] == artifact and e["artifact"]["engine"] == "vllm (remote)" for e in extras)
+    g = out["generation"]
+    assert g["prompts"] == 4 and g["generated_tokens"] > 0 and g["tokens_per_s"] > 0 and g["concurrency"] == 4
+    assert g["prompt_template_mismatches"] == 0  # the engine's chat template renders the lab's prompt tokens
+    for task in ("ifeval", "xstest"):
+        sha = g["transcripts"][task]
+        assert all(e["transcripts"] == sha for r, e in zip(rows, extras, strict=True) if r["task"] == task)
+        doc = _transcript_file_ok(sha)
+        assert doc["decoding"]["engine"] == "vllm (remote)" and len(doc["records"]) == 2
+        assert doc["decoding"]["max_new_tokens"] == {"ifeval": 512, "xstest": 128}[task]
+        assert all(r["outcome"] and r["reason"] for r in doc["records"])
+        # agreement with the lab's greedy answers to the same prompts (W8A8 engine vs float lab: any share)
+        a = g["lab_agreement"][task]
+        assert a["prompts"] == 2 and 0.0 <= a["exact_match_rate"] <= 1.0
+        assert a["lab_transcripts"] == lab["config"]["instruct"]["transcripts"][task]
+        assert all(e["lab_agreement"] == a for r, e in zip(rows, extras, strict=True) if r["task"] == task)
+    # the lab's own checkers scored the engine's text: XSTest's classifier on the stored completions
+    records = _transcript_file_ok(g["transcripts"]["xstest"])["records"]
+    per = [xstest.process_results({"type": r["type"], "label": r["label"]}, [r["completion"]]) for r in records]
+    for metric in ("compliance_rate_safe", "refusal_rate_unsafe"):
+        values = [p[metric] for p in per if metric in p]
+        if values:
+            row = next(r for r in rows if r["task"] == "xstest" and r["metric"] == metric)
+            assert row["value"] == pytest.approx(sum(values) / len(values))
+    # the engine's transcripts are the ticket's newest evidence: the report and the bundle carry their hash
+    assert transcripts.evidence(ledger, ticket.id)["ifeval"]["ticket_sha256"] == g["transcripts"]["ifeval"]
+
+
+@needs_vllm
+def test_a_bundle_whose_instruct_evidence_came_from_another_artifact_fails_verify(lab64, server, data_dir,
+                                                                                   tmp_path, monkeypatch):
+    from govern_helpers import approved_ticket, setup_lab
+
+    from analysis.governance.export import export_bundle
+    from analysis.governance.verify import verify_bundle
+    from analysis.serving.shipped import evaluate_shipped
+    from pruning import settings
+
+    monkeypatch.setenv("TICKETLAB_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("TICKETLAB_DATA_DIR", str(data_dir))
+    monkeypatch.delenv("TICKETLAB_LEDGER", raising=False)
+    settings._overrides.clear()
+    lab = setup_lab(tmp_path, lab64["loaded"], monkeypatch)
+    t = approved_ticket(lab, lab64["loaded"], sparsity=0.5)  # magnitude 50%: the served bundle's masks
+    shipped = tmp_path / "w8a8"
+    a = export_bundle(lab.ledger, t.id, shipped, "masked-weights", signer=lab["alice"], loaded=lab64["loaded"],
+                      quantize="w8a8")["artifact"]["id"]
+    served = json.loads((lab64["bundle"] / "manifest.json").read_text())["artifact"]["id"]
+    assert a == served  # deterministic RTN: the running server serves exactly this artifact
+    out = evaluate_shipped(shipped, suites=("instruct",), tasks="xstest", limit=2, base_url=server.base_url,
+                           ledger=lab.ledger)
+    sha = out["generation"]["transcripts"]["xstest"]
+    # the same ticket shipped unquantized: its evidence includes instruct rows measured on the W8A8 artifact
+    other = tmp_path / "plain"
+    m = export_bundle(lab.ledger, t.id, other, "masked-weights", signer=lab["alice"], loaded=lab64["loaded"])
+    assert a in m["evidence"]["measured_on"] and m["transcripts"]["xstest"]["ticket_sha256"] == sha
+    assert any(x["suite"] == "instruct" and x["artifact"] == a for x in m["metrics"])
+    with pytest.raises(TicketLabError, match=f"measured on artifact {a[:12]}, this bundle's artifact is "
+                                             f"{m['artifact']['id'][:12]}"):
+        verify_bundle(other)
+
+
+def test_serve_eval_instruct_without_a_chat_template_offers_the_plain_prompt(lab64, tmp_path):
+    import shutil
+
+    from analysis.ledger import Ledger
+    from analysis.serving.shipped import evaluate_shipped
+
+    bare = tmp_path / "bare"
+    shutil.copytree(lab64["bundle"], bare)
+    (bare / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((bare / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (bare / "tokenizer_config.json").write_text(json.dumps(config))
+    ledger = Ledger(tmp_path / "ledger.duckdb")
+    with pytest.raises(TicketLabError, match=r"has no chat template.*plain prompt instead \(--plain-prompt"):
+        evaluate_shipped(bare, suites=("instruct",), limit=1, ledger=ledger)
+    assert ledger.query("SELECT id FROM runs") == []  # refused before a run (or an engine) was started
+
+
+def test_serve_eval_names_its_suites(lab64):
+    from analysis.serving.shipped import evaluate_shipped
+
+    with pytest.raises(TicketLabError, match="serve-eval scores ppl, safety, instruct"):
+        evaluate_shipped(lab64["bundle"], suites=("latency",))
+
+
+# Keep last: it kills the module's shared server.
+@needs_vllm
+def test_an_engine_that_dies_mid_run_is_one_line_with_its_log(lab64, server, data_dir, monkeypatch):
+    from analysis.serving.shipped import evaluate_shipped
+
+    monkeypatch.setenv("TICKETLAB_STATE_DIR", str(lab64["root"]))
+    monkeypatch.setenv("TICKETLAB_DATA_DIR", str(data_dir))
+
+    def kill_engine(done: int, total: int, what: str) -> None:  # after the first answer: the engine dies
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.proc.pid, signal.SIGKILL)
+        server.proc.wait(timeout=60)
+
+    with pytest.raises(TicketLabError) as err:
+        evaluate_shipped(lab64["bundle"], suites=("instruct",), tasks="xstest", limit=6, concurrency=1,
+                         server=server, ledger=lab64["ledger"], progress=kill_engine)
+    message = str(err.value)
+    assert message.startswith("vLLM stopped (exit -9) while serving") and f"(log: {server.log})" in message
+    assert "\n" not in message
+    run = lab64["ledger"].query("SELECT id, status FROM runs WHERE kind = 'eval' ORDER BY started_at DESC LIMIT 1")[0]
+    assert run["status"] == "failed"
+    assert lab64["ledger"].query("SELECT count(*) AS n FROM metrics WHERE run_id = ?", [run["id"]])[0]["n"] == 0

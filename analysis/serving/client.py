@@ -42,6 +42,16 @@ def served_model(base_url: str) -> str:
     return data[0]["id"]
 
 
+def max_model_len(base_url: str) -> int | None:
+    """The context length the server reports for its model (vLLM lists it in /v1/models), else None."""
+    try:
+        with urllib.request.urlopen(f"{base_url.rstrip('/')}/v1/models", timeout=30) as r:
+            value = (json.loads(r.read())["data"] or [{}])[0].get("max_model_len")
+    except (urllib.error.URLError, OSError, KeyError, ValueError):
+        return None
+    return int(value) if value else None
+
+
 def complete(base_url: str, model: str, prompt: str, max_tokens: int, ignore_eos: bool = False) -> dict:
     """One greedy completion: {'text', 'token_ids' (None when the server does not return them), 'tokens'}."""
     body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0,

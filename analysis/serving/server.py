@@ -188,6 +188,15 @@ class Server:
                                      f"start-up compiles slowly: pass a larger --startup-timeout.")
             time.sleep(1.0)
 
+    def gone(self) -> str | None:
+        """One line when the engine this object started has exited on its own: exit code, its own last
+        error, the log path. None while it runs (or once `stop()` has stopped it)."""
+        proc = self.proc
+        code = proc.poll() if proc is not None and not self._stopping else None
+        if code is None:
+            return None
+        return f"vLLM stopped (exit {code}) while serving: {engine_error(self.log)} (log: {self.log})"
+
     def stop(self, grace: float = 20.0) -> None:
         """SIGTERM the whole group, SIGKILL what is left after `grace` seconds, wait until none is left."""
         self._sampling.clear()
