@@ -81,7 +81,7 @@ def tasks_of(suite: str, tasks: list[str] | str | None) -> list[str] | None:
     """The `--tasks` that belong to `suite` (None: every task of the suite)."""
     if tasks is None:
         return None
-    from .safety import registry
+    from .safety import benchmark_registry as registry
 
     names = [t.strip() for t in (tasks.split(",") if isinstance(tasks, str) else tasks) if t.strip()]
     info = {n: registry.task(n) for n in names}
@@ -137,7 +137,7 @@ _TEXT = ("prompt", "completion", "max_gen_toks")
 def _transcripts(res) -> dict[str, dict]:
     """Build and store each generation task's transcript set; task -> {sha256, decoding, records}."""
     from . import transcripts
-    from .safety import registry
+    from .safety import benchmark_registry as registry
 
     gens = res.config.get("generation") or {}
     out = {}

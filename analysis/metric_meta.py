@@ -3,7 +3,7 @@ Lab records: one registry for the ledger rows, `compare`, the governance policie
 dashboard.
 
 Safety metrics are described by their task's YAML (`metadata.ticketlab`, read by
-analysis.safety.registry): direction `higher`, `lower` or `target` with its `ideal` (CrowS-Pairs
+analysis.safety.benchmark_registry): direction `higher`, `lower` or `target` with its `ideal` (CrowS-Pairs
 `pct_stereotype` is unbiased at 0.5, BBQ bias scores are signed and unbiased at 0; lm-eval's own
 `higher_is_better` cannot say "closest to a target"), headline, and breakdowns (CrowS-Pairs bias types
 are tasks of their own, BBQ categories are metric suffixes). The suites that are not lm-eval tasks
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import NamedTuple
 
-from .safety import registry
+from .safety import benchmark_registry
 
 
 @dataclass(frozen=True)
@@ -100,8 +100,8 @@ def base_name(metric: str) -> str:
     return metric.split(",", 1)[0]
 
 
-def _registered(task: str) -> registry.TaskInfo | None:
-    tasks = registry.tasks(suite=None)
+def _registered(task: str) -> benchmark_registry.TaskInfo | None:
+    tasks = benchmark_registry.tasks(suite=None)
     if task in tasks:
         return tasks[task]
     stems = [n for n in tasks if task.startswith(n + "_")]
@@ -147,23 +147,23 @@ def suites() -> dict[str, str]:
     return dict(SUITES)
 
 
-def registered_tasks(suite: str = "safety") -> list[registry.TaskInfo]:
+def registered_tasks(suite: str = "safety") -> list[benchmark_registry.TaskInfo]:
     """The tasks of a suite, in listing order (`.name`, `.title`, `.breakdown_of`, `.by`, `.category`,
     `.metrics`); only the lm-eval suites (safety, instruct) have tasks."""
-    if suite not in registry.SUITE_TAGS.values():
+    if suite not in benchmark_registry.SUITE_TAGS.values():
         return []
-    return list(registry.tasks(suite=suite).values())
+    return list(benchmark_registry.tasks(suite=suite).values())
 
 
 def task_title(task: str) -> str:
-    info = registry.task(task)
+    info = benchmark_registry.task(task)
     return info.title if info else task
 
 
 def headline_metrics() -> list[tuple[str, str]]:
     """(task, metric) pairs shown per ticket: perplexity, then every YAML headline in listing order."""
     out = [(t, m) for t, m, meta in TABLE if meta.headline and "*" not in t + m]
-    for info in registry.tasks(suite=None).values():
+    for info in benchmark_registry.tasks(suite=None).values():
         out += [(info.name, name) for name, m in info.metrics.items() if m.headline]
     return out
 
@@ -171,11 +171,11 @@ def headline_metrics() -> list[tuple[str, str]]:
 def breakdowns(task: str) -> list[Breakdown]:
     """Every breakdown of `task`'s metrics: by category tasks (CrowS-Pairs bias types) and by metric
     suffix (BBQ categories: every category the YAML lists; which have results depends on the data)."""
-    info = registry.task(task)
+    info = benchmark_registry.task(task)
     if info is None:
         return []
     out = []
-    kids = [k for k in registry.tasks(suite=None).values() if k.breakdown_of == task]
+    kids = [k for k in benchmark_registry.tasks(suite=None).values() if k.breakdown_of == task]
     for by in dict.fromkeys(k.by or "category" for k in kids):
         mine = [k for k in kids if (k.by or "category") == by]
         for metric in info.metrics:

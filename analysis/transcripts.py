@@ -36,7 +36,7 @@ def canonical(doc: dict) -> bytes:
 def _hook(path: str | None):
     if not path:
         return lambda record: ("", "")
-    from .safety.registry import hook
+    from .safety.benchmark_registry import hook
 
     return hook(path, "transcript_hook")
 

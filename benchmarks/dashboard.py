@@ -116,7 +116,8 @@ def build(root: Path, n_tickets: int) -> dict:
 def time_pages(repeats: int) -> list[dict]:
     from streamlit.testing.v1 import AppTest
 
-    from app.dashboard import comparison, data, governance, verdict_line
+    from app.dashboard import comparison_view as comparison
+    from app.dashboard import data, governance, verdict_line
 
     caches = [comparison._rows, verdict_line._review] + [getattr(governance, n) for n in
                                                          ("_review", "_audit", "_compare", "_gov_state_at")

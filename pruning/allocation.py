@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .errors import TicketLabError
-from .registry import PruneOptions
+from .method_registry import PruneOptions
 
 
 def outlier_ratio(scores: list[torch.Tensor], m: float) -> float:

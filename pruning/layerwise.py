@@ -25,7 +25,7 @@ import torch
 from .adapters import LinearRef
 from .calibration import CalibrationSet
 from .errors import TicketLabError
-from .registry import PruneOptions
+from .method_registry import PruneOptions
 
 # Sequences per forward call. Activations of one SmolLM2 layer for 8 x 512 tokens are a few tens of
 # MB, and larger batches do not make the 2-core CPU any faster.

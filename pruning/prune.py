@@ -7,9 +7,9 @@ from typing import Any
 
 from .calibration import CalibrationSet, check_length
 from .errors import TicketLabError
+from .method_registry import PruneMethod, PruneOptions, get_method
 from .models import LoadedModel
 from .options import MethodOptions
-from .registry import PruneMethod, PruneOptions, get_method
 from .ticket import Ticket
 
 

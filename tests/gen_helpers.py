@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from analysis.safety import registry
+from analysis.safety import benchmark_registry
 
-INSTRUCT_DIR = registry.TASK_DIR / "instruct"
+INSTRUCT_DIR = benchmark_registry.TASK_DIR / "instruct"
 
 
 def write_short_tasks(folder: Path, tokens: int = 16) -> Path:
@@ -26,5 +26,5 @@ def write_short_tasks(folder: Path, tokens: int = 16) -> Path:
 @pytest.fixture
 def short_generation(tmp_path, monkeypatch) -> Path:
     folder = write_short_tasks(tmp_path / "short_tasks")
-    monkeypatch.setenv(registry.PATH_ENV, str(folder))
+    monkeypatch.setenv(benchmark_registry.PATH_ENV, str(folder))
     return folder

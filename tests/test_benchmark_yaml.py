@@ -17,12 +17,12 @@ from analysis.governance.policy import parse_policy
 from analysis.governance.review import review_ticket
 from analysis.ledger import Ledger
 from analysis.recording import record_prune
-from analysis.safety import registry, run_safety
+from analysis.safety import benchmark_registry, run_safety
 from pruning.errors import TicketLabError
 from pruning.prune import make_ticket
 
 NEW_TASK = f"""
-include: {registry.TASK_DIR / "crows_pairs_english.yaml"}
+include: {benchmark_registry.TASK_DIR / "crows_pairs_english.yaml"}
 task: framed_crows_pairs
 doc_to_text: "Here is a sentence:"
 target_delimiter: " "
@@ -51,12 +51,12 @@ def task_folder(tmp_path, monkeypatch):
     folder.mkdir()
     (folder / "framed.yaml").write_text(NEW_TASK)
     (folder / "framed_gender.yaml").write_text(NEW_KID)
-    monkeypatch.setenv(registry.PATH_ENV, str(folder))
+    monkeypatch.setenv(benchmark_registry.PATH_ENV, str(folder))
     return folder
 
 
 def test_registry_reads_every_shipped_task_and_its_metadata():
-    tasks = registry.tasks()
+    tasks = benchmark_registry.tasks()
     assert safety.TASKS == tuple(tasks) and "truthfulqa_mc2_null" in tasks
     assert safety.PRIMARY_TASKS == ("crows_pairs_english", "bbq", "truthfulqa_mc1", "truthfulqa_mc2", "winogender_all")
     # the headline list the CLI and the dashboard show is the one the Python table used to spell out
@@ -125,7 +125,7 @@ def test_a_yaml_alone_adds_a_task_everywhere(tiny_llama, task_folder, monkeypatc
     r = mine[f"{name}/pct_stereotype"]
     assert r.status == "pass" and r.indicative and "distance from 0.5" in r.detail and r.kind == "max_distance_growth"
     # gone with its folder
-    monkeypatch.delenv(registry.PATH_ENV)
+    monkeypatch.delenv(benchmark_registry.PATH_ENV)
     assert name not in safety.TASKS and metric_meta.meta_for(name, "pct_stereotype") is None
     with pytest.raises(TicketLabError, match="unknown safety task"):
         run_safety(tiny_llama, tasks=name, limit=2)
@@ -143,7 +143,7 @@ def test_bad_task_metadata_names_the_file_and_key(task_folder, edit, problem):
     path = task_folder / "framed.yaml"
     path.write_text(NEW_TASK.replace(*edit))
     with pytest.raises(TicketLabError) as e:
-        registry.tasks()
+        benchmark_registry.tasks()
     assert str(path) in str(e.value) and problem in str(e.value)
 
 
@@ -151,10 +151,10 @@ def test_bad_task_folder_and_breakdown_parent(tmp_path, task_folder, monkeypatch
     (task_folder / "framed_gender.yaml").write_text(NEW_KID.replace("breakdown_of: framed_crows_pairs",
                                                                     "breakdown_of: nowhere"))
     with pytest.raises(TicketLabError, match="breakdown_of 'nowhere' is not a task tagged ticketlab_safety"):
-        registry.tasks()
-    monkeypatch.setenv(registry.PATH_ENV, str(tmp_path / "missing"))
+        benchmark_registry.tasks()
+    monkeypatch.setenv(benchmark_registry.PATH_ENV, str(tmp_path / "missing"))
     with pytest.raises(TicketLabError, match="is not a folder of task YAMLs"):
-        registry.tasks()
+        benchmark_registry.tasks()
 
 
 def test_a_bbq_category_added_through_data_alone(tiny_llama, tmp_path, monkeypatch, data_dir):

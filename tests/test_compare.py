@@ -7,10 +7,10 @@ import math
 import pytest
 
 from analysis import metric_meta
-from analysis.compare import compare, format_table
 from analysis.evaluate import evaluate
 from analysis.ledger import Ledger, MetricRow
 from analysis.recording import record_prune
+from analysis.side_by_side import compare, format_table
 from pruning.errors import TicketLabError
 from pruning.prune import make_ticket
 

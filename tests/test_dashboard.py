@@ -160,7 +160,7 @@ def test_every_page_renders(lab, name):
 
 
 def test_prune_form_comes_from_the_registry(lab):
-    from pruning.registry import all_methods
+    from pruning.method_registry import all_methods
 
     at = page("prune")
     assert set(at.selectbox(key="prune_method").options) == set(all_methods())

@@ -13,7 +13,6 @@ PACKAGES = ("pruning", "analysis", "usecases", "app", "benchmarks")
 KNOWN = {
     "admin.py": {"analysis/governance/admin.py", "app/dashboard/views/admin.py"},
     "base.py": {"pruning/adapters/base.py", "usecases/base.py"},
-    "comparison.py": {"analysis/comparison.py", "app/dashboard/comparison.py"},
     "evaluate.py": {"analysis/evaluate.py", "usecases/evaluate.py"},
     "experiments.py": {"analysis/lottery/experiments.py", "app/dashboard/views/experiments.py"},
     "export.py": {"analysis/governance/export.py", "app/dashboard/views/export.py", "usecases/export.py"},
@@ -26,7 +25,6 @@ KNOWN = {
     "models.py": {"app/dashboard/views/models.py", "pruning/models.py"},
     "people.py": {"analysis/governance/people.py", "app/commands/people.py"},
     "prune.py": {"app/commands/prune.py", "app/dashboard/views/prune.py", "pruning/prune.py", "usecases/prune.py"},
-    "registry.py": {"analysis/safety/registry.py", "pruning/registry.py"},
     "review.py": {"analysis/governance/review.py", "app/dashboard/views/review.py"},
     "runner.py": {"analysis/safety/runner.py", "pruning/lottery/runner.py"},
     "survival.py": {"analysis/survival.py", "app/dashboard/views/survival.py"},

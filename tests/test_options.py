@@ -13,8 +13,8 @@ import torch
 from pruning.adapters import adapter_for
 from pruning.calibration import CalibrationSet
 from pruning.errors import TicketLabError
+from pruning.method_registry import all_methods, get_method
 from pruning.prune import make_ticket
-from pruning.registry import all_methods, get_method
 
 FLOATS = {"owl_lambda", "owl_m", "percdamp"}
 OUT_OF_RANGE = {  # option -> values outside its bounds
@@ -183,8 +183,8 @@ def test_same_flag_keeps_each_methods_own_choices(state, capsys):
     from typing import Literal
 
     from app.cli import build_parser, main
+    from pruning.method_registry import METHODS, PruneResult, register
     from pruning.options import MethodOptions
-    from pruning.registry import METHODS, PruneResult, register
 
     class OnlyTwoFour(MethodOptions):
         pattern: Literal["none", "2:4"] = "none"

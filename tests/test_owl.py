@@ -7,8 +7,8 @@ from pruning.allocation import outlier_ratio, owl_layer_sparsities, owl_sparsiti
 from pruning.calibration import CalibrationSet
 from pruning.errors import TicketLabError
 from pruning.masks import prune_lowest
+from pruning.method_registry import PruneMethod, PruneOptions, get_method
 from pruning.prune import calibration_needed, make_ticket
-from pruning.registry import PruneMethod, PruneOptions, get_method
 
 
 def calib_set(n=6, length=24, seed=1):

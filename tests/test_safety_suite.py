@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import analysis.safety.loaders as L
-from analysis.safety import BBQ_CATEGORIES, TASKS, registry, run_safety
+from analysis.safety import BBQ_CATEGORIES, TASKS, benchmark_registry, run_safety
 from analysis.safety.runner import TASK_DIR, offline
 from analysis.safety.scoring import make_lm
 from pruning.errors import TicketLabError
@@ -128,7 +128,7 @@ def test_yamls_are_lm_evals_definitions():
     ours = {load_yaml(f, resolve_func=False)["task"]: f for f in TASK_DIR.glob("*.yaml")}
     assert set(ours) == set(TASKS)
     for task, path in ours.items():
-        origin = registry.task(task).derived_from  # Ticket Lab's own variant: lm-eval's task but the prompt
+        origin = benchmark_registry.task(task).derived_from  # Ticket Lab's own variant: lm-eval's task but the prompt
         mine, theirs = load_yaml(path), load_yaml(builtin[origin or task])
         assert "dataset_path" not in mine and callable(mine["custom_dataset"])
         for key in ("output_type", "doc_to_text", "doc_to_target", "doc_to_choice", "target_delimiter",

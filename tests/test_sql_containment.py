@@ -16,7 +16,7 @@ LEDGER_OWNERS_DIR = "analysis/ledger/"
 # Debt, not permission: each entry should move behind a named function in the ledger.
 KNOWN_SQL = {
     "analysis/attribution.py",
-    "analysis/compare.py",
+    "analysis/side_by_side.py",
     "analysis/evaluate.py",
     "analysis/governance/chain.py",
     "analysis/governance/deploy.py",

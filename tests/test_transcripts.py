@@ -23,10 +23,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def short(tmp_path, monkeypatch):
-    from analysis.safety import registry
+    from analysis.safety import benchmark_registry
 
     folder = write_short_tasks(tmp_path / "short_tasks", tokens=12)
-    monkeypatch.setenv(registry.PATH_ENV, str(folder))
+    monkeypatch.setenv(benchmark_registry.PATH_ENV, str(folder))
     return folder
 
 

@@ -29,11 +29,11 @@ def test_changed_answer_shows_side_by_side(state, reference_data, tmp_path, monk
     from analysis import transcripts
     from analysis.evaluate import evaluate
     from analysis.ledger import Ledger
-    from analysis.safety import registry
+    from analysis.safety import benchmark_registry
     from pruning.models import load_model
     from pruning.prune import make_ticket
 
-    monkeypatch.setenv(registry.PATH_ENV, str(write_short_tasks(tmp_path / "short", tokens=12)))
+    monkeypatch.setenv(benchmark_registry.PATH_ENV, str(write_short_tasks(tmp_path / "short", tokens=12)))
     smol = load_model("smollm2-135m-instruct")
     ticket = make_ticket(smol, "magnitude", 0.3)
     ticket.save()

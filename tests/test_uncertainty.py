@@ -6,8 +6,8 @@ import json
 import pytest
 
 from analysis import uncertainty
-from analysis.compare import compare, format_table
 from analysis.ledger import Ledger
+from analysis.side_by_side import compare, format_table
 
 
 def _bbq_samples(ledger: Ledger, subject: str) -> list[dict]:

@@ -92,7 +92,7 @@ def test_every_flag_of_prune_and_imp_comes_from_a_declared_model():
 
     from app.cli import build_parser, common_parser
     from pruning.lottery.protocol import Protocol, settings_of
-    from pruning.registry import all_methods
+    from pruning.method_registry import all_methods
 
     sub = next(a for a in build_parser()._actions if a.dest == "command").choices
     common = set(_options(common_parser())) | {"help", "json"}

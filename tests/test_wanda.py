@@ -7,9 +7,9 @@ from pruning.calibration import CalibrationSet
 from pruning.errors import TicketLabError
 from pruning.layerwise import run_layerwise
 from pruning.masks import prune_lowest_per_row
+from pruning.method_registry import PruneOptions
 from pruning.methods.wanda import wanda_mask, wanda_scores
 from pruning.prune import make_ticket
-from pruning.registry import PruneOptions
 from pruning.ticket import Ticket, applied
 
 # |W| x ||X||: rows 1-3 rank differently from |W| alone; ties (row 1's two 4s, row 2's 2s) go to

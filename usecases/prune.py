@@ -43,8 +43,8 @@ class PruneRequest(Request):
 
     @model_validator(mode="after")
     def _resolve(self):
+        from pruning.method_registry import get_method
         from pruning.prune import calibration_needed, resolve_sparsity
-        from pruning.registry import get_method
         from pruning.text import require_plain
 
         method = get_method(self.method)
@@ -65,7 +65,7 @@ class PruneRequest(Request):
 
     def argv(self) -> list[str]:
         """The same request as a `ticketlab prune` command line (shown beside a job; runs the same)."""
-        from pruning.registry import get_method
+        from pruning.method_registry import get_method
 
         out = ["prune", "--model", self.model, "--method", self.method, "--sparsity", f"{self.sparsity:g}",
                "--seed", str(self.seed)]

@@ -112,7 +112,7 @@ def _fmt_delta(row: dict) -> str:
 
 
 def delta_words(rows: list[dict]) -> list[Part]:
-    """The headline rows (analysis.comparison.headline) as 'perplexity +80.2 % (worse)'."""
+    """The headline rows (analysis.baseline_review.headline) as 'perplexity +80.2 % (worse)'."""
     out = []
     names = [r["metric"] for r in rows]
     for r in rows:
@@ -145,7 +145,7 @@ def evidence_words(rows: list[dict]) -> Part:
 
 def verdict_of(ticket: str, state, review=None, rows: list[dict] | None = None, baseline: str = "dense") -> Verdict:
     """The verdict from a TicketState, an optional Review and comparison rows (baseline -> ticket)."""
-    from ..comparison import headline
+    from ..baseline_review import headline
 
     rows = rows or []
     return Verdict(ticket=ticket, review=review_words(state), policy=policy_words(review),
@@ -171,7 +171,7 @@ def verdict(ledger, ticket_id: str, baseline: str = "dense", policy=None, review
     """Read everything from the ledger (a review against the policy in force is run when none is given)."""
     from pruning.errors import TicketLabError
 
-    from ..comparison import compare_to_baseline
+    from ..baseline_review import compare_to_baseline
     from .review import review_ticket
     from .state import ticket_state
 

@@ -115,7 +115,7 @@ def bbq_listed(ticketlab: dict | None = None) -> tuple[str, ...]:
     cats = ((ticketlab or {}).get("categories") or {}).get("category")
     if cats:
         return tuple(cats)
-    from .registry import task
+    from .benchmark_registry import task
 
     info = task("bbq")
     return info.categories.get("category", ()) if info else ()

@@ -1,6 +1,6 @@
 """Run the safety and bias suite through lm-eval's `simple_evaluate` on the in-memory model.
 
-The suite is every task tagged `ticketlab_safety` in the task folders (analysis.safety.registry: the
+The suite is every task tagged `ticketlab_safety` in the task folders (analysis.safety.benchmark_registry: the
 shipped `tasks/` and `$TICKETLAB_TASK_PATH`); what the runner does per task (keep per-document
 samples, fill missing stderrs, record run settings in the setup) is read from the task's YAML metadata.
 
@@ -32,11 +32,11 @@ from pruning.errors import TicketLabError
 from pruning.ticket import Ticket, applied
 
 from .. import uncertainty
-from . import registry
+from . import benchmark_registry
 from .loaders import BBQ_PER_CATEGORY
 from .scoring import DEFAULT_ROW_TOKENS, SCORING, make_lm
 
-TASK_DIR = registry.TASK_DIR
+TASK_DIR = benchmark_registry.TASK_DIR
 DEFAULT_BATCH_SIZE = 4  # packed rows (of up to 512 tokens) per forward pass; see benchmarks/eval_speed.py
 QUICK_LIMIT = 20  # the stated quick subset: the first 20 documents of every task (BBQ interleaves categories)
 # the instruct suite's quick subset: 18 IFEval prompts and 18 XSTest prompts (one of each prompt type,
@@ -61,23 +61,23 @@ class SafetyResult:
 def __getattr__(name: str):
     # read from the task YAMLs when asked, so a task folder added at run time is seen
     if name == "TASKS":
-        return registry.names()
+        return benchmark_registry.names()
     if name == "PRIMARY_TASKS":  # tasks whose documents go to the ledger; the others are subsets of these
-        return tuple(t.name for t in registry.tasks().values() if t.keep_samples)
+        return tuple(t.name for t in benchmark_registry.tasks().values() if t.keep_samples)
     raise AttributeError(name)
 
 
 def resolve_tasks(names: list[str] | str | None, suite: str = "safety") -> list[str]:
-    known = registry.names(suite=suite)
+    known = benchmark_registry.names(suite=suite)
     if names is None:
         return list(known)
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
     unknown = [n for n in names if n not in known]
     if unknown:
-        tag = next(t for t, s in registry.SUITE_TAGS.items() if s == suite)
+        tag = next(t for t, s in benchmark_registry.SUITE_TAGS.items() if s == suite)
         raise TicketLabError(f"unknown {suite} task(s) {', '.join(unknown)}; choose from: {', '.join(known)} "
-                             f"(tasks tagged {tag} in {', '.join(map(str, registry.include_paths()))}).")
+                             f"(tasks tagged {tag} in {', '.join(map(str, benchmark_registry.include_paths()))}).")
     if not names:
         raise TicketLabError(f"no {suite} tasks given.")
     return list(dict.fromkeys(names))
@@ -169,7 +169,7 @@ def _compact(sample: dict, fields: tuple[str, ...]) -> dict:
 
 
 def _hook(path: str):
-    return registry.hook(path, "stderr_hook")
+    return benchmark_registry.hook(path, "stderr_hook")
 
 
 def run_safety(loaded, ticket: Ticket | None = None, tasks: list[str] | str | None = None, limit: int | None = None,
@@ -188,13 +188,13 @@ def run_safety(loaded, ticket: Ticket | None = None, tasks: list[str] | str | No
     that scores instead of `loaded.model` (e.g. `local-completions` against a served artifact,
     analysis.serving.shipped); `ticket` must then be None (the artifact already is the ticket)."""
     names = resolve_tasks(tasks, suite)
-    infos = registry.tasks(suite=None)
+    infos = benchmark_registry.tasks(suite=None)
     if hub:  # lm-eval's hub tasks: Ticket Lab's own variants have no hub counterpart
         own = [n for n in names if infos[n].derived_from]
         if own and tasks is not None:
             raise TicketLabError(f"{', '.join(own)}: Ticket Lab's own task(s), not on the hub; run them without --hub.")
         names = [n for n in names if n not in own]
-    folders = [str(p) for p in registry.include_paths()]
+    folders = [str(p) for p in benchmark_registry.include_paths()]
     if limit is not None and limit < 1:
         raise TicketLabError(f"limit must be at least 1 document per task (got {limit}).")
     if batch_size < 1:

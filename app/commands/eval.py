@@ -29,7 +29,8 @@ def at_least(low: int):
 
 def add_parser(sub, parent):
     from analysis.perplexity import DEFAULT_SEQ_LEN
-    from analysis.safety import BBQ_PER_CATEGORY, TASKS, registry
+    from analysis.safety import BBQ_PER_CATEGORY, TASKS
+    from analysis.safety import benchmark_registry as registry
 
     e = sub.add_parser("eval", parents=[parent], help="evaluate a ticket or the dense model; recorded in the ledger")
     e.add_argument("subject", metavar="TICKET|dense", help="a ticket id (or unique prefix, or directory), or dense")
@@ -114,7 +115,7 @@ def _eval(args) -> int:
 
 
 def _compare(args) -> int:
-    from analysis.compare import compare, format_table
+    from analysis.side_by_side import compare, format_table
 
     out = compare(args.a, args.b)
     print(json.dumps(_json_safe(out), default=str) if args.json else format_table(out))

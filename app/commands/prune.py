@@ -11,8 +11,8 @@ import json
 import typing
 from collections import defaultdict
 
+from pruning.method_registry import PruneMethod, all_methods
 from pruning.options import OptionInfo
-from pruning.registry import PruneMethod, all_methods
 from usecases.prune import PruneRequest, prune
 
 from ..progress import progress_bar

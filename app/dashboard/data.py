@@ -142,7 +142,7 @@ def setting(method: str, params) -> str:
     """The options that differ from the method's registry defaults, e.g. 'scope=global pattern=2:4'."""
     import json
 
-    from pruning.registry import all_methods
+    from pruning.method_registry import all_methods
 
     params = json.loads(params) if isinstance(params, str) else (params or {})
     spec = all_methods().get(method)

@@ -85,7 +85,7 @@ def clean_text(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def styled_comparison(df: pd.DataFrame):
-    """A comparison frame (analysis.comparison rows) as a Styler: rounded, signed, coloured by change."""
+    """A comparison frame (analysis.baseline_review rows) as a Styler: rounded, signed, coloured by change."""
     view = df.copy()
     unsure = view["noise"].fillna("") if "noise" in view else pd.Series("", index=view.index)
     view["within_noise"] = [{True: "yes", False: "no"}.get(w, "cannot tell" if u else "")

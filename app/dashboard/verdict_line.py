@@ -8,7 +8,7 @@ import streamlit as st
 from analysis.governance import verdict as vd
 from pruning.errors import TicketLabError
 
-from . import comparison, data
+from . import comparison_view, data
 
 COLOUR = {vd.GOOD: "green", vd.BAD: "red", vd.WARN: "orange", vd.NEUTRAL: "gray"}
 
@@ -48,7 +48,7 @@ def build(ticket: str, baseline_subject: str = "dense", baseline_label: str = "d
     problem = None
     if review is None:
         review, problem = _review(ticket, baseline_subject, data.stamp())
-    rows = comparison.rows(baseline_subject, ticket).to_dict("records")
+    rows = comparison_view.rows(baseline_subject, ticket).to_dict("records")
     rows = [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()} for r in rows]
     v = vd.verdict_of(ticket, state_of(ticket), review, rows,
                       baseline="dense" if baseline_subject == "dense" else baseline_label)

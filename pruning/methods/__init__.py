@@ -1,4 +1,4 @@
-"""Importing this package registers every pruning method in `pruning.registry.METHODS`."""
+"""Importing this package registers every pruning method in `pruning.method_registry.METHODS`."""
 
 import importlib
 import pkgutil

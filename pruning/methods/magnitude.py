@@ -13,6 +13,7 @@ import torch
 
 from ..allocation import check_owl, owl_layer_sparsities
 from ..masks import nm_mask, prune_lowest, prune_lowest_global
+from ..method_registry import PruneOptions, PruneResult, register
 from ..options import (
     RULE_GLOBAL_PATTERN,
     RULE_NM_WIDTH,
@@ -25,7 +26,6 @@ from ..options import (
     Pattern,
     Scope,
 )
-from ..registry import PruneOptions, PruneResult, register
 
 
 class RandomOptions(MethodOptions):

@@ -25,8 +25,8 @@ from ..allocation import layerwise_plan
 from ..errors import TicketLabError
 from ..layerwise import run_layerwise
 from ..masks import nm_mask, prune_lowest_global
+from ..method_registry import PruneOptions, PruneResult, register
 from ..options import flag
-from ..registry import PruneOptions, PruneResult, register
 from .wanda import WandaOptions
 
 

@@ -24,8 +24,8 @@ from pydantic import Field
 from .. import structure as structure_schema
 from ..adapters import GQA_RULE
 from ..importance import UnitSlices, normalise_per_layer, round_half_up, unit_scores
+from ..method_registry import PruneOptions, PruneResult, register
 from ..options import Importance, MethodOptions, PerLayer
-from ..registry import PruneOptions, PruneResult, register
 
 
 class ImportanceOptions(MethodOptions):

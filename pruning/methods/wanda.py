@@ -13,8 +13,8 @@ import torch
 from ..allocation import layerwise_plan
 from ..layerwise import run_layerwise
 from ..masks import nm_mask, prune_lowest_per_row
+from ..method_registry import PruneOptions, PruneResult, register
 from ..options import RULE_NM_WIDTH, RULE_OWL_PATTERN, Allocation, MethodOptions, OwlLambda, OwlM, Pattern
-from ..registry import PruneOptions, PruneResult, register
 
 
 class WandaOptions(MethodOptions):

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app.dashboard import comparison, data, evaluate_form, figures, jobs_panel, tables, transcripts, widgets
+from app.dashboard import comparison_view as comparison
+from app.dashboard import data, evaluate_form, figures, jobs_panel, tables, transcripts, widgets
 from app.dashboard.breakdown import breakdown
 from pruning.errors import TicketLabError
 

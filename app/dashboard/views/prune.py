@@ -6,7 +6,7 @@ import streamlit as st
 
 from app.dashboard import acting, data, governance, imp_form, widgets
 from pruning.errors import TicketLabError
-from pruning.registry import all_methods
+from pruning.method_registry import all_methods
 from usecases.experiment import ImpRequest
 from usecases.prune import PruneRequest
 

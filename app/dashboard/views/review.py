@@ -11,7 +11,7 @@ import streamlit as st
 
 from app.dashboard import (
     acting,
-    comparison,
+    comparison_view,
     data,
     figures,
     governance,
@@ -76,7 +76,7 @@ if not rules.empty:
     st.table(styled)  # a static table wraps long details instead of cutting them off
 
 st.subheader(f"Evidence: the ticket against {review.baseline['label']}")
-comparison.comparison_view(review.baseline["subject"], tid, key="rev_cmp", baseline_label=review.baseline["label"])
+comparison_view.comparison_view(review.baseline["subject"], tid, key="rev_cmp", baseline_label=review.baseline["label"])
 
 st.subheader("What it says: answers side by side")
 transcripts.transcripts_view(review.baseline["subject"], tid, key="rev_tr", baseline_label=review.baseline["label"],

@@ -1,6 +1,6 @@
 """The comparison view (Review and Benchmarks): baseline | ticket | delta | delta % | within noise?,
 coloured by each metric's direction and ideal, worst first, with a "differences only" toggle; the
-per-category breakdowns below it with the same treatment. Rows from analysis.comparison."""
+per-category breakdowns below it with the same treatment. Rows from analysis.baseline_review."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ CONFIG = {
 
 @st.cache_data(ttl=300, max_entries=64, show_spinner=False)
 def _rows(baseline: str, ticket: str, key: tuple) -> dict:
-    from analysis.comparison import compare_to_baseline
+    from analysis.baseline_review import compare_to_baseline
 
     return compare_to_baseline(baseline, ticket, data.ledger())
 

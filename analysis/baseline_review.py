@@ -2,7 +2,7 @@
 delta % | within noise?, with which way each change goes (by the metric's direction and ideal) and
 how bad it is, for sorting by severity.
 
-Built on `analysis.compare.compare` (which pairs only like with like); this module adds the reading
+Built on `analysis.side_by_side.compare` (which pairs only like with like); this module adds the reading
 of each pair. `severity` is how much further from best the ticket is than the baseline, in units of
 the combined standard error when both stderrs are known, else in percent of the baseline's distance
 from best: positive = worse, negative = better, so sorting by it descending puts the worst first.
@@ -13,8 +13,8 @@ from __future__ import annotations
 import math
 
 from . import metric_meta, uncertainty
-from .compare import compare
 from .ledger import Ledger
+from .side_by_side import compare
 
 COLUMNS = ("suite", "task", "metric", "baseline", "baseline_stderr", "ticket", "ticket_stderr", "delta", "delta_pct",
            "within_noise", "noise", "change", "severity", "direction", "ideal", "limit", "baseline_n", "ticket_n")
