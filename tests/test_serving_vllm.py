@@ -274,6 +274,8 @@ def test_serve_eval_instruct_scores_the_engines_answers_tied_to_the_artifact(lab
     before: 'serve-eval scores ppl, safety; not instruct')."""
     from analysis import transcripts
     from analysis.evaluate import evaluate
+    from analysis.governance.policy import parse_policy
+    from analysis.governance.review import review_ticket
     from analysis.safety import xstest
     from app.cli import main
 
@@ -318,6 +320,32 @@ def test_serve_eval_instruct_scores_the_engines_answers_tied_to_the_artifact(lab
             assert row["value"] == pytest.approx(sum(values) / len(values))
     # the engine's transcripts are the ticket's newest evidence: the report and the bundle carry their hash
     assert transcripts.evidence(ledger, ticket.id)["ifeval"]["ticket_sha256"] == g["transcripts"]["ifeval"]
+    # the policy pairs the engine's rows with the lab's dense rows like for like (same limit, same dtype
+    # spelling): before, the engine's `float32` never met the lab's `torch.float32` and every instruct rule
+    # read "not like for like"
+    evaluate(lab64["loaded"], None, suite="instruct", limit=2, ledger=ledger)
+    dense = {r["metric"]: r["value"] for r in ledger.query(
+        "SELECT metric, value FROM metrics WHERE subject = 'dense' AND suite = 'instruct' ORDER BY recorded_at")}
+    review = review_ticket(ledger, ticket.id, "dense", policy=parse_policy(_FLOORS))
+    checked = {r.item: r for r in review.results if r.rule == "shipped"}
+    assert set(checked) == {"ifeval/prompt_level_loose_acc", "xstest/compliance_rate_safe"}
+    for item, r in checked.items():
+        assert r.status == "pass" and "context" not in r.detail, r.detail
+        assert r.baseline == pytest.approx(dense[item.split("/")[1]])
+        assert r.candidate == next(x["value"] for x in rows if f"{x['task']}/{x['metric']}" == item)
+
+
+# floors of 0 always pass; what is checked is that a baseline row was found for the engine's row
+_FLOORS = """
+[policy]
+name = "shipped-instruct"
+full_runs = false
+[[rule]]
+name = "shipped"
+kind = "floor"
+metrics = ["ifeval/prompt_level_loose_acc", "xstest/compliance_rate_safe"]
+limit = 0.0
+"""
 
 
 @needs_vllm
@@ -370,6 +398,14 @@ def test_serve_eval_instruct_without_a_chat_template_offers_the_plain_prompt(lab
     with pytest.raises(TicketLabError, match=r"has no chat template.*plain prompt instead \(--plain-prompt"):
         evaluate_shipped(bare, suites=("instruct",), limit=1, ledger=ledger)
     assert ledger.query("SELECT id FROM runs") == []  # refused before a run (or an engine) was started
+
+
+def test_engine_rows_spell_their_dtype_as_the_labs_rows(lab64):
+    """The policy compares rows at the same dtype only; the lab records `str(loaded.dtype)`."""
+    from analysis.serving.shipped import lab_dtype
+
+    assert lab_dtype("float32") == str(lab64["loaded"].dtype) == "torch.float32"
+    assert lab_dtype("bfloat16") == "torch.bfloat16" and lab_dtype("auto") == "auto"
 
 
 def test_serve_eval_names_its_suites(lab64):
