@@ -223,7 +223,7 @@ def test_revoked_key_cannot_sign(tiny_llama, state, monkeypatch):
 def test_unsigned_legacy_ledger_migrates_and_refuses_writes_until_initialised(state, tiny_llama, monkeypatch):
     import duckdb
 
-    from analysis.schema import CURRENT_VERSION, MIGRATIONS
+    from analysis.ledger.schema import CURRENT_VERSION, MIGRATIONS
 
     path = state / "ledger.duckdb"
     con = duckdb.connect(str(path))

@@ -4,8 +4,8 @@ import duckdb
 import pytest
 
 from analysis.ledger import Ledger, MetricRow
+from analysis.ledger.schema import CURRENT_VERSION
 from analysis.recording import record_prune
-from analysis.schema import CURRENT_VERSION
 from pruning.errors import TicketLabError
 from pruning.prune import make_ticket
 

@@ -33,8 +33,8 @@ from pruning.errors import TicketLabError
 from pruning.procs import pid_alive, same_process
 from pruning.refs import resolve_ref
 
-from . import ledger_access
-from .ledger_access import LedgerLocked
+from . import access as ledger_access
+from .access import LedgerLocked
 from .schema import CURRENT_VERSION, MIGRATIONS
 
 __all__ = ["Ledger", "LedgerLocked", "MetricRow", "Run", "pid_alive"]
