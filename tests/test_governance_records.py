@@ -16,7 +16,14 @@ from govern_helpers import make_recorded_ticket, setup_lab
 
 from analysis.governance import chain, decisions, deploy, replay, review
 from analysis.governance import state as gstate
-from analysis.governance.record_types import BODIES, CHOICES, Decision, DecisionBody, PromoteBody, RollbackBody
+from analysis.governance.record_types import (
+    BODIES,
+    CHOICES,
+    Decision,
+    DecisionBody,
+    PromoteBody,
+    RollbackBody,
+)
 from analysis.ledger import Ledger
 
 FIXTURE = Path(__file__).parent / "fixtures" / "govbase"
