@@ -149,3 +149,37 @@ def test_the_policy_in_force_has_one_owner(tiny_llama, state, monkeypatch):
     lab = setup_lab(state, tiny_llama, monkeypatch)
     assert gstate.policy_in_force(lab.ledger).sha256 == gstate.current_policy(lab.ledger).sha256
     assert gstate.policy_in_force(lab.ledger, str(lab.failing)).name == "strict"  # a what-if preview file
+
+
+def test_the_cli_decides_and_promotes_through_the_use_cases(tiny_llama, state, monkeypatch, capsys):
+    from govern_helpers import passphrase
+
+    from app.cli import main, request_for
+    from usecases import USECASES
+    from usecases.decide import DecideOutcome, DecideRequest
+    from usecases.promote import MoveOutcome, PromoteRequest, RollbackRequest
+
+    lab = setup_lab(state, tiny_llama, monkeypatch)
+    t = make_recorded_ticket(tiny_llama, lab.ledger, signer=lab["carol"])
+    argv = ["decide", t.id, "approve", "--reason", "within budget", "--as", "alice"]
+    request = request_for(argv)
+    assert isinstance(request, DecideRequest) and request.argv() == argv
+    assert USECASES["decide"].request is DecideRequest and USECASES["promote"].request is PromoteRequest
+    monkeypatch.setenv("TICKETLAB_PASSPHRASE", passphrase("alice"))
+    assert main([*argv, "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    latest = gstate.latest_decision(lab.ledger, t.id)
+    assert printed == json.loads(json.dumps({k: v for k, v in latest.items() if k != "record"} | {"repeated": False},
+                                            default=str))
+    # the outcome is typed and goes to JSON and back (what a job stores)
+    again = USECASES["decide"].fn(request)
+    assert isinstance(again, DecideOutcome) and again.repeated and again.decision.seq == latest["seq"]
+    assert DecideOutcome.model_validate_json(again.model_dump_json()).decision.row_hash == latest["row_hash"]
+    monkeypatch.setenv("TICKETLAB_PASSPHRASE", passphrase("dave"))
+    promote = request_for(["promote", t.id, "--reason", "ship", "--as", "dave"])
+    assert isinstance(promote, PromoteRequest)
+    moved = USECASES["promote"].fn(promote)
+    assert isinstance(moved, MoveOutcome) and moved.move.as_dict() == gstate.moves(lab.ledger)[-1]
+    assert isinstance(request_for(["rollback", "--reason", "undo", "--to", "dense", "--as", "dave"]), RollbackRequest)
+    assert main(["rollback", "--reason", "undo", "--to", "dense", "--as", "dave", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["target"] == "dense"

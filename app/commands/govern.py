@@ -55,7 +55,7 @@ def _policy_for_review(ledger, path: str | None):
 
 def run(args) -> int:
     from analysis.governance import audit as audit_mod
-    from analysis.governance import decisions, identity
+    from analysis.governance import identity
     from analysis.governance.review import format_review, review_ticket
     from analysis.ledger import Ledger
 
@@ -77,8 +77,9 @@ def run(args) -> int:
         if args.old_reviewer:
             raise TicketLabError("--reviewer NAME is gone: a decision is signed with the reviewer's key; use --as NAME "
                                  "and unlock it. Nothing was recorded.")
-        row = decisions.decide(ledger, args.ticket, args.decision, identity.unlock(args.as_name), args.reason,
-                               override=args.override, override_reason=args.override_reason, baseline=args.baseline)
+        from usecases.decide import decide
+
+        row = decide(request_from_args(args)).as_dict()
         if args.json:
             print(json.dumps({k: v for k, v in row.items() if k != "record"}, indent=2, default=str))
         else:
@@ -109,3 +110,13 @@ def run(args) -> int:
     for note in report["notes"]:
         print(f"note: {note}")
     return 0
+
+
+def request_from_args(args):
+    """`ticketlab decide`'s typed request (review and audit record nothing and run no job)."""
+    if args.command != "decide":
+        return None
+    from app.cli import request_of
+    from usecases.decide import DecideRequest
+
+    return request_of(DecideRequest, args)

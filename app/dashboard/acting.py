@@ -3,7 +3,8 @@ signed-in person's roles (what they may do first, the rest explained, never a bu
 and aware of the present: a decision that another one overtook since this page showed the ticket asks
 for confirmation naming it; forms empty after a write; each write is confirmed with its record number.
 
-Every action calls `analysis.governance` (decide, promote, rollback, sign_creation) as the CLI does.
+Decisions and moves run the use cases the CLI runs (`usecases.decide`, `usecases.promote`), signed with the
+signed-in person's key; claiming a ticket calls `analysis.governance.identity.sign_creation` as the CLI does.
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ def _words(d: dict) -> str:
 
 
 def _record(ticket: str, baseline: str, me, form: dict) -> None:
-    gov = governance.modules()
+    from usecases.decide import DecideRequest, decide
+
     try:
-        row = gov.decisions.decide(data.ledger(), ticket, form["decision"], me, form["reason"],
-                                   override=form["override"], override_reason=form["override_reason"],
-                                   baseline=baseline)
+        request = DecideRequest.build(ticket=ticket, decision=form["decision"], reason=form["reason"], as_name=me.name,
+                                      override=form["override"], override_reason=form["override_reason"],
+                                      baseline=baseline)
+        row = decide(request, signer=me, ledger=data.ledger()).as_dict()
     except TicketLabError as e:
         governance.say(e)
         return
@@ -107,6 +110,8 @@ def decision_form(ticket: str, baseline: str, me, roles: set[str]) -> None:
 def deployment_panel(ticket: str, dense_sha256: str, me, roles: set[str]) -> None:
     import pandas as pd
 
+    from usecases import promote as moves
+
     gov = governance.modules()
     st_ = governance._gov_state()
     current = gov.state.deployment_pointer(st_, dense_sha256)
@@ -143,7 +148,8 @@ def deployment_panel(ticket: str, dense_sha256: str, me, roles: set[str]) -> Non
             go = st.form_submit_button(f"Promote {ticket} as {me.name}", type="primary")
         if go:
             try:
-                row = gov.deploy.promote(data.ledger(), ticket, me, reason)
+                row = moves.promote(moves.PromoteRequest.build(ticket=ticket, reason=reason, as_name=me.name),
+                                    signer=me, ledger=data.ledger()).move.as_dict()
             except TicketLabError as e:
                 governance.say(e, left)
             else:
@@ -159,8 +165,9 @@ def deployment_panel(ticket: str, dense_sha256: str, me, roles: set[str]) -> Non
         go_rb = st.form_submit_button(f"Roll back {dense_sha256[:12]} as {me.name}")
     if go_rb:
         try:
-            row = gov.deploy.rollback(data.ledger(), me, reason_rb, to=None if to == "previous" else to,
-                                      model=dense_sha256)
+            request = moves.RollbackRequest.build(reason=reason_rb, to=None if to == "previous" else to,
+                                                  model=dense_sha256, as_name=me.name)
+            row = moves.rollback(request, signer=me, ledger=data.ledger()).move.as_dict()
         except TicketLabError as e:
             governance.say(e, right)
         else:
