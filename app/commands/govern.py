@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+from analysis.governance.record_types import CHOICES
 from pruning.errors import TicketLabError
 
 
@@ -20,7 +21,7 @@ def add_parser(sub, parent):
     r.add_argument("--json", action="store_true", help="print one JSON object")
     d = sub.add_parser("decide", parents=[parent], help="record a signed approve/reject decision (pinned policy)")
     d.add_argument("ticket", help="ticket id or unique prefix")
-    d.add_argument("decision", choices=("approve", "reject"))
+    d.add_argument("decision", choices=CHOICES)
     d.add_argument("--as", dest="as_name", help="the reviewer (default $TICKETLAB_USER); their key signs the decision")
     d.add_argument("--reason", required=True, help="why; kept forever")
     d.add_argument("--override", action="store_true", help="approve although the policy fails (needs --override-reason)")
@@ -42,14 +43,14 @@ def add_parser(sub, parent):
 
 def _policy_for_review(ledger, path: str | None):
     from analysis.governance import state
-    from analysis.governance.policy import load_policy
 
+    pol = state.policy_in_force(ledger, path)
     if path:
-        return load_policy(path), f"WHAT-IF PREVIEW against {path}: nothing is recorded; decisions use the pinned policy"
+        return pol, f"WHAT-IF PREVIEW against {path}: nothing is recorded; decisions use the pinned policy"
     if state.initialised(ledger):
-        return state.current_policy(ledger), ""
-    return load_policy(None), ("this ledger has no pinned policy (not initialised with `ticketlab init`): previewing "
-                               "with the default policy")
+        return pol, ""
+    return pol, ("this ledger has no pinned policy (not initialised with `ticketlab init`): previewing "
+                 "with the default policy")
 
 
 def run(args) -> int:

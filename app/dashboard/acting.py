@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from analysis.governance.record_types import APPROVE, CHOICES
 from pruning.errors import TicketLabError
 
 from . import data, governance
@@ -22,7 +23,7 @@ def _latest(st_, ticket: str) -> dict | None:
 
 
 def _words(d: dict) -> str:
-    what = "approved" + (" by override" if d.get("override") else "") if d["decision"] == "approve" else "rejected"
+    what = "approved" + (" by override" if d.get("override") else "") if d["decision"] == APPROVE else "rejected"
     return (f"{d['reviewer']} {what} it at {str(d['decided_at'])[:19].replace('T', ' ')} (decision #{d['seq']}"
             + (f": “{d['reason']}”" if d.get("reason") else "") + ")")
 
@@ -86,7 +87,7 @@ def decision_form(ticket: str, baseline: str, me, roles: set[str]) -> None:
         return
     pinned = governance.review(ticket, baseline)
     with st.form(f"decision_{ticket}"):  # keyed by ticket: another candidate gets a fresh, empty form
-        decision = st.radio("decision", ["approve", "reject"], horizontal=True, key=governance.key(f"dec_decision_{ticket}"))
+        decision = st.radio("decision", list(CHOICES), horizontal=True, key=governance.key(f"dec_decision_{ticket}"))
         reason = st.text_area("reason (recorded and signed)", key=governance.key(f"dec_reason_{ticket}"), height=80)
         override = st.checkbox("override the pinned policy (approve although a rule fails or evidence is missing)",
                                key=governance.key(f"dec_override_{ticket}"), disabled=pinned.passed)
