@@ -20,6 +20,7 @@ from analysis.lottery.experiments import record_experiment
 from analysis.recording import record_prune
 from analysis.serving.check import record as record_serve_check
 from app.commands.eval import ticket_listing
+from app.dashboard import data
 from pruning.prune import make_ticket
 
 SHA = "ab" * 32
@@ -47,7 +48,7 @@ def _assert_typed(read: Read, rows: list) -> None:
 
 @pytest.fixture
 def filled(tiny_llama, state):
-    ledger = Ledger(state / "read.duckdb")
+    ledger = Ledger()  # the configured path (under `state`): the dashboard reads the same file
     ticket = make_ticket(tiny_llama, "magnitude", 0.5)
     ticket.save()
     record_prune(tiny_llama, ticket, "test prune", ledger)
@@ -77,12 +78,18 @@ def test_every_read_gives_typed_rows_and_frames_with_its_fields(filled):
              read_model.instruct_metrics(ticket.id), read_model.instruct_metrics(ticket.id, dense),
              read_model.eval_durations(), read_model.serve_checks(), read_model.experiments(),
              read_model.experiments(kind="imp")]
+    [attributed] = read_model.latest_attribution_run(ticket.id).rows(ledger)
+    reads.append(read_model.head_attributions(attributed.id))
+    declared = {v for v in vars(read_model).values() if dataclasses.is_dataclass(v) and v.__module__ == read_model.__name__
+                and v is not Read}
+    assert {r.row for r in reads} == declared, "every row type of the read model is checked here"
     for read in reads:
         rows = read.rows(ledger)
         assert rows, f"{read.row.__name__}: no rows from the filled ledger"
         _assert_typed(read, rows)
         df = read.frame(ledger)
         assert list(df.columns) == read_model.columns(read.row) and len(df) == len(rows)
+        assert data.frame(read).equals(df)  # the dashboard's cached read is the same table
 
 
 def test_reads_answer_what_was_written(filled, tiny_llama):
