@@ -579,7 +579,7 @@ def _lock(seconds: float) -> subprocess.Popen:
 
 
 def test_a_ledger_another_process_is_writing(lab, monkeypatch):
-    import analysis.ledger
+    import analysis.ledger.store
     from app.dashboard import data
 
     count = len(data.ledger().query("SELECT id FROM tickets"))
@@ -591,7 +591,7 @@ def test_a_ledger_another_process_is_writing(lab, monkeypatch):
     assert not errors(at) and len(at.dataframe[1].value) == count
     proc.wait()
     # a writer that holds on longer than the page waits: a clear message, and the app keeps going
-    monkeypatch.setattr(analysis.ledger, "LOCK_WAIT_S", 0.3)
+    monkeypatch.setattr(analysis.ledger.store, "LOCK_WAIT_S", 0.3)
     proc = _lock(3.0)
     data.forget()
     at = page("survival")

@@ -10,6 +10,7 @@ import statistics
 
 import streamlit as st
 
+from analysis.ledger import read_model
 from pruning.errors import TicketLabError
 
 from . import data, widgets
@@ -70,8 +71,7 @@ def parse_limit(text) -> int:
 
 @st.cache_data(ttl=60, max_entries=16, show_spinner=False)
 def _durations(key: tuple) -> list[dict]:
-    df = data.frame("SELECT params, epoch(ended_at) - epoch(started_at) AS seconds, host FROM runs "
-                    "WHERE kind = 'eval' AND status = 'succeeded' AND ended_at IS NOT NULL")
+    df = data.frame(read_model.eval_durations())
     out = []
     for params, seconds, host in zip(df["params"], df["seconds"], df["host"], strict=True):
         try:
@@ -123,7 +123,7 @@ def _clock(seconds: float) -> str:
 
 def max_positions(dense_sha256: str) -> int | None:
     """The model's context length, from its config in the ledger (None when unknown)."""
-    df = data.frame("SELECT config FROM models WHERE weights_sha256 = ?", [dense_sha256])
+    df = data.frame(read_model.model_facts(dense_sha256))
     if df.empty or not isinstance(df["config"].iloc[0], str):
         return None
     try:
@@ -208,7 +208,7 @@ def evaluate_form(subjects: list[str], labels: dict[str, str], model_of: dict[st
         except TicketLabError as e:
             problem = str(e).split(":")[0] + "."
             c4.error(problem, icon=":material/warning:")
-    params = data.frame("SELECT n_params FROM models WHERE weights_sha256 = ?", [dense_sha256])["n_params"]
+    params = data.frame(read_model.model_facts(dense_sha256))["n_params"]
     n_params = int(params.iloc[0]) if len(params) and params.iloc[0] == params.iloc[0] else None
     if not problem:
         top[1].caption(f"**{estimate(chosen, tasks, parse_limit(limit) if quick else None, n_params)}**"
