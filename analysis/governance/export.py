@@ -37,6 +37,7 @@ from . import records, signing, state, witness
 from .audit import require_intact
 from .keys import Signer
 from .reader import snapshot
+from .record_types import Decision
 from .verify import BUNDLE_FORMAT, MANIFEST, file_digests, load_bound_ticket, manifest_digest
 
 FORMATS = ("masks", "masked-weights", "materialized")
@@ -279,9 +280,7 @@ def _review_section(st: state.GovState, ticket_id: str, approval: dict | None, u
     out = {"status": status, "override": bool(approval and approval.get("override")), "unreviewed": approval is None, "exported_with_unreviewed_flag": bool(unreviewed),
            "decision": None, "policy_results": None}
     if last is not None:
-        out["decision"] = {k: last[k] for k in ("seq", "decision", "reviewer", "reason", "override",
-                                                "override_reason", "baseline", "policy_name", "policy_sha256",
-                                                "policy_version", "unmet_rules", "decided_at", "row_hash")}
+        out["decision"] = {k: last[k] for k in Decision.MANIFEST}
         out["decision"]["record"] = last["record"]  # the signed record itself: verify re-checks it offline
         pr = last["policy_results"]
         out["policy_results"] = json.loads(pr) if isinstance(pr, str) else pr
