@@ -321,8 +321,7 @@ def test_serve_eval_instruct_scores_the_engines_answers_tied_to_the_artifact(lab
     # the engine's transcripts are the ticket's newest evidence: the report and the bundle carry their hash
     assert transcripts.evidence(ledger, ticket.id)["ifeval"]["ticket_sha256"] == g["transcripts"]["ifeval"]
     # the policy pairs the engine's rows with the lab's dense rows like for like (same limit, same dtype
-    # spelling): before, the engine's `float32` never met the lab's `torch.float32` and every instruct rule
-    # read "not like for like"
+    # spelling, same decoding settings), so an instruct rule reads the engine's answers against dense's
     evaluate(lab64["loaded"], None, suite="instruct", limit=2, ledger=ledger)
     dense = {r["metric"]: r["value"] for r in ledger.query(
         "SELECT metric, value FROM metrics WHERE subject = 'dense' AND suite = 'instruct' ORDER BY recorded_at")}
@@ -398,14 +397,6 @@ def test_serve_eval_instruct_without_a_chat_template_offers_the_plain_prompt(lab
     with pytest.raises(TicketLabError, match=r"has no chat template.*plain prompt instead \(--plain-prompt"):
         evaluate_shipped(bare, suites=("instruct",), limit=1, ledger=ledger)
     assert ledger.query("SELECT id FROM runs") == []  # refused before a run (or an engine) was started
-
-
-def test_engine_rows_spell_their_dtype_as_the_labs_rows(lab64):
-    """The policy compares rows at the same dtype only; the lab records `str(loaded.dtype)`."""
-    from analysis.serving.shipped import lab_dtype
-
-    assert lab_dtype("float32") == str(lab64["loaded"].dtype) == "torch.float32"
-    assert lab_dtype("bfloat16") == "torch.bfloat16" and lab_dtype("auto") == "auto"
 
 
 def test_serve_eval_names_its_suites(lab64):

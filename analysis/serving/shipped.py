@@ -135,7 +135,7 @@ def evaluate_shipped(bundle: str | Path, *, suites: tuple[str, ...] = ("ppl", "s
                 out["server"] = {"startup_s": ours.startup_s, "log": str(ours.log)}
             if "ppl" in suites:
                 r = engine_perplexity(url, model, load_tokens(tokenizer), seq_len, limit)
-                common = dict(n=r["n_windows"], limit=limit, batch_size="1", dtype=lab_dtype(dtype),
+                common = dict(n=r["n_windows"], limit=limit, batch_size="1", dtype=dtype,
                               padding="none (equal windows; last alone)",
                               setup={"seq_len": seq_len, "file": r["file"]}, n_tokens=r["n_tokens"],
                               n_windows_total=r["n_windows_total"], artifact=tag)
@@ -231,19 +231,10 @@ def lab_agreement(ledger, ticket, task: str, engine_set: dict) -> dict | None:
     return None
 
 
-def lab_dtype(name: str) -> str:
-    """The engine's compute dtype spelled as the lab's rows spell theirs (`str(torch.float32)`): the policy
-    compares a ticket's row with the baseline's only at the same dtype, so an engine-measured row spelled
-    `float32` would never meet the lab's dense `torch.float32` row. Names torch does not know stay as given."""
-    import torch
-
-    return str(value) if isinstance(value := getattr(torch, str(name), None), torch.dtype) else str(name)
-
-
 class _EngineView:
     """What the lab's safety runner reads from a loaded model when an API model does the scoring."""
 
     model = None
 
     def __init__(self, tokenizer, dtype: str):
-        self.tokenizer, self.dtype = tokenizer, lab_dtype(dtype)
+        self.tokenizer, self.dtype = tokenizer, dtype
