@@ -175,6 +175,9 @@ def test_the_cli_decides_and_promotes_through_the_use_cases(tiny_llama, state, m
     again = USECASES["decide"].fn(request)
     assert isinstance(again, DecideOutcome) and again.repeated and again.decision.seq == latest["seq"]
     assert DecideOutcome.model_validate_json(again.model_dump_json()).decision.row_hash == latest["row_hash"]
+    from usecases import execute  # what a dashboard job's runner does with the stored request
+
+    assert execute("decide", request.model_dump(mode="json")) == again
     monkeypatch.setenv("TICKETLAB_PASSPHRASE", passphrase("dave"))
     promote = request_for(["promote", t.id, "--reason", "ship", "--as", "dave"])
     assert isinstance(promote, PromoteRequest)

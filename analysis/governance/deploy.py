@@ -12,6 +12,7 @@ from __future__ import annotations
 from pruning import text
 from pruning.errors import TicketLabError
 
+from ..ledger import governance_store
 from . import chain, records, state
 from .keys import Signer
 from .record_types import Move, PromoteBody, RollbackBody
@@ -89,8 +90,7 @@ def _dense_for(st: state.GovState, ledger, model: str | None) -> str:
     if model:
         hits = [d for d in have if d.startswith(model)]
         if not hits:
-            spec = ledger.query("SELECT weights_sha256 FROM models WHERE spec = ?", [model])
-            hits = [r["weights_sha256"] for r in spec if r["weights_sha256"] in have]
+            hits = [w for w in governance_store.weights_of_spec(ledger, model) if w in have]
         if len(hits) != 1:
             raise TicketLabError(f"--model {model!r} names {'no' if not hits else 'more than one'} dense model with "
                                  f"deployments; known: {', '.join(h[:12] for h in have) or 'none'}.")

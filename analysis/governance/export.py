@@ -30,7 +30,7 @@ from pruning.errors import TicketLabError
 from pruning.ticket import Ticket, applied, check_compatible, find_ticket
 
 from .. import uncertainty
-from ..ledger import Ledger
+from ..ledger import Ledger, governance_store
 from ..serving import artifact as shipped
 from . import evidence as ev
 from . import records, signing, state, witness
@@ -239,8 +239,7 @@ def _stock_check(directory: Path, loaded, ticket: Ticket, loader=None) -> dict:
 # --- manifest ----------------------------------------------------------------------------------------
 def _manifest(ledger: Ledger, st: state.GovState, row: dict, ticket: Ticket, loaded, fmt: str,
               approval: dict | None, unreviewed: bool, loader: dict, dtype: str) -> dict:
-    dense_model = ledger.query("SELECT spec, n_params, model_type FROM models WHERE weights_sha256 = ?",
-                               [ticket.dense["weights_sha256"]])
+    dense_model = governance_store.dense_model(ledger, ticket.dense["weights_sha256"])
     review = _review_section(st, ticket.id, approval, unreviewed)
     creation = state.creation_of(st, ticket.id)
     metrics = _metrics(ledger, ticket)
@@ -255,7 +254,7 @@ def _manifest(ledger: Ledger, st: state.GovState, row: dict, ticket: Ticket, loa
                    "created_by": creation["actor"] if creation else None,
                    "creation_record": state.record_json(creation) if creation else None,
                    "ledger_path": str(ledger.path), "ledger_id": st.ledger_id},
-        "dense_model": {**ticket.dense, "n_params": dense_model[0]["n_params"] if dense_model else None,
+        "dense_model": {**ticket.dense, "n_params": dense_model["n_params"] if dense_model else None,
                         "loaded_from": loaded.source},
         "weights_dtype": dtype if fmt != "masks" else None,
         "review": review, "metrics": metrics,

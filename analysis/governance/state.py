@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pruning.errors import TicketLabError
 
+from ..ledger import governance_store
 from . import chain, people
 from .policy import Policy, load_policy, parse_policy
 from .reader import Snapshot, snapshot
@@ -82,12 +83,9 @@ def load(ledger) -> GovState:
     if cached is not None:
         return cached
     with snapshot(ledger) as db:
-        rows = db.query(f"SELECT * FROM {chain.TABLE} ORDER BY seq")
-        tickets = {r["id"]: r["dense_sha256"] for r in db.query("SELECT id, dense_sha256 FROM tickets")}
-        legacy = {}
-        if db.query("SELECT 1 FROM information_schema.tables WHERE table_name = 'legacy_decisions'"):
-            for r in db.query("SELECT * FROM legacy_decisions ORDER BY seq"):
-                legacy[r["ticket_id"]] = r
+        rows = governance_store.log_rows(db)
+        tickets = governance_store.ticket_dense_hashes(db)
+        legacy = governance_store.legacy_decisions_by_ticket(db)
     row, why = chain.link_problem(rows)
     link = (row["seq"], why) if row else None
     judged = replay(rows, upto=link[0] if link else None)
@@ -242,9 +240,5 @@ def history(ledger, dense_sha256: str | None = None) -> list[dict]:
 # --- unsigned history ------------------------------------------------------------------------------
 def legacy_history(ledger) -> dict[str, list[dict]]:
     """Decisions, deployment moves and creators recorded before signed governance (nobody signed them)."""
-    out = {}
     with snapshot(ledger) as db:
-        have = {r["table_name"] for r in db.query("SELECT table_name FROM information_schema.tables")}
-        for table in ("legacy_decisions", "legacy_deployments", "legacy_ticket_meta"):
-            out[table.removeprefix("legacy_")] = db.query(f"SELECT * FROM {table}") if table in have else []
-    return out
+        return governance_store.legacy_tables(db)
