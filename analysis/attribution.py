@@ -60,8 +60,6 @@ REFERENCE_FILE = "corpora/wikitext-2/test.txt"
 REFERENCE_TOKENS = 512  # tokens of reference text behind the mean-ablation baseline
 REFERENCE_WINDOW = 128
 BASELINES = ("mean", "zero")
-TABLE = "attribution_head"
-COLUMNS = ("layer", "head", "value", "abs_value", "n_pairs")
 
 Progress = Callable[[int, int, str], None]
 
@@ -318,19 +316,10 @@ def head_attributions(loaded, ticket: Ticket | None = None, n_pairs: int = 16, s
 
 
 def attribution_rows(result: AttributionResult) -> list[tuple]:
-    """Rows for the `attribution_head` table, in its column order after (run_id, subject):
-    (layer, head, value, abs_value, n_pairs). A layer's total is SUM(value) over its heads."""
+    """Rows for the ledger's `attribution_head` table (`lab_records.attribution_statements`), in its column
+    order after (run_id, subject): (layer, head, value, abs_value, n_pairs). A layer's total is the sum of
+    its heads' values."""
     mean, mean_abs = result.mean, result.mean_abs
     return [(layer, head, float(mean[layer, head]), float(mean_abs[layer, head]), result.n_pairs)
             for layer in range(result.num_layers) for head in range(result.num_heads)]
 
-
-def attribution_sql(run_id: str, subject: str, rows: list[tuple]) -> list[tuple[str, list]]:
-    """INSERT statements for `Run.extra_sql`, written in the eval run's own transaction."""
-    cols = ", ".join(("run_id", "subject", *COLUMNS))
-    marks = ", ".join("?" * (len(COLUMNS) + 2))
-    sql = f"INSERT INTO {TABLE} ({cols}) VALUES ({marks})"
-    for row in rows:
-        if len(row) != len(COLUMNS):
-            raise ValueError(f"attribution row {row!r} does not have the columns {COLUMNS}")
-    return [(sql, [run_id, subject, *row]) for row in rows]

@@ -24,6 +24,7 @@ from pruning.ticket import Ticket
 
 from . import metric_meta
 from .ledger import Ledger, MetricRow
+from .ledger.read_model import ticket_recorded
 from .perplexity import DEFAULT_BATCH_SIZE as PPL_BATCH_SIZE
 from .perplexity import DEFAULT_SEQ_LEN, perplexity
 from .safety import BBQ_PER_CATEGORY, run_safety
@@ -154,11 +155,12 @@ def _transcripts(res) -> dict[str, dict]:
 
 def _attribution(loaded, ticket, limit, progress, run, subject) -> tuple[dict, list, dict]:
     from . import attribution
+    from .ledger.lab_records import attribution_statements
 
     n_pairs = limit or ATTRIBUTION_PAIRS
     r = attribution.head_attributions(loaded, ticket, n_pairs=n_pairs, progress=progress)
     if run is not None:
-        run.extra_sql += attribution.attribution_sql(run.id, subject, attribution.attribution_rows(r))
+        run.extra_sql += attribution_statements(run.id, subject, attribution.attribution_rows(r))
     comp = r.completeness
     obj = list(r.objective)
     se = statistics.stdev(obj) / math.sqrt(len(obj)) if len(obj) > 1 else None
@@ -246,7 +248,7 @@ def evaluate(loaded, ticket: Ticket | None, suite: str = "all", tasks: list[str]
     ledger = ledger or Ledger()
     ledger.record_model(loaded)
     with ledger.run("eval", command, subject=subject, dense_sha256=loaded.weights_sha256, params=params) as run:
-        if ticket is not None and not ledger.query("SELECT id FROM tickets WHERE id = ?", [ticket.id]):
+        if ticket is not None and not ticket_recorded(ledger, ticket.id):
             from .survival import survival_tables
 
             run.extra_sql += ledger.ticket_rows(ticket, survival_tables(ticket.masks, loaded.adapter))

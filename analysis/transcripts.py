@@ -78,21 +78,18 @@ def load(sha: str) -> dict:
 def recorded(ledger, subject: str, dense_sha256: str | None = None) -> list[dict]:
     """The transcript sets the ledger ties to `subject`: newest first, one row per (run, task), with the
     run's limit (None = full) and the decoding setup (compared like for like)."""
-    sql = ('SELECT m.run_id, m.task, m."limit", m.extra, r.started_at FROM metrics m JOIN runs r ON r.id = m.run_id '
-           "WHERE m.subject = ? AND r.status = 'succeeded' AND m.suite = 'instruct'")
-    params: list = [subject]
-    if dense_sha256:
-        sql += " AND m.dense_sha256 = ?"
-        params.append(dense_sha256)
+    from .ledger.read_model import instruct_metrics
+
     seen, out = set(), []
-    for row in sorted(ledger.query(sql, params), key=lambda r: str(r["started_at"]), reverse=True):
-        extra = row["extra"] if isinstance(row["extra"], dict) else json.loads(row["extra"] or "{}")
+    rows = instruct_metrics(subject, dense_sha256).rows(ledger)
+    for row in sorted(rows, key=lambda r: str(r.started_at), reverse=True):
+        extra = json.loads(row.extra or "{}")
         sha = extra.get("transcripts")
-        if not sha or (row["run_id"], row["task"]) in seen:
+        if not sha or (row.run_id, row.task) in seen:
             continue
-        seen.add((row["run_id"], row["task"]))
-        out.append({"run_id": row["run_id"], "task": row["task"], "limit": row["limit"], "sha256": sha,
-                    "setup": extra.get("setup", {}), "started_at": str(row["started_at"])})
+        seen.add((row.run_id, row.task))
+        out.append({"run_id": row.run_id, "task": row.task, "limit": row.limit, "sha256": sha,
+                    "setup": extra.get("setup", {}), "started_at": str(row.started_at)})
     return out
 
 

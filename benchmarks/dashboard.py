@@ -69,6 +69,7 @@ def build(root: Path, n_tickets: int) -> dict:
     from analysis.evaluate import evaluate
     from analysis.governance import decisions, deploy, export
     from analysis.ledger import Ledger
+    from analysis.ledger.read_model import row_count
     from analysis.recording import record_prune
     from pruning.models import load_model
     from pruning.prune import make_ticket
@@ -108,7 +109,7 @@ def build(root: Path, n_tickets: int) -> dict:
     export.export_bundle(ledger, tickets[0].id, root / "exports" / f"{tickets[0].id}-masks", "masks",
                          signer=people["alice"], loaded=loaded)
     return {"tickets": len(tickets), "prune_s": prune_s, "eval_s": eval_s, "imp_s": imp_s,
-            "rows": {t: ledger.query(f"SELECT count(*) AS n FROM {t}")[0]["n"]
+            "rows": {t: row_count(ledger, t)
                      for t in ("tickets", "survival_layer", "survival_head", "survival_neuron", "metrics",
                                "attribution_head")}}
 

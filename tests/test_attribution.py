@@ -4,14 +4,14 @@ import pytest
 import torch
 
 from analysis.attribution import (
-    COLUMNS,
     _encode,
     attribution_rows,
-    attribution_sql,
     head_attributions,
     load_pairs,
 )
 from analysis.ledger import Ledger
+from analysis.ledger.lab_records import ATTRIBUTION_COLUMNS as COLUMNS
+from analysis.ledger.lab_records import attribution_statements
 from pruning.errors import TicketLabError
 from pruning.ticket import Ticket
 
@@ -107,7 +107,7 @@ def test_sql_writes_into_the_run_transaction(tiny_llama, state):
     rows = attribution_rows(r)
     ledger = Ledger()  # its schema holds attribution_head
     with ledger.run("eval", "ticketlab eval dense --suite attribution", "dense", tiny_llama.weights_sha256) as run:
-        run.extra_sql += attribution_sql(run.id, run.subject, rows)
+        run.extra_sql += attribution_statements(run.id, run.subject, rows)
     got = ledger.query("SELECT layer, head, value, abs_value, n_pairs FROM attribution_head WHERE run_id = ? "
                        "ORDER BY layer, head", [run.id])
     assert [tuple(g.values()) for g in got] == rows

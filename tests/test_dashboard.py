@@ -356,15 +356,17 @@ def test_evaluate_form_presets_validation_and_settings_that_stay(lab):
     assert "on this machine" in texts(at)
     # the full preset says how long it takes before this machine has timed one (issue 21)
     at.segmented_control(key="ev_preset").set_value("full").run()
-    assert "estimated (not yet timed here): ppl + safety took 19 min 10 s for SmolLM2-135M" in texts(at)
+    assert "estimated (not yet timed here): ppl + safety + instruct took 35 min 37 s for SmolLM2-135M" in texts(at)
     # the instruct presets (issue 17): the generated-answer suite on its quick subset, and in full
     from analysis.safety import INSTRUCT_QUICK_LIMIT
 
     at.segmented_control(key="ev_preset").set_value("instruct quick").run()
     assert at.multiselect(key="ev_suites").value == ["instruct"] and at.checkbox(key="ev_quick").value
     assert at.text_input(key="ev_limit").value == str(INSTRUCT_QUICK_LIMIT)
+    assert "estimated (not yet timed here): instruct took 52 s for SmolLM2-135M" in texts(at)
     at.segmented_control(key="ev_preset").set_value("instruct full").run()
     assert at.multiselect(key="ev_suites").value == ["instruct"] and not at.checkbox(key="ev_quick").value
+    assert "estimated (not yet timed here): instruct took 16 min 27 s for SmolLM2-135M" in texts(at)
     at.segmented_control(key="ev_preset").set_value("quick").run()
     # an out-of-range limit blocks the button and starts nothing (it used to start the previous value)
     before = len(_eval_jobs())
@@ -577,7 +579,7 @@ def _lock(seconds: float) -> subprocess.Popen:
 
 
 def test_a_ledger_another_process_is_writing(lab, monkeypatch):
-    import analysis.ledger
+    import analysis.ledger.store
     from app.dashboard import data
 
     count = len(data.ledger().query("SELECT id FROM tickets"))
@@ -589,7 +591,7 @@ def test_a_ledger_another_process_is_writing(lab, monkeypatch):
     assert not errors(at) and len(at.dataframe[1].value) == count
     proc.wait()
     # a writer that holds on longer than the page waits: a clear message, and the app keeps going
-    monkeypatch.setattr(analysis.ledger, "LOCK_WAIT_S", 0.3)
+    monkeypatch.setattr(analysis.ledger.store, "LOCK_WAIT_S", 0.3)
     proc = _lock(3.0)
     data.forget()
     at = page("survival")

@@ -17,7 +17,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-import analysis.ledger
+import analysis.ledger.store
 from analysis.governance.reader import snapshot
 from analysis.ledger import Ledger, LedgerLocked, MetricRow
 from pruning.errors import TicketLabError
@@ -169,8 +169,8 @@ def test_a_damaged_file_is_named_kept_and_never_replaced(state, kind):
 
 # --- finished results survive a lock at commit time -------------------------------------------------------
 def test_lock_held_across_a_runs_commit_keeps_the_results(ledger, monkeypatch):
-    monkeypatch.setattr(analysis.ledger, "LOCK_WAIT_S", 0.3)
-    monkeypatch.setattr(analysis.ledger, "COMMIT_WAIT_S", 60.0)
+    monkeypatch.setattr(analysis.ledger.store, "LOCK_WAIT_S", 0.3)
+    monkeypatch.setattr(analysis.ledger.store, "COMMIT_WAIT_S", 60.0)
     holder = None
     try:
         with ledger.run("eval", "ten minutes of evaluation") as run:
@@ -188,8 +188,8 @@ def test_lock_held_across_a_runs_commit_keeps_the_results(ledger, monkeypatch):
 
 
 def test_results_spilled_when_the_process_must_exit_are_committed_by_the_next_command(ledger, monkeypatch, state):
-    monkeypatch.setattr(analysis.ledger, "LOCK_WAIT_S", 0.2)
-    monkeypatch.setattr(analysis.ledger, "COMMIT_WAIT_S", 0.2)
+    monkeypatch.setattr(analysis.ledger.store, "LOCK_WAIT_S", 0.2)
+    monkeypatch.setattr(analysis.ledger.store, "COMMIT_WAIT_S", 0.2)
     holder = None
     try:
         with pytest.raises(LedgerLocked, match="next ticketlab command records them"):

@@ -274,6 +274,8 @@ def test_serve_eval_instruct_scores_the_engines_answers_tied_to_the_artifact(lab
     before: 'serve-eval scores ppl, safety; not instruct')."""
     from analysis import transcripts
     from analysis.evaluate import evaluate
+    from analysis.governance.policy import parse_policy
+    from analysis.governance.review import review_ticket
     from analysis.safety import xstest
     from app.cli import main
 
@@ -318,6 +320,31 @@ def test_serve_eval_instruct_scores_the_engines_answers_tied_to_the_artifact(lab
             assert row["value"] == pytest.approx(sum(values) / len(values))
     # the engine's transcripts are the ticket's newest evidence: the report and the bundle carry their hash
     assert transcripts.evidence(ledger, ticket.id)["ifeval"]["ticket_sha256"] == g["transcripts"]["ifeval"]
+    # the policy pairs the engine's rows with the lab's dense rows like for like (same limit, same dtype
+    # spelling, same decoding settings), so an instruct rule reads the engine's answers against dense's
+    evaluate(lab64["loaded"], None, suite="instruct", limit=2, ledger=ledger)
+    dense = {r["metric"]: r["value"] for r in ledger.query(
+        "SELECT metric, value FROM metrics WHERE subject = 'dense' AND suite = 'instruct' ORDER BY recorded_at")}
+    review = review_ticket(ledger, ticket.id, "dense", policy=parse_policy(_FLOORS))
+    checked = {r.item: r for r in review.results if r.rule == "shipped"}
+    assert set(checked) == {"ifeval/prompt_level_loose_acc", "xstest/compliance_rate_safe"}
+    for item, r in checked.items():
+        assert r.status == "pass" and "context" not in r.detail, r.detail
+        assert r.baseline == pytest.approx(dense[item.split("/")[1]])
+        assert r.candidate == next(x["value"] for x in rows if f"{x['task']}/{x['metric']}" == item)
+
+
+# floors of 0 always pass; what is checked is that a baseline row was found for the engine's row
+_FLOORS = """
+[policy]
+name = "shipped-instruct"
+full_runs = false
+[[rule]]
+name = "shipped"
+kind = "floor"
+metrics = ["ifeval/prompt_level_loose_acc", "xstest/compliance_rate_safe"]
+limit = 0.0
+"""
 
 
 @needs_vllm

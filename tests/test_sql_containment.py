@@ -15,29 +15,9 @@ PACKAGES = ("pruning", "analysis", "usecases", "app", "benchmarks")
 LEDGER_OWNERS_DIR = "analysis/ledger/"
 # Debt, not permission: each entry should move behind a named function in the ledger.
 KNOWN_SQL = {
-    "analysis/attribution.py",
     "analysis/side_by_side.py",
-    "analysis/evaluate.py",
-    "analysis/governance/chain.py",
-    "analysis/governance/deploy.py",
     "analysis/governance/evidence.py",
-    "analysis/governance/export.py",
-    "analysis/governance/reader.py",
-    "analysis/governance/report.py",
-    "analysis/governance/state.py",
-    "analysis/governance/witness.py",
     "analysis/lottery/experiments.py",
-    "analysis/serving/check.py",
-    "analysis/transcripts.py",
-    "app/commands/eval.py",
-    "app/dashboard/data.py",
-    "app/dashboard/evaluate_form.py",
-    "app/dashboard/loading.py",
-    "app/dashboard/serving_panel.py",
-    "app/dashboard/views/benchmarks.py",
-    "app/dashboard/views/experiments.py",
-    "app/dashboard/widgets.py",
-    "benchmarks/dashboard.py",
 }
 SQL_TEXT = re.compile(
     r"^\s*(SELECT\b|INSERT\s+INTO\b|UPDATE\s+\w+\s+SET\b|DELETE\s+FROM\b|CREATE\s+(TABLE|INDEX|VIEW|SEQUENCE)\b"

@@ -17,6 +17,7 @@ from . import anchor, keys, records, state, witness
 from .keys import Signer
 from .people import ROLES
 from .policy import DEFAULT_POLICY, parse_policy
+from .record_types import InitBody, PolicyBody, RegisterBody, RevokeBody, RolesBody
 
 
 def _roles(roles) -> list[str]:
@@ -53,7 +54,7 @@ def init_ledger(ledger, admin: Signer, policy_file: str | Path | None = None, ro
                              f"choose a fresh witness location with $TICKETLAB_WITNESS; nothing was recorded.")
     text = _policy_text(policy_file or DEFAULT_POLICY)  # checked before anything is written
     person = {"name": admin.name, "public_key": admin.public_pem, "roles": _roles({"admin", *roles})}
-    body = {"ledger_id": uuid.uuid4().hex, "person": person, "witness": witness.to_pin(ledger, wpath)}
+    body = InitBody(ledger_id=uuid.uuid4().hex, person=person, witness=witness.to_pin(ledger, wpath)).to_body()
     row = records.write(ledger, admin, "init", body, admin.name, doing="initialise the ledger")
     anchor.pin(anchor.sign(state.load(ledger), admin), "the new ledger's anchor")
     set_policy(ledger, admin, text=text)
@@ -67,7 +68,8 @@ def register(ledger, admin: Signer, name: str, public_key: str | Path, roles) ->
 
     def prepare(db, st):  # one key one person, no second active key: replay.registry_problem
         existing = st.registry.people.get(name)
-        return {"name": name, "public_key": pem, "roles": roles or sorted(existing.roles if existing else [])}, name
+        return RegisterBody(name=name, public_key=pem,
+                            roles=roles or sorted(existing.roles if existing else [])).to_body(), name
 
     return records.write(ledger, admin, "register", prepare, doing=f"register {name}")
 
@@ -79,7 +81,7 @@ def set_roles(ledger, admin: Signer, name: str, add=(), remove=()) -> dict:
         person = st.registry.people.get(name)
         if person is None:
             raise TicketLabError(f"{name} is not registered; register them first with `ticketlab people register`.")
-        return {"name": name, "roles": sorted((person.roles | add) - remove)}, name
+        return RolesBody(name=name, roles=sorted((person.roles | add) - remove)).to_body(), name
 
     return records.write(ledger, admin, "roles", prepare, doing=f"change {name}'s roles")
 
@@ -93,7 +95,7 @@ def revoke(ledger, actor: Signer, name: str, reason: str) -> dict:
         person = st.registry.people.get(name)
         if person is None or person.key_id is None:
             raise TicketLabError(f"{name} has no active key to revoke.")
-        return {"name": name, "key_id": person.key_id, "reason": reason.strip()}, name
+        return RevokeBody(name=name, key_id=person.key_id, reason=reason.strip()).to_body(), name
 
     return records.write(ledger, actor, "revoke", prepare, doing=f"revoke {name}'s key")
 
@@ -117,6 +119,6 @@ def set_policy(ledger, admin: Signer, path: str | Path | None = None, text: str 
 
     def prepare(db, st):  # the next version, not the one pinned now: replay.policy_problem
         version = (st.trail.pinned_version() or 0) + 1
-        return {"version": version, "name": pol.name, "sha256": sha, "text": text}, f"policy v{version}"
+        return PolicyBody(version=version, name=pol.name, sha256=sha, text=text).to_body(), f"policy v{version}"
 
     return records.write(ledger, admin, "policy", prepare, doing="pin a policy")

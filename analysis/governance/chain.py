@@ -15,10 +15,11 @@ import hashlib
 import json
 from typing import Any
 
+from ..ledger import governance_store as store
 from .keys import Signer
 
 GENESIS = "0" * 64
-TABLE = "governance_log"
+TABLE = store.LOG
 FIELDS = ("seq", "kind", "actor", "key_id", "subject", "body", "signed_at", "prev_hash")
 
 
@@ -55,8 +56,7 @@ def now() -> dt.datetime:
 
 
 def head(con) -> tuple[int, str]:
-    last = con.execute(f"SELECT seq, row_hash FROM {TABLE} ORDER BY seq DESC LIMIT 1").fetchone()
-    return (int(last[0]), last[1]) if last else (0, GENESIS)
+    return store.log_head(con) or (0, GENESIS)
 
 
 def append(con, signer: Signer, kind: str, body: dict, subject: str | None = None) -> dict:
@@ -67,14 +67,12 @@ def append(con, signer: Signer, kind: str, body: dict, subject: str | None = Non
     data = signed_bytes(row)
     row["row_hash"] = hashlib.sha256(data).hexdigest()
     row["signature"] = signer.sign(data)
-    cols = list(row)
-    con.execute(f"INSERT INTO {TABLE} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                [row[c] for c in cols])
+    store.insert_record(con, row)
     return row
 
 
 def rows(ledger) -> list[dict]:
-    return ledger.query(f"SELECT * FROM {TABLE} ORDER BY seq")
+    return store.log_rows(ledger)
 
 
 def link_problem(rows_: list[dict]) -> tuple[dict | None, str]:

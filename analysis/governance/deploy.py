@@ -12,8 +12,10 @@ from __future__ import annotations
 from pruning import text
 from pruning.errors import TicketLabError
 
+from ..ledger import governance_store
 from . import chain, records, state
 from .keys import Signer
+from .record_types import Move, PromoteBody, RollbackBody
 from .review import evaluate, gather_evidence
 from .state import DENSE, history, moves, stack  # noqa: F401  (re-exported for callers of the old API)
 
@@ -41,7 +43,13 @@ def promote(ledger, ticket_ref: str, by: Signer, reason: str) -> dict:
         return _promotion(db, st, ticket_ref, reason, by.name, asked)
 
     row = records.write(ledger, by, "promote", prepare, doing=f"promote {ticket_ref}")
-    return moves(ledger, row["subject"] if row else asked["dense"])[-1]
+    return _written(ledger, row, asked["dense"])
+
+
+def _written(ledger, row: dict | None, dense: str) -> dict:
+    """The move just written (checked against the trail it extends, so it counts: no replay to say so), or,
+    when an earlier run had made it already, that move."""
+    return Move.from_row(row, signed=True).as_dict() if row is not None else moves(ledger, dense)[-1]
 
 
 def _repeated(st: state.GovState, dense: str, kind: str, target: str, reason: str, actor: str | None = None) -> bool:
@@ -61,7 +69,7 @@ def _promotion(ledger, st: state.GovState, ticket_ref: str, reason: str, actor: 
     asked["dense"] = dense
     if _repeated(st, dense, "promote", tid, reason, actor):
         return None  # promoted by an earlier run of this very command
-    approval, pol = state.approval_of(st, tid), state.current_policy(st)
+    approval, pol = state.approval_of(st, tid), state.policy_in_force(st)
     unmet: list[str] = []
     passed = False
     if approval is not None and approval["policy_sha256"] == pol.sha256:
@@ -70,11 +78,11 @@ def _promotion(ledger, st: state.GovState, ticket_ref: str, reason: str, actor: 
         review = evaluate(pol, gather_evidence(ledger, ticket, approval["baseline"] or "dense", pol), tid, dense,
                           creation["actor"] if creation else None, approval["reviewer"])
         unmet, passed = list(dict.fromkeys(r.rule for r in review.failures)), review.passed
-    body = {"dense_sha256": dense, "target": tid, "content_sha256": signed["content_sha256"],
-            "previous": st.trail.pointer(dense), "reason": reason.strip(),
-            "decision_hash": approval["row_hash"] if approval else "", "policy_sha256": pol.sha256,
-            "policy_passed": passed, "unmet_rules": unmet}
-    return body, dense
+    body = PromoteBody(dense_sha256=dense, target=tid, content_sha256=signed["content_sha256"],
+                       previous=st.trail.pointer(dense), reason=reason.strip(),
+                       decision_hash=approval["row_hash"] if approval else "", policy_sha256=pol.sha256,
+                       policy_passed=passed, unmet_rules=unmet)
+    return body.to_body(), dense
 
 
 def _dense_for(st: state.GovState, ledger, model: str | None) -> str:
@@ -82,8 +90,7 @@ def _dense_for(st: state.GovState, ledger, model: str | None) -> str:
     if model:
         hits = [d for d in have if d.startswith(model)]
         if not hits:
-            spec = ledger.query("SELECT weights_sha256 FROM models WHERE spec = ?", [model])
-            hits = [r["weights_sha256"] for r in spec if r["weights_sha256"] in have]
+            hits = [w for w in governance_store.weights_of_spec(ledger, model) if w in have]
         if len(hits) != 1:
             raise TicketLabError(f"--model {model!r} names {'no' if not hits else 'more than one'} dense model with "
                                  f"deployments; known: {', '.join(h[:12] for h in have) or 'none'}.")
@@ -108,11 +115,11 @@ def rollback(ledger, by: Signer, reason: str, to: str | None = None, model: str 
         asked["dense"] = dense
         if to and _repeated(st, dense, "rollback", to_, reason, by.name):
             return None  # an explicit --to already done by an earlier run of this very command
-        return {"dense_sha256": dense, "target": to_, "previous": st.trail.pointer(dense),
-                "reason": reason.strip()}, dense
+        return RollbackBody(dense_sha256=dense, target=to_, previous=st.trail.pointer(dense),
+                            reason=reason.strip()).to_body(), dense
 
     row = records.write(ledger, by, "rollback", prepare, doing=f"roll back to {to or 'the previous deployment'}")
-    return moves(ledger, row["subject"] if row else asked["dense"])[-1]
+    return _written(ledger, row, asked["dense"])
 
 
 def _rollback_target(st: state.GovState, ledger, to: str | None, model: str | None) -> tuple[str, str]:

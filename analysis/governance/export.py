@@ -30,13 +30,14 @@ from pruning.errors import TicketLabError
 from pruning.ticket import Ticket, applied, check_compatible, find_ticket
 
 from .. import uncertainty
-from ..ledger import Ledger
+from ..ledger import Ledger, governance_store
 from ..serving import artifact as shipped
 from . import evidence as ev
 from . import records, signing, state, witness
 from .audit import require_intact
 from .keys import Signer
 from .reader import snapshot
+from .record_types import Decision
 from .verify import BUNDLE_FORMAT, MANIFEST, file_digests, load_bound_ticket, manifest_digest
 
 FORMATS = ("masks", "masked-weights", "materialized")
@@ -238,8 +239,7 @@ def _stock_check(directory: Path, loaded, ticket: Ticket, loader=None) -> dict:
 # --- manifest ----------------------------------------------------------------------------------------
 def _manifest(ledger: Ledger, st: state.GovState, row: dict, ticket: Ticket, loaded, fmt: str,
               approval: dict | None, unreviewed: bool, loader: dict, dtype: str) -> dict:
-    dense_model = ledger.query("SELECT spec, n_params, model_type FROM models WHERE weights_sha256 = ?",
-                               [ticket.dense["weights_sha256"]])
+    dense_model = governance_store.dense_model(ledger, ticket.dense["weights_sha256"])
     review = _review_section(st, ticket.id, approval, unreviewed)
     creation = state.creation_of(st, ticket.id)
     metrics = _metrics(ledger, ticket)
@@ -254,7 +254,7 @@ def _manifest(ledger: Ledger, st: state.GovState, row: dict, ticket: Ticket, loa
                    "created_by": creation["actor"] if creation else None,
                    "creation_record": state.record_json(creation) if creation else None,
                    "ledger_path": str(ledger.path), "ledger_id": st.ledger_id},
-        "dense_model": {**ticket.dense, "n_params": dense_model[0]["n_params"] if dense_model else None,
+        "dense_model": {**ticket.dense, "n_params": dense_model["n_params"] if dense_model else None,
                         "loaded_from": loaded.source},
         "weights_dtype": dtype if fmt != "masks" else None,
         "review": review, "metrics": metrics,
@@ -279,9 +279,7 @@ def _review_section(st: state.GovState, ticket_id: str, approval: dict | None, u
     out = {"status": status, "override": bool(approval and approval.get("override")), "unreviewed": approval is None, "exported_with_unreviewed_flag": bool(unreviewed),
            "decision": None, "policy_results": None}
     if last is not None:
-        out["decision"] = {k: last[k] for k in ("seq", "decision", "reviewer", "reason", "override",
-                                                "override_reason", "baseline", "policy_name", "policy_sha256",
-                                                "policy_version", "unmet_rules", "decided_at", "row_hash")}
+        out["decision"] = {k: last[k] for k in Decision.MANIFEST}
         out["decision"]["record"] = last["record"]  # the signed record itself: verify re-checks it offline
         pr = last["policy_results"]
         out["policy_results"] = json.loads(pr) if isinstance(pr, str) else pr

@@ -15,6 +15,7 @@ from pruning.errors import TicketLabError
 
 from . import admin, keys, records, state
 from .keys import Signer
+from .record_types import CreateBody
 
 
 def current_user() -> str:
@@ -68,8 +69,8 @@ def sign_creation(ledger, signer: Signer, ticket_id: str, how: str = "claim") ->
         first = found["first"] = state.creation_of(st, ticket["id"])
         if first is not None and how != "claim":
             return None
-        return {"ticket_id": ticket["id"], "dense_sha256": ticket["dense_sha256"],
-                "content_sha256": ticket["content_sha256"], "method": ticket["method"], "how": how}, ticket["id"]
+        return CreateBody(ticket_id=ticket["id"], dense_sha256=ticket["dense_sha256"],
+                          content_sha256=ticket["content_sha256"], method=ticket["method"], how=how).to_body(), ticket["id"]
 
     row = records.write(ledger, signer, "create", prepare, doing=f"sign as creator of {ticket_id}")
     return row if row is not None else found["first"]

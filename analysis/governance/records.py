@@ -77,14 +77,16 @@ def require_actor(st: state.GovState, signer: Signer, kind: str, body: dict | No
                              f"with `ticketlab people role {signer.name} --add {need}`.")
 
 
-Prepare = Callable[[Snapshot, state.GovState], "tuple[dict, str | None] | None"]
+# (body, subject) or (body, subject, the policy's review the body was made from: the rules reuse it rather
+# than evaluate the policy a second time), or None when nothing is to be written
+Prepare = Callable[[Snapshot, state.GovState], "tuple | None"]
 
 
 def write(ledger, signer: Signer, kind: str, body: dict | Prepare, subject: str | None = None, *,
           doing: str) -> dict | None:
     """Check, sign, append and witness one record; returns the row written.
 
-    `body` is the record's body, or `prepare(snapshot, state) -> (body, subject)` that builds it from the
+    `body` is the record's body, or `prepare(snapshot, state) -> (body, subject[, review])` that builds it from the
     trail as it stands (None: what was asked is recorded already, nothing is written). When another
     record lands first, everything is done again on the new trail: the body, the signer's standing, the
     rules (`replay.record_problem`), so concurrent writers all succeed without forking the chain.
@@ -104,15 +106,17 @@ def _write_once(ledger, signer: Signer, kind: str, body, subject: str | None, do
             # the signer's own records that a killed run committed but never witnessed: this run vouches for them
             _witness(db, st, signer, [r for r in st.rows if r["seq"] in report["unwitnessed"]
                                       and (r["actor"], r["key_id"]) == (signer.name, signer.key_id)])
+        evaluated = None
         if callable(body):
             prepared = body(db, st)
             if prepared is None:
                 return None
-            body, subject = prepared
+            body, subject, *rest = prepared
+            evaluated = rest[0] if rest else None
         if kind != "init":
             require_actor(st, signer, kind, body)
-        why = replay.record_problem(st.registry, st.trail, kind, signer.name, subject, body) if kind != "init" \
-            else replay.body_problem(kind, body)
+        why = replay.record_problem(st.registry, st.trail, kind, signer.name, subject, body, evaluated=evaluated) \
+            if kind != "init" else replay.body_problem(kind, body)
         if why:
             raise TicketLabError(f"{why}; nothing was recorded.")
     ledger_id = body["ledger_id"] if kind == "init" else st.ledger_id

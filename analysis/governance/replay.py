@@ -26,26 +26,14 @@ from pruning.text import control_problem
 from . import keys, people
 from .chain import body_of
 from .policy import Policy, parse_policy
+from .record_types import APPROVE, BODIES, CHOICES
 
 DENSE = "dense"
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
-# kind -> required body fields and their types (bool is not an int here; None allowed where listed)
-FIELDS: dict[str, dict[str, tuple]] = {
-    "init": {"ledger_id": (str,), "person": (dict,)},
-    "register": {"name": (str,), "public_key": (str,), "roles": (list,)},
-    "roles": {"name": (str,), "roles": (list,)},
-    "revoke": {"name": (str,), "key_id": (str,), "reason": (str,)},
-    "policy": {"version": (int,), "sha256": (str,), "text": (str,)},
-    "create": {"ticket_id": (str,), "dense_sha256": (str,), "content_sha256": (str,), "method": (str,)},
-    "decision": {"ticket_id": (str,), "dense_sha256": (str,), "content_sha256": (str,), "decision": (str,),
-                 "reason": (str,), "override": (bool,), "override_reason": (str, type(None)), "baseline": (str,),
-                 "policy_sha256": (str,), "passed": (bool,), "unmet_rules": (list,), "creation_hash": (str, type(None)),
-                 "evidence": (dict,), "evidence_sha256": (str,), "request": (str,)},
-    "promote": {"dense_sha256": (str,), "target": (str,), "content_sha256": (str,), "previous": (str,),
-                "reason": (str,), "decision_hash": (str,), "policy_sha256": (str,), "unmet_rules": (list,)},
-    "rollback": {"dense_sha256": (str,), "target": (str,), "previous": (str,), "reason": (str,)},
-}
+# kind -> required body fields and their types (bool is not an int here; None allowed where listed): the
+# typed records declare them (`record_types`)
+FIELDS: dict[str, dict[str, tuple]] = {kind: body.required() for kind, body in BODIES.items()}
 TEXT = {"reason", "override_reason", "name"}  # free text a person typed: shown in terminals and pages
 ROW_FIELDS = ("task", "metric", "value", "stderr", "limit", "dtype", "direction", "ideal", "meta")
 
@@ -112,7 +100,7 @@ def body_problem(kind: str, body) -> str:
                 and isinstance(p.get("roles"), list) and "admin" in p["roles"]):
             return "it does not register a first admin"
     if kind == "decision":
-        if body["decision"] not in ("approve", "reject"):
+        if body["decision"] not in CHOICES:
             return f"its decision {body['decision']!r} is neither approve nor reject"
         if not all(isinstance(r, str) for r in body["unmet_rules"]):
             return "its unmet rules are not names"
@@ -215,7 +203,9 @@ def create_problem(trail: Trail, body: dict) -> str:
     return ""
 
 
-def decision_problem(trail: Trail, actor: str, body: dict) -> str:
+def decision_problem(trail: Trail, actor: str, body: dict, evaluated=None) -> str:
+    """`evaluated`: the review the writer made this body from (`decisions.evaluated_decision`); used instead of
+    evaluating the policy again when it is the review of this very evidence, policy, creator and reviewer."""
     from .review import FAIL, evaluate  # review reads state, which replays with these rules
 
     tid, pol = body["ticket_id"], trail.pinned()
@@ -231,12 +221,16 @@ def decision_problem(trail: Trail, actor: str, body: dict) -> str:
             return f"it names another dense model or content hash than {tid}'s signed creation (record #{creation['seq']})"
     if body["evidence"]["content_sha256"] != body["content_sha256"]:
         return "its evidence is about other ticket content than the ticket it decides on"
-    review = evaluate(pol, body["evidence"], tid, body["dense_sha256"], creation["actor"] if creation else None, actor)
+    creator = creation["actor"] if creation else None
+    same = evaluated is not None and evaluated.evidence is body["evidence"] and evaluated.policy["sha256"] == pol.sha256 \
+        and (evaluated.ticket, evaluated.dense_sha256, evaluated.creator, evaluated.reviewer) == \
+        (tid, body["dense_sha256"], creator, actor)
+    review = evaluated if same else evaluate(pol, body["evidence"], tid, body["dense_sha256"], creator, actor)
     unmet = list(dict.fromkeys(r.rule for r in review.failures))
     if sorted(unmet) != sorted(body["unmet_rules"]) or review.passed != body["passed"]:
         return (f"its signed evidence fails {', '.join(unmet) or 'no rule'} under the pinned policy {pol.name}, but it "
                 f"records {', '.join(body['unmet_rules']) or 'none'} as unmet (passed={body['passed']})")
-    if body["decision"] != "approve":
+    if body["decision"] != APPROVE:
         return ""
     if creation is None or body["creation_hash"] != creation["row_hash"]:
         return (f"{tid} cannot be approved: nobody has signed as its creator (it was recorded by `ticketlab eval`, "
@@ -264,7 +258,7 @@ def promote_problem(trail: Trail, body: dict) -> str:
     tid, dense = body["target"], body["dense_sha256"]
     creation = trail.creations.get(tid)
     approval = trail.latest(tid)
-    if approval is None or body_of(approval)["decision"] != "approve":
+    if approval is None or body_of(approval)["decision"] != APPROVE:
         why = (f"its latest decision is {body_of(approval)['decision']} (#{approval['seq']})" if approval
                else "it has no decision")
         return (f"only approved tickets can be promoted: {tid} is not approved ({why}). See `ticketlab review` and "
@@ -307,13 +301,13 @@ def rollback_problem(trail: Trail, body: dict) -> str:
         return (f"{to} was never deployed for dense model {dense[:12]}: rollback returns to an earlier deployment; "
                 f"use `ticketlab promote` for a new one")
     last = trail.latest(to)
-    if last is None or body_of(last)["decision"] != "approve":
+    if last is None or body_of(last)["decision"] != APPROVE:
         who = f" (decision #{last['seq']} by {last['actor']})" if last else ""
         return f"{to} was rejected after it was deployed{who}; roll back to another one, e.g. --to dense"
     return ""
 
 
-def rule_problem(reg: people.Registry, trail: Trail, kind: str, actor: str, body: dict) -> str:
+def rule_problem(reg: people.Registry, trail: Trail, kind: str, actor: str, body: dict, evaluated=None) -> str:
     """The one entry point: why a well-formed `kind` record by `actor` may not stand now ('' when it may)."""
     if kind in ("register", "roles", "revoke"):
         return registry_problem(reg, kind, body)
@@ -322,7 +316,7 @@ def rule_problem(reg: people.Registry, trail: Trail, kind: str, actor: str, body
     if kind == "create":
         return create_problem(trail, body)
     if kind == "decision":
-        return decision_problem(trail, actor, body)
+        return decision_problem(trail, actor, body, evaluated)
     if kind == "promote":
         return promote_problem(trail, body)
     if kind == "rollback":
@@ -382,13 +376,14 @@ def replay(rows: list[dict], upto: int | None = None) -> Replayed:
     return Replayed(reg, trail, problems, voided)
 
 
-def record_problem(reg: people.Registry, trail: Trail, kind: str, actor: str, subject: str | None, body: dict) -> str:
+def record_problem(reg: people.Registry, trail: Trail, kind: str, actor: str, subject: str | None, body: dict,
+                   evaluated=None) -> str:
     """Why a record whose signature holds may not stand: malformed, its actor lacks the role, or it breaks
     a rule. `records.write` asks this before signing; the replay voids a record for which it is not ''."""
     why = body_problem(kind, body)
     if not why and kind != "init" and subject != _subject(kind, body):
         why = f"its subject {subject!r} is not what its body names ({_subject(kind, body)!r})"
-    return why or people.role_problem(reg, kind, actor, body) or rule_problem(reg, trail, kind, actor, body)
+    return why or people.role_problem(reg, kind, actor, body) or rule_problem(reg, trail, kind, actor, body, evaluated)
 
 
 def _subject(kind: str, body: dict) -> str | None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from pruning import durable
 
 from .. import uncertainty
-from ..ledger import Ledger
+from ..ledger import Ledger, governance_store
 from ..metric_meta import category_of, direction, meta_for, task_title
 from . import evidence as ev
 from .decisions import audit, decision_rows
@@ -184,8 +184,7 @@ def _bias_section(cand_rows, base_rows, base_label, fig, go) -> str:
 
 def _survival_section(ledger: Ledger, ticket_id: str, fig, go) -> str:
     out = "<h2>Where the weights survive</h2>"
-    layer = ledger.query("SELECT layer, matrix, kept, total FROM survival_layer WHERE ticket_id = ? ORDER BY layer, "
-                         "matrix", [ticket_id])
+    layer = governance_store.survival_by_layer(ledger, ticket_id)
     if not layer:
         return out + "<p><em>No survival tables recorded for this ticket.</em></p>"
     mats = sorted({r["matrix"] for r in layer})
@@ -197,8 +196,7 @@ def _survival_section(ledger: Ledger, ticket_id: str, fig, go) -> str:
     f.update_layout(title="Kept fraction per layer and matrix", yaxis_title="layer", yaxis_dtick=1,
                     height=300 + 12 * len(layers))
     out += fig(f)
-    heads = ledger.query("SELECT layer, head, kept, total FROM survival_head WHERE ticket_id = ? AND kind = 'q' "
-                         "ORDER BY layer, head", [ticket_id])
+    heads = governance_store.survival_by_query_head(ledger, ticket_id)
     if heads:
         hl = sorted({r["layer"] for r in heads})
         hh = sorted({r["head"] for r in heads})

@@ -13,12 +13,15 @@ they never make a ticket approved or deployed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pruning.errors import TicketLabError
 
+from ..ledger import governance_store
 from . import chain, people
-from .policy import Policy, parse_policy
+from .policy import Policy, load_policy, parse_policy
 from .reader import Snapshot, snapshot
+from .record_types import APPROVE, MOVES, Decision, Move, record_json  # noqa: F401  (record_json re-exported)
 from .replay import Trail, replay
 
 DENSE = "dense"
@@ -80,12 +83,9 @@ def load(ledger) -> GovState:
     if cached is not None:
         return cached
     with snapshot(ledger) as db:
-        rows = db.query(f"SELECT * FROM {chain.TABLE} ORDER BY seq")
-        tickets = {r["id"]: r["dense_sha256"] for r in db.query("SELECT id, dense_sha256 FROM tickets")}
-        legacy = {}
-        if db.query("SELECT 1 FROM information_schema.tables WHERE table_name = 'legacy_decisions'"):
-            for r in db.query("SELECT * FROM legacy_decisions ORDER BY seq"):
-                legacy[r["ticket_id"]] = r
+        rows = governance_store.log_rows(db)
+        tickets = governance_store.ticket_dense_hashes(db)
+        legacy = governance_store.legacy_decisions_by_ticket(db)
     row, why = chain.link_problem(rows)
     link = (row["seq"], why) if row else None
     judged = replay(rows, upto=link[0] if link else None)
@@ -126,6 +126,21 @@ def current_policy(ledger) -> Policy:
     return parse_policy(v["text"], f"ledger policy v{v['version']}", v["sha256"])
 
 
+def policy_in_force(ledger, policy: Policy | str | Path | None = None) -> Policy:
+    """The one answer to "which policy is this read against", for the CLI, the dashboard, the scorecard,
+    the verdict line, decisions and promotions: `policy` when given (a `Policy`, or a what-if file: a
+    preview, which never decides), else the policy pinned in the ledger, else, for a ledger nobody has
+    initialised, the default policy (`load_policy(None)`). An initialised ledger with no pinned policy is
+    refused (`current_policy`'s error), never read against a default."""
+    if isinstance(policy, Policy):
+        return policy
+    if policy:
+        return load_policy(policy)
+    if initialised(ledger):
+        return current_policy(ledger)
+    return load_policy(None)
+
+
 def pinned_version(ledger) -> int | None:
     versions = policy_versions(ledger)
     return versions[-1]["version"] if versions else None
@@ -146,20 +161,7 @@ def creator_of(ledger, ticket_id: str) -> str | None:
 
 
 def _decision(st: GovState, r: dict) -> dict:
-    b = chain.body_of(r)
-    return {"seq": r["seq"], "ticket_id": r["subject"], "dense_sha256": b.get("dense_sha256"),
-            "decision": b.get("decision"), "reviewer": r["actor"], "reason": b.get("reason"),
-            "override": bool(b.get("override")), "override_reason": b.get("override_reason"),
-            "baseline": b.get("baseline"), "policy_name": b.get("policy_name"), "policy_sha256": b.get("policy_sha256"),
-            "policy_version": b.get("policy_version"), "policy_results": b.get("policy_results"),
-            "passed": bool(b.get("passed")), "unmet_rules": list(b.get("unmet_rules") or []),
-            "decided_at": r["signed_at"], "row_hash": r["row_hash"], "key_id": r["key_id"],
-            "signed": st.signed(r), "record": record_json(r)}
-
-
-def record_json(r: dict) -> dict:
-    """A record as carried in a bundle: enough to re-check its hash and signature without the ledger."""
-    return {k: (chain._at(r[k]) if k == "signed_at" else r[k]) for k in (*chain.FIELDS, "row_hash", "signature")}
+    return Decision.from_row(r, st.signed(r)).as_dict()
 
 
 def decision_rows(ledger, ticket_id: str | None = None) -> list[dict]:
@@ -175,7 +177,7 @@ def latest_decision(ledger, ticket_id: str) -> dict | None:
 def approval_of(ledger, ticket_id: str) -> dict | None:
     """The decision that makes a ticket approved now: its latest decision, if that is a signed approval."""
     d = latest_decision(ledger, ticket_id)
-    return d if d and d["decision"] == "approve" and d["signed"] else None
+    return d if d and d["decision"] == APPROVE and d["signed"] else None
 
 
 def ticket_state(ledger, ticket_id: str) -> TicketState:
@@ -183,13 +185,13 @@ def ticket_state(ledger, ticket_id: str) -> TicketState:
     creation = creation_of(st, ticket_id)
     d = latest_decision(st, ticket_id)
     own = [r for r in st.rows if r["subject"] == ticket_id or
-           (r["kind"] in ("promote", "rollback") and chain.body_of(r).get("target") == ticket_id)]
+           (r["kind"] in MOVES and chain.body_of(r).get("target") == ticket_id)]
     out = TicketState(ticket_id=ticket_id, creator=creation["actor"] if creation else None,
                       review_status="unreviewed", creation_hash=creation["row_hash"] if creation else None,
                       signed=all(st.signed(r) for r in own), deployed=ticket_id in deployment_pointers(st).values(),
                       legacy_decision=st.legacy.get(ticket_id))
     if d is not None:
-        out.review_status = "approved" if d["decision"] == "approve" else "rejected"
+        out.review_status = "approved" if d["decision"] == APPROVE else "rejected"
         out.decided_by, out.decided_at = d["reviewer"], d["decided_at"]
         out.override, out.override_reason = d["override"], d["override_reason"]
         out.unmet_rules, out.policy_sha256, out.policy_version = d["unmet_rules"], d["policy_sha256"], d["policy_version"]
@@ -206,16 +208,12 @@ def ticket_states(ledger) -> dict[str, TicketState]:
 
 # --- deployments -----------------------------------------------------------------------------------
 def _move(st: GovState, r: dict) -> dict:
-    b = chain.body_of(r)
-    return {"seq": r["seq"], "moved_at": r["signed_at"], "dense_sha256": b.get("dense_sha256"), "action": r["kind"],
-            "previous": b.get("previous"), "target": b.get("target"), "by_user": r["actor"], "reason": b.get("reason"),
-            "decision_hash": b.get("decision_hash"), "policy_sha256": b.get("policy_sha256"),
-            "row_hash": r["row_hash"], "signed": st.signed(r)}
+    return Move.from_row(r, st.signed(r)).as_dict()
 
 
 def moves(ledger, dense_sha256: str | None = None) -> list[dict]:
     st = load(ledger)
-    out = [_move(st, r) for r in st.of_kind("promote", "rollback")]
+    out = [_move(st, r) for r in st.of_kind(*MOVES)]
     return [m for m in out if dense_sha256 is None or m["dense_sha256"] == dense_sha256]
 
 
@@ -242,9 +240,5 @@ def history(ledger, dense_sha256: str | None = None) -> list[dict]:
 # --- unsigned history ------------------------------------------------------------------------------
 def legacy_history(ledger) -> dict[str, list[dict]]:
     """Decisions, deployment moves and creators recorded before signed governance (nobody signed them)."""
-    out = {}
     with snapshot(ledger) as db:
-        have = {r["table_name"] for r in db.query("SELECT table_name FROM information_schema.tables")}
-        for table in ("legacy_decisions", "legacy_deployments", "legacy_ticket_meta"):
-            out[table.removeprefix("legacy_")] = db.query(f"SELECT * FROM {table}") if table in have else []
-    return out
+        return governance_store.legacy_tables(db)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from .state import policy_in_force  # noqa: F401  (the one owner of the policy in force; re-exported)
+
 GOOD, BAD, NEUTRAL, WARN = "good", "bad", "neutral", "warn"
 
 
@@ -150,21 +152,6 @@ def verdict_of(ticket: str, state, review=None, rows: list[dict] | None = None, 
     rows = rows or []
     return Verdict(ticket=ticket, review=review_words(state), policy=policy_words(review),
                    deltas=delta_words(headline(rows)), evidence=evidence_words(rows), baseline=baseline)
-
-
-def policy_in_force(ledger, policy=None):
-    """The policy a verdict is read against: the one given, else the ledger's pinned policy, else the
-    shipped default (a ledger nobody initialised)."""
-    from pruning.errors import TicketLabError
-
-    from .state import current_policy
-
-    if policy is not None:
-        return policy
-    try:
-        return current_policy(ledger)
-    except TicketLabError:
-        return None
 
 
 def verdict(ledger, ticket_id: str, baseline: str = "dense", policy=None, review=None, state=None) -> Verdict:

@@ -22,6 +22,7 @@ from pruning.calibration import sha256_file  # noqa: F401  (re-exported for bund
 from pruning.errors import TicketLabError
 
 from . import chain, keys, signing, trustfile
+from .record_types import APPROVE, DecisionBody
 from .witness import head_payload
 
 BUNDLE_FORMAT = "ticketlab-bundle/1"
@@ -129,7 +130,7 @@ def _governance(root: Path, manifest: dict, ticket_id: str, trust: dict, content
         problems.append(f"decision record: {bad}")
     else:
         body = chain.body_of(record)
-        if record["kind"] != "decision" or body.get("decision") != "approve" or record["subject"] != ticket_id:
+        if record["kind"] != DecisionBody.KIND or body.get("decision") != APPROVE or record["subject"] != ticket_id:
             problems.append(f"decision record #{record['seq']} is not an approval of {ticket_id}")
         elif "reviewer" not in trust["people"].get(record["actor"], {}).get("roles", []):
             problems.append(f"decision record: {record['actor']} is not a reviewer, so cannot approve")

@@ -21,6 +21,7 @@ from pathlib import Path
 from pruning import durable
 from pruning.errors import TicketLabError
 
+from ..ledger import governance_store
 from . import keys
 from .chain import body_of, canonical
 from .keys import Signer
@@ -42,8 +43,7 @@ def pinned_value(ledger, first: dict | None = None) -> str | None:
     """The witness location the first admin signed into record #1 (None for ledgers initialised before it
     was pinned, which keep using `configured_path`)."""
     if first is None:
-        rows = ledger.query("SELECT * FROM governance_log WHERE seq = 1")
-        first = rows[0] if rows else None
+        first = governance_store.first_record(ledger)
     if first is None or first["kind"] != "init":
         return None
     value = body_of(first).get("witness")

@@ -181,6 +181,8 @@ def serve_check(bundle: str | Path, *, base_url: str | None = None, dense_base_u
 def record(ledger, result: dict, command: str) -> str:
     """The check's result as a ledger run (kind `serve-check`, the result in its params); a check whose
     engine did not start is recorded too, with loads = false."""
+    from analysis.ledger.lab_records import serve_check_statements
+
     dense = None
     ticket = result.get("ticket")
     if ticket:
@@ -190,6 +192,5 @@ def record(ledger, result: dict, command: str) -> str:
             dense = None
     with ledger.run("serve-check", command, subject=ticket or "dense", dense_sha256=dense,
                     params={"bundle": result["bundle"], "artifact": result.get("artifact")}) as run:
-        run.extra_sql.append(("UPDATE runs SET params = ? WHERE id = ?",
-                              [json.dumps(result, default=str), run.id]))
+        run.extra_sql += serve_check_statements(run.id, result)
     return run.id

@@ -60,11 +60,9 @@ def run(args) -> int:
     ledger = Ledger()
     if args.command == "report":
         from analysis.governance import state
-        from analysis.governance.policy import load_policy
         from analysis.governance.report import write_report
 
-        policy = load_policy(args.policy) if args.policy else (state.current_policy(ledger) if state.initialised(ledger)
-                                                                else None)
+        policy = state.policy_in_force(ledger, args.policy)
         print(f"scorecard written to {write_report(ledger, args.ticket, args.out, args.baseline, policy)}"
               + (" (WHAT-IF policy preview)" if args.policy else ""))
         return 0

@@ -25,24 +25,31 @@ def add_parser(sub, parent):
 
 
 def run(args) -> int:
-    from analysis.governance import deploy, identity
+    from analysis.governance import deploy
     from analysis.ledger import Ledger
 
-    ledger = Ledger()
     if args.command == "history":
-        rows = deploy.history(ledger)
+        rows = deploy.history(Ledger())
         if args.model:
             rows = [r for r in rows if r["dense_sha256"].startswith(args.model)]
         print(json.dumps(rows, indent=2, default=str) if args.json else deploy.format_history(rows))
         return 0
-    who = identity.unlock(args.as_name)
-    if args.command == "promote":
-        row = deploy.promote(ledger, args.ticket, who, args.reason)
-    else:
-        row = deploy.rollback(ledger, who, args.reason, to=args.to, model=args.model)
+    from usecases import promote as moves
+
+    row = (moves.promote if args.command == "promote" else moves.rollback)(request_from_args(args)).move.as_dict()
     if args.json:
         print(json.dumps(row, indent=2, default=str))
     else:
         print(f"{row['action']} #{row['seq']}: dense model {row['dense_sha256'][:12]} now serves {row['target']} "
               f"(was {row['previous']}), signed by {row['by_user']}")
     return 0
+
+
+def request_from_args(args):
+    """`ticketlab promote` / `rollback`'s typed request (history records nothing)."""
+    if args.command not in ("promote", "rollback"):
+        return None
+    from app.cli import request_of
+    from usecases.promote import PromoteRequest, RollbackRequest
+
+    return request_of(PromoteRequest if args.command == "promote" else RollbackRequest, args)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from dataclasses import asdict
 from pathlib import Path
 
 from pruning.errors import TicketLabError
@@ -128,26 +129,23 @@ def ticket_listing(ledger) -> list[dict]:
     from analysis import metric_meta
     from analysis.governance import state as gov_state
     from analysis.governance.verdict import review_words
+    from analysis.ledger import read_model
 
-    tickets = ledger.query("SELECT id, name, method, target_sparsity, achieved_sparsity, dense_sha256, parent, "
-                           "experiment, created_at FROM tickets ORDER BY created_at, id")
-    metrics = ledger.query(
-        'SELECT m.subject, m.task, m.metric, m.value, m.stderr, m."limit" FROM metrics m JOIN runs r ON r.id = m.run_id '
-        "WHERE r.status = 'succeeded' ORDER BY (m.\"limit\" IS NULL) DESC, m.recorded_at DESC")
-    best: dict[tuple, dict] = {}
-    for m in metrics:
-        best.setdefault((m["subject"], m["task"], m["metric"]), m)
+    tickets = read_model.ticket_list().rows(ledger)
+    best: dict[tuple, read_model.MetricValue] = {}
+    for m in read_model.metric_values().rows(ledger):  # full runs first, newest first: the first row wins
+        best.setdefault((m.subject, m.task, m.metric), m)
     states = gov_state.ticket_states(ledger) if tickets else {}
     out = []
     for t in tickets:
-        known = states.get(t["id"])
+        known = states.get(t.id)
         review = review_words(known).text if known is not None else "unreviewed"
         key = {}
         for task, metric in metric_meta.KEY_METRICS:
-            m = best.get((t["id"], task, metric))
+            m = best.get((t.id, task, metric))
             if m is not None:
-                key[f"{task}.{metric}"] = {"value": m["value"], "stderr": m["stderr"], "limit": m["limit"]}
-        out.append({**t, "created_at": str(t["created_at"]), "review": review, "metrics": key})
+                key[f"{task}.{metric}"] = {"value": m.value, "stderr": m.stderr, "limit": m.limit}
+        out.append({**asdict(t), "created_at": str(t.created_at), "review": review, "metrics": key})
     return out
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+from analysis.governance.record_types import CHOICES
 from pruning.errors import TicketLabError
 
 
@@ -20,7 +21,7 @@ def add_parser(sub, parent):
     r.add_argument("--json", action="store_true", help="print one JSON object")
     d = sub.add_parser("decide", parents=[parent], help="record a signed approve/reject decision (pinned policy)")
     d.add_argument("ticket", help="ticket id or unique prefix")
-    d.add_argument("decision", choices=("approve", "reject"))
+    d.add_argument("decision", choices=CHOICES)
     d.add_argument("--as", dest="as_name", help="the reviewer (default $TICKETLAB_USER); their key signs the decision")
     d.add_argument("--reason", required=True, help="why; kept forever")
     d.add_argument("--override", action="store_true", help="approve although the policy fails (needs --override-reason)")
@@ -42,19 +43,19 @@ def add_parser(sub, parent):
 
 def _policy_for_review(ledger, path: str | None):
     from analysis.governance import state
-    from analysis.governance.policy import load_policy
 
+    pol = state.policy_in_force(ledger, path)
     if path:
-        return load_policy(path), f"WHAT-IF PREVIEW against {path}: nothing is recorded; decisions use the pinned policy"
+        return pol, f"WHAT-IF PREVIEW against {path}: nothing is recorded; decisions use the pinned policy"
     if state.initialised(ledger):
-        return state.current_policy(ledger), ""
-    return load_policy(None), ("this ledger has no pinned policy (not initialised with `ticketlab init`): previewing "
-                               "with the default policy")
+        return pol, ""
+    return pol, ("this ledger has no pinned policy (not initialised with `ticketlab init`): previewing "
+                 "with the default policy")
 
 
 def run(args) -> int:
     from analysis.governance import audit as audit_mod
-    from analysis.governance import decisions, identity
+    from analysis.governance import identity
     from analysis.governance.review import format_review, review_ticket
     from analysis.ledger import Ledger
 
@@ -76,8 +77,9 @@ def run(args) -> int:
         if args.old_reviewer:
             raise TicketLabError("--reviewer NAME is gone: a decision is signed with the reviewer's key; use --as NAME "
                                  "and unlock it. Nothing was recorded.")
-        row = decisions.decide(ledger, args.ticket, args.decision, identity.unlock(args.as_name), args.reason,
-                               override=args.override, override_reason=args.override_reason, baseline=args.baseline)
+        from usecases.decide import decide
+
+        row = decide(request_from_args(args)).as_dict()
         if args.json:
             print(json.dumps({k: v for k, v in row.items() if k != "record"}, indent=2, default=str))
         else:
@@ -108,3 +110,13 @@ def run(args) -> int:
     for note in report["notes"]:
         print(f"note: {note}")
     return 0
+
+
+def request_from_args(args):
+    """`ticketlab decide`'s typed request (review and audit record nothing and run no job)."""
+    if args.command != "decide":
+        return None
+    from app.cli import request_of
+    from usecases.decide import DecideRequest
+
+    return request_of(DecideRequest, args)

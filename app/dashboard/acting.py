@@ -3,13 +3,15 @@ signed-in person's roles (what they may do first, the rest explained, never a bu
 and aware of the present: a decision that another one overtook since this page showed the ticket asks
 for confirmation naming it; forms empty after a write; each write is confirmed with its record number.
 
-Every action calls `analysis.governance` (decide, promote, rollback, sign_creation) as the CLI does.
+Decisions and moves run the use cases the CLI runs (`usecases.decide`, `usecases.promote`), signed with the
+signed-in person's key; claiming a ticket calls `analysis.governance.identity.sign_creation` as the CLI does.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
+from analysis.governance.record_types import APPROVE, CHOICES
 from pruning.errors import TicketLabError
 
 from . import data, governance
@@ -22,17 +24,19 @@ def _latest(st_, ticket: str) -> dict | None:
 
 
 def _words(d: dict) -> str:
-    what = "approved" + (" by override" if d.get("override") else "") if d["decision"] == "approve" else "rejected"
+    what = "approved" + (" by override" if d.get("override") else "") if d["decision"] == APPROVE else "rejected"
     return (f"{d['reviewer']} {what} it at {str(d['decided_at'])[:19].replace('T', ' ')} (decision #{d['seq']}"
             + (f": “{d['reason']}”" if d.get("reason") else "") + ")")
 
 
 def _record(ticket: str, baseline: str, me, form: dict) -> None:
-    gov = governance.modules()
+    from usecases.decide import DecideRequest, decide
+
     try:
-        row = gov.decisions.decide(data.ledger(), ticket, form["decision"], me, form["reason"],
-                                   override=form["override"], override_reason=form["override_reason"],
-                                   baseline=baseline)
+        request = DecideRequest.build(ticket=ticket, decision=form["decision"], reason=form["reason"], as_name=me.name,
+                                      override=form["override"], override_reason=form["override_reason"],
+                                      baseline=baseline)
+        row = decide(request, signer=me, ledger=data.ledger()).as_dict()
     except TicketLabError as e:
         governance.say(e)
         return
@@ -86,7 +90,7 @@ def decision_form(ticket: str, baseline: str, me, roles: set[str]) -> None:
         return
     pinned = governance.review(ticket, baseline)
     with st.form(f"decision_{ticket}"):  # keyed by ticket: another candidate gets a fresh, empty form
-        decision = st.radio("decision", ["approve", "reject"], horizontal=True, key=governance.key(f"dec_decision_{ticket}"))
+        decision = st.radio("decision", list(CHOICES), horizontal=True, key=governance.key(f"dec_decision_{ticket}"))
         reason = st.text_area("reason (recorded and signed)", key=governance.key(f"dec_reason_{ticket}"), height=80)
         override = st.checkbox("override the pinned policy (approve although a rule fails or evidence is missing)",
                                key=governance.key(f"dec_override_{ticket}"), disabled=pinned.passed)
@@ -105,6 +109,8 @@ def decision_form(ticket: str, baseline: str, me, roles: set[str]) -> None:
 
 def deployment_panel(ticket: str, dense_sha256: str, me, roles: set[str]) -> None:
     import pandas as pd
+
+    from usecases import promote as moves
 
     gov = governance.modules()
     st_ = governance._gov_state()
@@ -142,7 +148,8 @@ def deployment_panel(ticket: str, dense_sha256: str, me, roles: set[str]) -> Non
             go = st.form_submit_button(f"Promote {ticket} as {me.name}", type="primary")
         if go:
             try:
-                row = gov.deploy.promote(data.ledger(), ticket, me, reason)
+                row = moves.promote(moves.PromoteRequest.build(ticket=ticket, reason=reason, as_name=me.name),
+                                    signer=me, ledger=data.ledger()).move.as_dict()
             except TicketLabError as e:
                 governance.say(e, left)
             else:
@@ -158,8 +165,9 @@ def deployment_panel(ticket: str, dense_sha256: str, me, roles: set[str]) -> Non
         go_rb = st.form_submit_button(f"Roll back {dense_sha256[:12]} as {me.name}")
     if go_rb:
         try:
-            row = gov.deploy.rollback(data.ledger(), me, reason_rb, to=None if to == "previous" else to,
-                                      model=dense_sha256)
+            request = moves.RollbackRequest.build(reason=reason_rb, to=None if to == "previous" else to,
+                                                  model=dense_sha256, as_name=me.name)
+            row = moves.rollback(request, signer=me, ledger=data.ledger()).move.as_dict()
         except TicketLabError as e:
             governance.say(e, right)
         else:

@@ -13,6 +13,8 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from analysis.ledger import read_model
+from analysis.ledger.read_model import Read
 from pruning import settings
 from pruning.models import DEFAULT_MODEL
 
@@ -48,14 +50,17 @@ def stamp() -> tuple:
     return tuple(out)
 
 
-@st.cache_data(ttl=300, max_entries=512, show_spinner=False)
-def _frame(sql: str, params: tuple, key: tuple) -> pd.DataFrame:
-    return ledger().frame(sql, list(params))
+# a read is cached by what it asks (its SQL and parameters), not by its row type
+@st.cache_data(ttl=300, max_entries=512, show_spinner=False, hash_funcs={Read: lambda r: (r.sql, r.params)})
+def _frame(read: Read, key: tuple) -> pd.DataFrame:
+    return read.frame(ledger())
 
 
-def frame(sql: str, params: tuple | list = ()) -> pd.DataFrame:
+def frame(read: Read) -> pd.DataFrame:
+    """A read of the ledger's read model (`analysis.ledger.read_model`) as a DataFrame whose columns are
+    its row type's fields; cached until the ledger file changes."""
     ledger()  # create / migrate before the first read
-    return _frame(sql, tuple(params), stamp())
+    return _frame(read, stamp())
 
 
 def forget() -> None:
@@ -64,16 +69,9 @@ def forget() -> None:
     _gov.clear()
 
 
-def tables() -> set[str]:
-    df = frame("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'")
-    return set(df["table_name"])
-
-
 # --- ledger views ----------------------------------------------------------------------------------
 def models() -> pd.DataFrame:
-    return frame("SELECT m.weights_sha256, m.spec, m.family, m.model_type, m.n_params, m.added_at, "
-                 "(SELECT count(*) FROM tickets t WHERE t.dense_sha256 = m.weights_sha256) AS tickets "
-                 "FROM models m ORDER BY m.added_at")
+    return frame(read_model.models())
 
 
 @st.cache_data(ttl=300, max_entries=16, show_spinner=False)
@@ -105,10 +103,7 @@ def tickets() -> pd.DataFrame:
     """Every ticket with its model, review state, deployed marker and headline metrics (latest full or
     limited value of each key metric, one column per metric). One-shot tickets first, then those of IMP
     experiments; newest first within each."""
-    df = frame("SELECT t.id, t.name, t.method, t.params, t.target_sparsity, t.achieved_sparsity, t.seed, "
-               "t.parent, t.experiment, t.dense_sha256, t.path, t.created_at, t.structure, m.spec AS model "
-               "FROM tickets t LEFT JOIN models m ON m.weights_sha256 = t.dense_sha256 "
-               "ORDER BY t.experiment IS NOT NULL, t.created_at DESC, t.id")
+    df = frame(read_model.tickets())
     keys = key_metrics()
     if df.empty:
         return df.assign(review=[], deployed=[], evidence=[], **{f"{t}/{m}": [] for t, m in keys})
@@ -117,11 +112,7 @@ def tickets() -> pd.DataFrame:
     dep = deployed()
     df["deployed"] = [dep.get(s) == t for s, t in zip(df["dense_sha256"], df["id"], strict=True)]
     if keys:
-        cond = " OR ".join("(task = ? AND split_part(metric, ',', 1) = ?)" for _ in keys)
-        head = frame("SELECT subject, task, split_part(metric, ',', 1) AS metric, value, \"limit\" FROM (SELECT *, "
-                     "row_number() "
-                     "OVER (PARTITION BY subject, task, metric ORDER BY recorded_at DESC) AS rn FROM metrics "
-                     f"WHERE subject <> 'dense' AND ({cond})) WHERE rn = 1", [x for k in keys for x in k])
+        head = frame(read_model.headline_values(keys))
         for task, metric in keys:
             part = head[(head["task"] == task) & (head["metric"] == metric)]
             df[f"{task}/{metric}"] = df["id"].map(dict(zip(part["subject"], part["value"], strict=True)))
@@ -198,47 +189,22 @@ def ticket_label(row) -> str:
 
 
 def survival(ticket_id: str) -> dict[str, pd.DataFrame]:
-    return {
-        "layer": frame("SELECT layer, matrix, kept, total FROM survival_layer WHERE ticket_id = ? "
-                       "ORDER BY layer", [ticket_id]),
-        "head": frame("SELECT layer, head, kind, kept, total FROM survival_head WHERE ticket_id = ? "
-                      "ORDER BY layer, head", [ticket_id]),
-        "neuron": frame("SELECT layer, band, band_start, band_stop, kept, total FROM survival_neuron "
-                        "WHERE ticket_id = ? ORDER BY layer, band", [ticket_id]),
-    }
+    return {"layer": frame(read_model.layer_survival(ticket_id)), "head": frame(read_model.head_survival(ticket_id)),
+            "neuron": frame(read_model.neuron_survival(ticket_id))}
 
 
 def attribution(subject: str, dense_sha256: str | None = None) -> pd.DataFrame:
     """The latest attribution run's per-head values for a ticket or for 'dense' (of that model)."""
-    if subject == "dense" and dense_sha256:
-        runs = frame("SELECT id FROM runs WHERE subject = 'dense' AND dense_sha256 = ? AND status = 'succeeded' "
-                     "AND id IN (SELECT run_id FROM attribution_head) ORDER BY ended_at DESC LIMIT 1",
-                     [dense_sha256])
-    else:
-        runs = frame("SELECT run_id AS id FROM attribution_head a JOIN runs r ON r.id = a.run_id "
-                     "WHERE a.subject = ? AND r.status = 'succeeded' ORDER BY r.ended_at DESC LIMIT 1", [subject])
+    runs = frame(read_model.latest_attribution_run(subject, dense_sha256))
     if runs.empty:
-        return pd.DataFrame(columns=["layer", "head", "value", "abs_value", "n_pairs"])
-    return frame("SELECT layer, head, value, abs_value, n_pairs FROM attribution_head WHERE run_id = ? "
-                 "ORDER BY layer, head", [runs["id"].iloc[0]])
+        return pd.DataFrame(columns=read_model.columns(read_model.HeadAttribution))
+    return frame(read_model.head_attributions(runs["id"].iloc[0]))
 
 
 def metrics(dense_sha256: str, full_only: bool = False) -> pd.DataFrame:
     """Latest value per (subject, suite, task, metric) for the dense model and its tickets, from succeeded
     runs (IMP rounds have their own view)."""
-    where = ' AND m."limit" IS NULL' if full_only else ""
-    return frame(
-        "SELECT * FROM (SELECT m.subject, m.suite, m.task, m.metric, m.value, m.stderr, m.direction, m.ideal, "
-        'm.n_samples, m."limit", m.recorded_at, m.run_id, row_number() OVER (PARTITION BY m.subject, m.suite, '
-        "m.task, m.metric ORDER BY m.recorded_at DESC) AS rn FROM metrics m "
-        "JOIN runs r ON r.id = m.run_id WHERE r.status = 'succeeded' AND m.suite <> 'imp' "
-        "AND (m.dense_sha256 = ? OR m.subject IN (SELECT id FROM tickets WHERE dense_sha256 = ?))" + where +
-        ") WHERE rn = 1 ORDER BY suite, task, metric, subject", [dense_sha256, dense_sha256])
-
-
-def runs(limit: int = 20) -> pd.DataFrame:
-    return frame("SELECT id, kind, command, subject, status, started_at, ended_at, error FROM runs "
-                 "ORDER BY started_at DESC LIMIT ?", [limit])
+    return frame(read_model.latest_metrics(dense_sha256, full_only))
 
 
 # --- the cached dense model ------------------------------------------------------------------------

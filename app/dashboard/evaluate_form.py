@@ -10,6 +10,7 @@ import statistics
 
 import streamlit as st
 
+from analysis.ledger import read_model
 from pruning.errors import TicketLabError
 
 from . import data, widgets
@@ -51,9 +52,10 @@ def preset_settings(preset: str) -> dict:
 
 
 MAX_LIMIT = 100_000
-# Full runs timed on the reference machine (SmolLM2-135M-Instruct, 2 threads; README "Evaluation speed"):
-# what the "full" preset shows before this machine has timed a run of its own, scaled by parameter count.
-REFERENCE_FULL_S = {"ppl": 610.0, "safety": 540.0}
+# Runs timed on the reference machine (SmolLM2-135M-Instruct, 2 threads; README "Evaluation speed" and
+# "Generation": `python -m benchmarks.generation --full`): what a preset shows before this machine has timed a
+# run of its own, scaled by parameter count. Keyed by (suite, limit); None is the full run.
+REFERENCE_S = {("ppl", None): 610.0, ("safety", None): 540.0, ("instruct", None): 987.0, ("instruct", 18): 52.0}
 REFERENCE_PARAMS = 134_515_008
 
 
@@ -69,8 +71,7 @@ def parse_limit(text) -> int:
 
 @st.cache_data(ttl=60, max_entries=16, show_spinner=False)
 def _durations(key: tuple) -> list[dict]:
-    df = data.frame("SELECT params, epoch(ended_at) - epoch(started_at) AS seconds, host FROM runs "
-                    "WHERE kind = 'eval' AND status = 'succeeded' AND ended_at IS NOT NULL")
+    df = data.frame(read_model.eval_durations())
     out = []
     for params, seconds, host in zip(df["params"], df["seconds"], df["host"], strict=True):
         try:
@@ -96,22 +97,22 @@ def estimate(chosen: list[str], tasks: list[str], limit: int | None, n_params: i
     for s in chosen:
         one = [r["seconds"] for r in runs if r["suites"] == [s] and r["limit"] == limit]
         if not one:
-            return reference_estimate(chosen, n_params) if limit is None else \
-                "time not measured on this machine yet: the first such run records it"
+            return reference_estimate(chosen, n_params, limit)
         parts.append(statistics.median(one))
     return f"≈ {_clock(sum(parts))} (sum of single-suite runs measured on this machine)"
 
 
-def reference_estimate(chosen: list[str], n_params: int | None) -> str:
-    """A full run not yet timed here: the reference machine's times, scaled by the model's parameter count."""
-    timed = [s for s in chosen if s in REFERENCE_FULL_S]
+def reference_estimate(chosen: list[str], n_params: int | None, limit: int | None = None) -> str:
+    """A preset not yet timed here: the reference machine's times for the same limit, scaled by the model's
+    parameter count."""
+    timed = [s for s in chosen if (s, limit) in REFERENCE_S]
     if not timed or not n_params:
         return "time not measured on this machine yet: the first such run records it"
     scale = n_params / REFERENCE_PARAMS
-    seconds = sum(REFERENCE_FULL_S[s] for s in timed) * scale
-    rest = [s for s in chosen if s not in REFERENCE_FULL_S]
-    return (f"≈ {_clock(seconds)} estimated (not yet timed here): {' + '.join(timed)} took "
-            f"{_clock(sum(REFERENCE_FULL_S[s] for s in timed))} for SmolLM2-135M on 2 cores, scaled ×{scale:.2g} "
+    reference = sum(REFERENCE_S[s, limit] for s in timed)
+    rest = [s for s in chosen if (s, limit) not in REFERENCE_S]
+    return (f"≈ {_clock(reference * scale)} estimated (not yet timed here): {' + '.join(timed)} took "
+            f"{_clock(reference)} for SmolLM2-135M on 2 cores, scaled ×{scale:.2g} "
             f"by model size" + (f"; {', '.join(rest)} not included" if rest else ""))
 
 
@@ -122,7 +123,7 @@ def _clock(seconds: float) -> str:
 
 def max_positions(dense_sha256: str) -> int | None:
     """The model's context length, from its config in the ledger (None when unknown)."""
-    df = data.frame("SELECT config FROM models WHERE weights_sha256 = ?", [dense_sha256])
+    df = data.frame(read_model.model_facts(dense_sha256))
     if df.empty or not isinstance(df["config"].iloc[0], str):
         return None
     try:
@@ -207,7 +208,7 @@ def evaluate_form(subjects: list[str], labels: dict[str, str], model_of: dict[st
         except TicketLabError as e:
             problem = str(e).split(":")[0] + "."
             c4.error(problem, icon=":material/warning:")
-    params = data.frame("SELECT n_params FROM models WHERE weights_sha256 = ?", [dense_sha256])["n_params"]
+    params = data.frame(read_model.model_facts(dense_sha256))["n_params"]
     n_params = int(params.iloc[0]) if len(params) and params.iloc[0] == params.iloc[0] else None
     if not problem:
         top[1].caption(f"**{estimate(chosen, tasks, parse_limit(limit) if quick else None, n_params)}**"

@@ -176,11 +176,7 @@ def sign_in(key: str = "gov") -> object | None:
 @st.cache_data(ttl=300, max_entries=64, show_spinner=False)
 def _review(ticket: str, baseline: str, policy: str, key: tuple):
     gov = modules()
-    if policy:
-        pol = gov.policy.load_policy(policy)
-    else:
-        st_ = gov.state.load(data.ledger())
-        pol = gov.state.current_policy(st_) if st_.ledger_id else gov.policy.load_policy(None)
+    pol = gov.state.policy_in_force(gov.state.load(data.ledger()), policy or None)
     return gov.review.review_ticket(data.ledger(), ticket, baseline=baseline, policy=pol)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from analysis.ledger import read_model
 from pruning.errors import TicketLabError
 
 from . import data, governance, widgets
@@ -33,7 +34,7 @@ def _ticket(path: Path) -> dict:
     from pruning.ticket import Ticket
 
     ticket = Ticket.load(path)  # refuses a ticket whose content does not match its id
-    known = data.frame("SELECT id FROM tickets WHERE id = ?", [ticket.id])
+    known = data.frame(read_model.ticket(ticket.id))
     if known.empty:
         loaded = data.dense_model(ticket.dense["spec"])
         if loaded.weights_sha256 != ticket.dense["weights_sha256"]:
@@ -62,7 +63,7 @@ def ticket_by_id(ref: str) -> Path:
 
     from .widgets import match_ticket
 
-    known = data.frame("SELECT id, path FROM tickets")
+    known = data.frame(read_model.ticket_paths())
     paths = dict(zip(known["id"], known["path"], strict=True))
     root = settings.tickets_dir()
     if root.exists():

@@ -8,20 +8,19 @@ from pathlib import Path
 
 import streamlit as st
 
+from analysis.ledger import read_model
 from app.dashboard import data
 
 
 def last_check(artifact: str | None, bundle: Path) -> dict | None:
     """The newest serve-check run of this artifact (or of this bundle folder when it has no artifact id)."""
-    rows = data.ledger().query(
-        "SELECT id, status, ended_at, params FROM runs WHERE kind = 'serve-check' ORDER BY started_at DESC")
-    for r in rows:
+    for r in read_model.serve_checks().rows(data.ledger()):
         try:
-            p = json.loads(r["params"]) if isinstance(r["params"], str) else (r["params"] or {})
+            p = json.loads(r.params or "{}")
         except ValueError:
             continue
         if (artifact and p.get("artifact") == artifact) or (not artifact and p.get("bundle") == str(bundle)):
-            return {**p, "run_id": r["id"], "ended_at": r["ended_at"]}
+            return {**p, "run_id": r.id, "ended_at": r.ended_at}
     return None
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from analysis.ledger import read_model
 from app import jobs
 from pruning.errors import TicketLabError
 from pruning.refs import resolve_ref
@@ -90,7 +91,7 @@ def flag_url_ticket() -> None:
     st.session_state.pop(URL_FLAGGED, None)
     if not wanted or wanted in ("dense", "deployed"):
         return
-    ids = list(data.frame("SELECT id FROM tickets")["id"])
+    ids = list(data.frame(read_model.ticket_paths())["id"])
     _, problem = match_ticket(wanted, ids)
     if problem:
         st.error(problem, icon=":material/link_off:")
@@ -122,7 +123,7 @@ def ticket_picker(df: pd.DataFrame, label: str, key: str, query_param: str | Non
         # a new link (or the first visit): the URL decides, once; later picks change the URL
         hit, problem = (wanted, None) if wanted in (include or []) else match_ticket(wanted, list(df["id"]))
         if problem and why_not:
-            everywhere = list(data.frame("SELECT id FROM tickets")["id"])
+            everywhere = list(data.frame(read_model.ticket_paths())["id"])
             other, _ = match_ticket(wanted, everywhere)
             if other is not None:
                 problem = f"ticket {other} is not offered here: {why_not}"

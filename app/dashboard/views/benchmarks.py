@@ -7,6 +7,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from analysis.ledger import read_model
 from app.dashboard import comparison_view as comparison
 from app.dashboard import data, evaluate_form, figures, jobs_panel, tables, transcripts, widgets
 from app.dashboard.breakdown import breakdown
@@ -109,7 +110,7 @@ with tab_compare:
 with tab_imp:
     from analysis.lottery import experiments as exp_mod
 
-    experiments = data.frame("SELECT id, kind, status, created_at, params FROM experiments ORDER BY created_at DESC")
+    experiments = data.frame(read_model.experiments())
     if experiments.empty:
         st.info("No IMP experiments yet: start one on the Prune page (or `ticketlab imp`).")
     else:

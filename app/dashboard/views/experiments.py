@@ -10,6 +10,7 @@ import math
 import pandas as pd
 import streamlit as st
 
+from analysis.ledger import read_model
 from analysis.lottery import experiments as exp_mod
 from app.dashboard import data
 from pruning.errors import TicketLabError
@@ -32,8 +33,7 @@ def _cell(mean: float, low: float, high: float) -> str:
     return f"{mean:.4f}" if math.isnan(low) else f"{mean:.4f} [{low:.4f}, {high:.4f}]"
 
 
-experiments = data.frame("SELECT id, status, created_at, params, summary FROM experiments "
-                         "WHERE kind = 'imp' ORDER BY created_at DESC")
+experiments = data.frame(read_model.experiments(kind="imp"))
 if experiments.empty:
     st.info("No lottery-ticket experiments yet: start one on the Prune page (IMP experiment) or with `ticketlab imp`.")
     st.stop()
