@@ -18,7 +18,7 @@ import math
 from pruning.errors import TicketLabError
 
 from . import metric_meta, uncertainty
-from .ledger import Ledger
+from .ledger import Ledger, evidence_store
 
 SETUP_FIELDS = ("limit", "batch_size", "dtype", "padding")
 
@@ -33,10 +33,9 @@ def resolve_subject(ledger: Ledger, ref: str, other: str | None = None) -> dict:
     if other is not None and other != "dense":
         sha = ledger.get_ticket(other)["dense_sha256"]
     else:
-        rows = ledger.query("SELECT dense_sha256 FROM metrics WHERE subject = 'dense' ORDER BY recorded_at DESC LIMIT 1")
-        if not rows:
+        sha = evidence_store.latest_dense_sha256(ledger)
+        if sha is None:
             raise TicketLabError("no dense-model metrics in the ledger yet: run `ticketlab eval dense` first.")
-        sha = rows[0]["dense_sha256"]
     return {"subject": "dense", "dense_sha256": sha, "label": f"dense ({sha[:12]})", "method": None,
             "sparsity": 0.0, "name": None}
 
@@ -53,11 +52,7 @@ def _key(setup: dict) -> str:
 
 def metric_rows(ledger: Ledger, subject: str, dense_sha256: str) -> list[dict]:
     """Every metric of a subject from successful runs, newest first."""
-    return ledger.query(
-        'SELECT m.suite, m.task, m.metric, m.value, m.stderr, m.direction, m.ideal, m.n_samples, m."limit", '
-        "m.batch_size, m.dtype, m.padding, m.extra, m.run_id, m.recorded_at FROM metrics m "
-        "JOIN runs r ON r.id = m.run_id WHERE r.status = 'succeeded' AND m.subject = ? AND m.dense_sha256 = ? "
-        "ORDER BY m.recorded_at DESC, m.run_id", [subject, dense_sha256])
+    return evidence_store.comparison_rows(ledger, subject, dense_sha256)
 
 
 def _latest_by_setup(rows: list[dict]) -> dict[tuple, dict[str, dict]]:

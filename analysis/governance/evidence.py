@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from pruning.errors import TicketLabError
 
-from ..ledger import Ledger
+from ..ledger import Ledger, evidence_store
 from .state import deployment_pointer
 
 
@@ -35,10 +35,7 @@ def base_metric(name: str) -> str:
 
 
 def metric_rows(ledger: Ledger, subject: str, dense_sha256: str) -> list[dict]:
-    rows = ledger.query(
-        "SELECT m.*, r.started_at FROM metrics m JOIN runs r ON r.id = m.run_id "
-        "WHERE r.status = 'succeeded' AND m.subject = ? AND (m.subject <> 'dense' OR m.dense_sha256 = ?) "
-        "ORDER BY m.recorded_at, m.run_id", [subject, dense_sha256])
+    rows = evidence_store.decision_rows(ledger, subject, dense_sha256)
     for r in rows:  # a NaN is no evidence, and JSON (decisions, manifests) cannot carry it
         for key in ("value", "stderr"):
             if r[key] is not None and not math.isfinite(r[key]):

@@ -23,7 +23,7 @@ from pruning.errors import TicketLabError
 from pruning.lottery.runner import RoundResult
 from pruning.refs import resolve_ref
 
-from ..ledger import Ledger, MetricRow
+from ..ledger import Ledger, MetricRow, evidence_store
 from ..recording import record_prune
 from .lottery_verdict import sanity_text, t_interval, verdict
 
@@ -34,14 +34,8 @@ COLORS = {"ticket": "#1f77b4", "reinit": "#ff7f0e", "random": "#2ca02c", "magnit
 
 
 def _recorded(ledger: Ledger, r: RoundResult, task: str, rewind_step: int | None = None) -> bool:
-    sql = ("SELECT count(*) AS n FROM metrics WHERE suite = 'imp' AND task = ? AND subject = ? "
-           "AND extra->>'experiment' = ? AND extra->>'arm' = ? AND CAST(extra->>'seed' AS INTEGER) = ? "
-           "AND CAST(extra->>'round' AS INTEGER) = ?")
-    params = [task, r.ticket.id, r.experiment, r.arm, r.seed, r.round]
-    if rewind_step is not None:
-        sql += " AND CAST(extra->>'rewind_step' AS INTEGER) = ?"
-        params.append(rewind_step)
-    return ledger.query(sql, params)[0]["n"] > 0
+    return evidence_store.imp_unit_recorded(ledger, task, r.ticket.id, r.experiment, r.arm, r.seed, r.round,
+                                            rewind_step)
 
 
 def record_round(r: RoundResult, ledger: Ledger | None = None, command: str = "ticketlab imp") -> bool:
@@ -82,16 +76,13 @@ def record_experiment(experiment: str, params: dict, status: str, summary: dict 
                       ledger: Ledger | None = None) -> None:
     """Insert or update the `experiments` row (status: running, complete, failed)."""
     ledger = ledger or Ledger()
-    with ledger.transaction() as con:
-        con.execute("INSERT INTO experiments (id, kind, params, status, created_at, summary) VALUES (?, 'imp', ?, ?, ?, ?) "
-                    "ON CONFLICT (id) DO UPDATE SET params = excluded.params, status = excluded.status, "
-                    "summary = excluded.summary",
-                    [experiment, _dump(params), status, dt.datetime.now(dt.UTC).replace(tzinfo=None), _dump(summary)])
+    evidence_store.upsert_experiment(ledger, experiment, _dump(params), status,
+                                     dt.datetime.now(dt.UTC).replace(tzinfo=None), _dump(summary))
 
 
 def find_experiment(ref: str, ledger: Ledger | None = None) -> dict:
     ledger = ledger or Ledger()
-    rows = {r["id"]: r for r in ledger.query("SELECT * FROM experiments")}  # a handful of rows: one query
+    rows = {r["id"]: r for r in evidence_store.experiments(ledger)}
     ids = list(rows)
     if not ids:
         raise TicketLabError(f"no experiment {ref!r} in the ledger {ledger.path}; run `ticketlab imp` first "
@@ -109,13 +100,7 @@ def _params(row: dict) -> dict:
 
 
 def _metric_frame(ledger: Ledger, experiment: str, task: str, metric: str) -> pd.DataFrame:
-    return ledger.frame(
-        "SELECT extra->>'arm' AS arm, CAST(extra->>'seed' AS INTEGER) AS seed, "
-        "CAST(extra->>'round' AS INTEGER) AS round, CAST(extra->>'sparsity' AS DOUBLE) AS sparsity, "
-        "extra->>'rewind' AS rewind, CAST(extra->>'rewind_step' AS INTEGER) AS rewind_step, "
-        "extra->>'curve' AS curve, subject, value FROM metrics "
-        "WHERE suite = 'imp' AND task = ? AND metric = ? AND extra->>'experiment' = ?",
-        [task, metric, experiment])
+    return evidence_store.imp_metric_frame(ledger, experiment, task, metric)
 
 
 def _losses(ledger: Ledger, exp: str) -> pd.DataFrame:
