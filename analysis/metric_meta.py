@@ -75,6 +75,10 @@ TABLE: list[tuple[str, str, MetricMeta]] = [
     ("latency*", "*_s", LOWER),
     ("latency*", "*seconds*", LOWER),
     ("latency*", "*bytes*", LOWER),
+    # IMP experiments (analysis.lottery.experiments): held-out loss and the linear-mode-connectivity barrier
+    ("heldout", "heldout_loss", LOWER),
+    ("heldout", "perplexity", LOWER),
+    ("stability", "loss_barrier", LOWER),
 ]
 
 

@@ -412,6 +412,12 @@ def test_ledger_report_verdict_and_figures(state):
     record_experiment(exp.id, {**p.to_dict(), "rewind_step": 3, "folder": str(exp.dir)}, "running", ledger=ledger)
     res = exp.run(on_round=lambda r: record_round(r, ledger))
     assert not any(record_round(r, ledger) for r in res)  # replaying is a no-op
+    from analysis import metric_meta
+    from analysis.ledger import evidence_store
+    rows = [r for t in {r.ticket.id for r in res} for r in evidence_store.comparison_rows(ledger, t, res[0].dense.weights_sha256)]
+    # a metric's direction has one owner: what the ledger holds is what the comparisons read
+    assert {r["task"] for r in rows} == {"heldout", "stability"}
+    assert all(r["direction"] == metric_meta.direction(r["task"], r["metric"])[0] == "lower" for r in rows)
     table = imp_report(exp.id[:10], ledger)
     assert list(table["round"]) == [0, 1] and list(table["n_seeds"]) == [2, 2]
     v = experiment_verdict(exp.id, ledger)

@@ -23,6 +23,7 @@ from pruning.errors import TicketLabError
 from pruning.lottery.runner import RoundResult
 from pruning.refs import resolve_ref
 
+from .. import metric_meta
 from ..ledger import Ledger, MetricRow, evidence_store
 from ..recording import record_prune
 from .lottery_verdict import sanity_text, t_interval, verdict
@@ -31,6 +32,10 @@ ARM_ORDER = ("ticket", "random", "reinit", "magnitude", "wanda", "dense_matched"
 COLORS = {"ticket": "#1f77b4", "reinit": "#ff7f0e", "random": "#2ca02c", "magnitude": "#9467bd",
           "wanda": "#8c564b", "dense_matched": "#7f7f7f", "dense": "#000000", "empty": "#d62728",
           "dense_continuous": "#555555"}
+
+
+def _direction(task: str, metric: str) -> str | None:
+    return metric_meta.direction(task, metric)[0]
 
 
 def _recorded(ledger: Ledger, r: RoundResult, task: str, rewind_step: int | None = None) -> bool:
@@ -54,9 +59,9 @@ def record_round(r: RoundResult, ledger: Ledger | None = None, command: str = "t
                   "start_step": r.record.get("start_step"), "optimizer_steps": r.record.get("optimizer_steps")}
         with ledger.run("imp", command, subject=r.ticket.id, dense_sha256=r.dense.weights_sha256,
                         params=params) as run:
-            run.add_metric(MetricRow("imp", "heldout", "heldout_loss", r.heldout_loss, direction="lower",
+            run.add_metric(MetricRow("imp", "heldout", "heldout_loss", r.heldout_loss, direction=_direction("heldout", "heldout_loss"),
                                      n_samples=r.heldout_tokens, extra=detail))
-            run.add_metric(MetricRow("imp", "heldout", "perplexity", r.perplexity, direction="lower",
+            run.add_metric(MetricRow("imp", "heldout", "perplexity", r.perplexity, direction=_direction("heldout", "perplexity"),
                                      n_samples=r.heldout_tokens, extra=extra))
         wrote = True
     for key, st in (r.stability or {}).items():
@@ -65,7 +70,7 @@ def record_round(r: RoundResult, ledger: Ledger | None = None, command: str = "t
             continue
         with ledger.run("imp", command + " (stability)", subject=r.ticket.id,
                         dense_sha256=r.dense.weights_sha256, params={"experiment": r.experiment}) as run:
-            run.add_metric(MetricRow("imp", "stability", "loss_barrier", st["barrier"], direction="lower",
+            run.add_metric(MetricRow("imp", "stability", "loss_barrier", st["barrier"], direction=_direction("stability", "loss_barrier"),
                                      extra={**extra, "rewind_step": k, "alphas": st["alphas"],
                                             "losses": st["losses"]}))
         wrote = True
