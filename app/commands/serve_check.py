@@ -101,14 +101,13 @@ def _serve_eval(args) -> int:
 def run(args) -> int:
     if args.command == "serve-eval":
         return _serve_eval(args)
-    from analysis.ledger import Ledger
-    from analysis.serving.check import record, serve_check
+    from usecases.serve_check import ServeCheckRequest, serve_check
 
-    result = serve_check(args.bundle, base_url=args.base_url, dense_base_url=args.dense_base_url,
-                         with_dense=not args.no_dense, port=args.port, max_tokens=args.max_tokens,
-                         rounds=args.rounds, startup_timeout=args.startup_timeout, dtype=args.dtype)
-    run_id = record(Ledger(), result, "ticketlab " + shlex.join(sys.argv[1:]))
-    result["run_id"] = run_id
+    request = ServeCheckRequest.build(
+        bundle=args.bundle, base_url=args.base_url, dense_base_url=args.dense_base_url, with_dense=not args.no_dense,
+        port=args.port, max_tokens=args.max_tokens, rounds=args.rounds, startup_timeout=args.startup_timeout,
+        dtype=args.dtype, command="ticketlab " + shlex.join(sys.argv[1:]))
+    result = serve_check(request).result
     if args.json:
         print(json.dumps(result, default=str))
     elif not result["loads"]:
