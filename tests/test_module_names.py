@@ -27,6 +27,7 @@ KNOWN = {
     "prune.py": {"app/commands/prune.py", "app/dashboard/views/prune.py", "pruning/prune.py", "usecases/prune.py"},
     "review.py": {"analysis/governance/review.py", "app/dashboard/views/review.py"},
     "runner.py": {"analysis/safety/runner.py", "pruning/lottery/runner.py"},
+    "serve_check.py": {"app/commands/serve_check.py", "usecases/serve_check.py"},
     "survival.py": {"analysis/survival.py", "app/dashboard/views/survival.py"},
     "transcripts.py": {"analysis/transcripts.py", "app/dashboard/transcripts.py"},
 }
