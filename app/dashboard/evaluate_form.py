@@ -181,7 +181,7 @@ def evaluate_form(subjects: list[str], labels: dict[str, str], model_of: dict[st
     for k, v in {"ev_preset": "quick", **{f"ev_{k}": v for k, v in preset_settings("quick").items()}}.items():
         st.session_state.setdefault(k, v)
     subject = st.selectbox("evaluate", subjects, format_func=lambda s: labels.get(s, s), key="bm_eval_subject")
-    top = st.columns([1, 2])
+    top = st.columns([3, 2])  # five presets side by side, none clipped
     top[0].segmented_control("preset", PRESETS, key="ev_preset", on_change=_apply_preset,
                              help="quick: perplexity and the safety suite on the first "
                                   f"{quick_limit()} documents of each task (indicative); full: every suite, no limit "
