@@ -49,6 +49,13 @@ def test_imp_form_offers_the_protocol_defaults_and_the_page_shows_the_verdict(st
     assert ex.selectbox(key="exp_pick").value == done["result"]["experiment"]
     table = ex.dataframe[0].value
     assert list(table.columns[:4]) == ["round", "sparsity", "ticket", "random"] and len(table) == 2
+    # the page and `imp-report` print the same numbers, through one cell formatter (they differed in decimals)
+    from analysis.ledger import Ledger
+    from analysis.lottery.experiments import format_report, imp_report
+
+    report = format_report(imp_report(done["result"]["experiment"], Ledger()))
+    cells = [c for arm in ("ticket", "random") for c in table[arm] if c != "–"]
+    assert cells and all(c in report for c in cells), (cells, report)
     specs = [c.proto.spec for c in ex.get("plotly_chart")]
     assert any("weights remaining" in s for s in specs) and any("learning curves" in s for s in specs)
     # the sanity check is the random mask at the highest sparsity tested; the TOST outcome is a column

@@ -26,7 +26,7 @@ from pruning.refs import resolve_ref
 from .. import metric_meta
 from ..ledger import Ledger, MetricRow, evidence_store
 from ..recording import record_prune
-from .lottery_verdict import sanity_text, t_interval, verdict
+from .lottery_verdict import interval_cell, sanity_text, t_interval, verdict
 
 ARM_ORDER = ("ticket", "random", "reinit", "magnitude", "wanda", "dense_matched", "dense_continuous")
 COLORS = {"ticket": "#1f77b4", "reinit": "#ff7f0e", "random": "#2ca02c", "magnitude": "#9467bd",
@@ -198,11 +198,7 @@ def format_report(table: pd.DataFrame) -> str:
     v = table.attrs["verdict"]
     level = f"{v['confidence']:.0%}"
 
-    def cell(mean, low, high):
-        if mean is None or math.isnan(mean):
-            return "-"
-        return f"{mean:.3f}" if math.isnan(low) else f"{mean:.3f} [{low:.3f},{high:.3f}]"
-
+    cell = interval_cell
     arms = table.attrs["arms"]
     header = f"{'round':>5} {'sparsity':>8} " + " ".join(f"{a:>21}" for a in arms) + \
         f" {'ticket-dense':>26} {'n':>2} matching winning"

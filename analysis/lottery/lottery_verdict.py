@@ -24,6 +24,8 @@ Per sparsity (round):
 
 from __future__ import annotations
 
+import math
+
 from pruning.lottery.stats import (
     Interval,
     Tost,
@@ -168,6 +170,14 @@ def _barrier(barriers: list[dict], k: int | None, confidence: float) -> dict | N
 
 def _iv(d: dict) -> Interval:
     return Interval(**d)
+
+
+def interval_cell(mean: float | None, low: float, high: float, missing: str = "-") -> str:
+    """A level's mean and interval as a table cell, with the verdict sentence's decimals (`Interval.text`):
+    the Experiments page and `imp-report` both print their tables through it, so they cannot disagree."""
+    if mean is None or math.isnan(mean):
+        return missing
+    return f"{mean:.3f}" if math.isnan(low) else f"{mean:.3f} [{low:.3f}, {high:.3f}]"
 
 
 def sanity_text(sanity: dict) -> str:

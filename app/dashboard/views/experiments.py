@@ -5,13 +5,13 @@ sanity check and the instability barrier. Everything is read from the ledger (an
 from __future__ import annotations
 
 import json
-import math
 
 import pandas as pd
 import streamlit as st
 
 from analysis.ledger import read_model
 from analysis.lottery import experiments as exp_mod
+from analysis.lottery.lottery_verdict import interval_cell
 from app.dashboard import data
 from pruning.errors import TicketLabError
 
@@ -28,9 +28,7 @@ def _report(experiment: str, stamp: tuple) -> tuple[pd.DataFrame, dict, pd.DataF
 
 
 def _cell(mean: float, low: float, high: float) -> str:
-    if mean is None or math.isnan(mean):
-        return "–"
-    return f"{mean:.4f}" if math.isnan(low) else f"{mean:.4f} [{low:.4f}, {high:.4f}]"
+    return interval_cell(mean, low, high, missing="–")
 
 
 experiments = data.frame(read_model.experiments(kind="imp"))
