@@ -81,13 +81,18 @@ def trainings_of(protocol, t: int) -> dict:
     k = protocol.rewind_step or 0
     per_seed = t + (t - k if k else 0)  # the continuous dense run, then level 0 resumed at K
     per_seed += protocol.rounds * len(protocol.arms) * (t - k)
+    sparse = 0
     if protocol.stability != "none":
         ks = protocol.sweep_ks(t) if protocol.rewind_step is not None else (0,)
-        levels = 1 + (protocol.rounds if protocol.stability == "all" else 0)
-        per_seed += levels * sum(2 * (t - x) for x in ks)
+        copies = sum(2 * (t - x) for x in ks)
+        per_seed += copies  # the dense network, every seed
+        if protocol.stability == "all":
+            swept = protocol.stability_seeds or len(protocol.seeds)
+            sparse = protocol.rounds * copies * swept
     pilot = len(protocol.pilot_lrs) * sum(protocol.candidate_ts) if protocol.needs_pilot else 0
     pilot += 2 * protocol.pilot_seeds * t if protocol.is_tiny else 0
-    return {"steps": pilot + len(protocol.seeds) * per_seed, "pilot_steps": pilot, "per_seed_steps": per_seed}
+    return {"steps": pilot + len(protocol.seeds) * per_seed + sparse, "pilot_steps": pilot, "per_seed_steps": per_seed,
+            "sparse_stability_steps": sparse}
 
 
 def protocol_with(overrides: list[str]):

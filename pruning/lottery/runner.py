@@ -19,7 +19,7 @@ run's; the two stability copies use two further orders. Every run is scored on t
 The pilot (`pilot.py`) tunes lr and T and measures the seed noise; `stats.seeds_for_power` turns it into
 the power of the seeds given (a warning with the achieved power when they are too few). Stability: two
 copies of each level's ticket (stability "all"; "dense": level 0 only) from every K of the sweep, 11+
-points on the line.
+points on the line; the dense network on every seed, the sparse levels on the first `stability_seeds`.
 
 Tickets. Every unit is a `Ticket` (method "imp") whose dense model is the seed's step-0 checkpoint
 `seed-<s>/init/` (tiny) or the pretrained checkpoint: `load_model(ticket.dense["spec"])` plus
@@ -185,7 +185,7 @@ class ImpExperiment:
         self._tokenizer_source = tok_source
         tokenizer = self._pretrained.tokenizer if self._pretrained else _load_tokenizer(tok_source)
         seq = protocol.seq_len
-        self.train_data = windows(token_stream(tokenizer, self.split.train), seq)
+        self.train_data = _subset(windows(token_stream(tokenizer, self.split.train), seq), protocol.train_windows)
         self.validation = _subset(windows(token_stream(tokenizer, self.split.validation), seq), protocol.val_windows)
         self.heldout = _subset(windows(token_stream(tokenizer, self.split.heldout), seq), protocol.heldout_windows)
         self.data_record = {**self.split.record, "seq_len": seq, "train_windows": int(self.train_data.shape[0]),
@@ -510,7 +510,7 @@ class ImpExperiment:
                     parent = prev.id if arm == "ticket" else units[0].ticket.id if units else None
                     res = self._run_unit(s, arm, rnd, plan, parent if arm != "dense_matched" else None, progress,
                                          retrain_seed(seed, rnd))
-                    if arm == "ticket" and p.stability == "all" and ks:
+                    if arm == "ticket" and p.stability == "all" and ks and self.sweeps_sparse(seed):
                         res.stability = {str(kk): self._stability(s, rnd, res.ticket, kk, progress) for kk in ks}
                     units.append(res)
                     emit(res)
@@ -519,6 +519,11 @@ class ImpExperiment:
                 prev = units[0].ticket
             load_state(s.loaded.model, s.dense_state)  # hand back the dense model as loaded
         return out
+
+    def sweeps_sparse(self, seed: int) -> bool:
+        """Does this seed's every level get the stability sweep (stability all, first `stability_seeds` seeds)?"""
+        p = self.protocol
+        return p.stability == "all" and (not p.stability_seeds or seed in p.seeds[:p.stability_seeds])
 
     def stability_ks(self) -> tuple[int, ...]:
         """Rewind points of the stability sweep: the protocol's, at the resolved T (0 only without weight rewinding)."""
