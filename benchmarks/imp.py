@@ -3,9 +3,9 @@
     python -m benchmarks.imp [--quick] [--state DIR] [--json FILE] [--pretrained SPEC --pretrained-steps N]
 
 Targets (issue 18): the default tiny experiment (pruning.lottery.protocol.Protocol(): pilot over a 3 x 3
-grid of learning rates and T up to 2,400 steps with seed noise, a continuous dense run per seed, level 0
-and 14 rounds at 20% with ticket/random/reinit resumed at K = 20, 5 seeds, stability of every level from
-4 rewind points) in at most 2 hours on this 2-core machine; masking costs under 10% of dense training
+grid of learning rates and T up to 1,024 steps with seed noise, a continuous dense run per seed, level 0
+and 14 rounds at 20% with ticket/random/reinit resumed at K = 20, 5 seeds, stability of the dense network
+on every seed and of every level of the first seed from 4 rewind points) in at most 2 hours on this 2-core machine; masking costs under 10% of dense training
 throughput. `--quick` states the step count and the estimate; `--set KEY=JSON` runs a smaller but complete
 protocol for real.
 

@@ -360,8 +360,9 @@ def default_protocol(model: str = "tiny", **overrides) -> Protocol:
     """The default protocol of a model kind, with any given (non-None) fields replaced.
 
     Tiny: the default experiment (14 rounds at 20% -> 4.4% density, K = 20, pilot over a 3 x 3 grid of
-    learning rates and T up to 2,400 steps (~4 epochs), extended at an edge, 5 seeds, arms ticket/random/reinit at every
-    level, stability of every level's ticket from 0, K, T/10 and T/5 on 11 points, the sanity check).
+    learning rates and T up to 1,024 steps (8 epochs of the 1,024 train windows), extended once at an edge, 5 seeds,
+    arms ticket/random/reinit at every level, stability of the dense network on every seed and of every level's ticket
+    on the first seed from 0, K, T/10 and T/5 on 11 points, the sanity check).
     Pretrained (Chen et al. 2020): iterative magnitude pruning at 20% per round rewound to the pretrained
     weights, on a short fine-tuning budget (see PRETRAINED_NOTE)."""
     overrides = {k: v for k, v in overrides.items() if v is not None}
