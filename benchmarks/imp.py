@@ -87,11 +87,12 @@ def trainings_of(protocol, t: int) -> dict:
         copies = sum(2 * (t - x) for x in ks)
         per_seed += copies  # the dense network, every seed
         if protocol.stability == "all":
-            swept = protocol.stability_seeds or len(protocol.seeds)
+            swept = protocol.stability_seeds or len(protocol.seeds) or protocol.min_seeds
             sparse = protocol.rounds * copies * swept
     pilot = len(protocol.pilot_lrs) * sum(protocol.candidate_ts) if protocol.needs_pilot else 0
     pilot += 2 * protocol.pilot_seeds * t if protocol.is_tiny else 0
-    return {"steps": pilot + len(protocol.seeds) * per_seed + sparse, "pilot_steps": pilot, "per_seed_steps": per_seed,
+    seeds = len(protocol.seeds) or protocol.min_seeds  # --seeds auto: at least min_seeds (the pilot decides)
+    return {"steps": pilot + seeds * per_seed + sparse, "pilot_steps": pilot, "per_seed_steps": per_seed,
             "sparse_stability_steps": sparse}
 
 

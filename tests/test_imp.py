@@ -285,7 +285,8 @@ def test_pilot_runs_a_schedule_per_candidate_t_and_picks_the_lowest_validation_l
     assert r.curve == [(6, points[(1e-3, 6)])]
     assert r.lrs[-1] < p.train_config(lr=1e-3, steps=8).lr_at(5)  # its cosine decays over 6 steps, not 8
     stored = json.loads((exp.dir / "protocol.json").read_text())
-    assert stored["protocol"] == p.to_dict() and stored["resolved"] == {"lr": pilot["lr"], "steps": pilot["steps"]}
+    assert stored["protocol"] == p.to_dict() and stored["resolved"] == {"lr": pilot["lr"], "steps": pilot["steps"],
+                                                                         "seeds": [0, 1]}
     assert stored["budget"]["epochs"] == pytest.approx(pilot["steps"] * 2 * 32 / exp.train_data.numel())
 
 
@@ -612,3 +613,45 @@ def test_the_behaviour_suite_runs_on_level_0_and_the_last_level_of_every_arm_and
     assert len(shown) == len(first.table) and set(shown["arm"]) == {"ticket", "random"}
     assert main(["imp-eval", "imp-nosuchthing", "--suite", "safety", "--limit", "2"]) == 2  # one line, no traceback
     assert "no experiment 'nosuchthing'" in capsys.readouterr().err
+
+
+def test_seeds_auto_runs_as_many_seeds_as_the_pilots_power_analysis_needs(state):
+    """`--seeds auto`: the seed count comes from the pilot's seed noise (seeds_for_power), is stored with the
+    experiment and every seed runs; without the pilot's seed noise it is refused naming the setting."""
+    from pruning.lottery.stats import seeds_for_power
+
+    p = micro(seeds=(), pilot_seeds=2, min_seeds=3, delta=5.0)  # a wide margin: the minimum suffices
+    exp = ImpExperiment(p)
+    res = exp.run()
+    sd = json.loads((exp.dir / "pilot.json").read_text())["seed_sd"]
+    needed = seeds_for_power(sd, 5.0, 0.05, 0.8, 3).needed
+    assert needed == 3 and exp.resolved.seeds == (0, 1, 2)
+    assert sorted({r.seed for r in res}) == [0, 1, 2]
+    assert json.loads((exp.dir / "protocol.json").read_text())["resolved"]["seeds"] == [0, 1, 2]
+    assert exp.power.given == 3 and exp.id != ImpExperiment(micro(seeds=(0, 1, 2), pilot_seeds=2, min_seeds=3,
+                                                                    delta=5.0)).id
+    tight = ImpExperiment(micro(seeds=(), pilot_seeds=2, min_seeds=3, delta=sd))  # needs more than the minimum
+    tight.pilot()
+    assert 3 < len(tight.resolved.seeds) == seeds_for_power(sd, sd, 0.05, 0.8, 3).needed <= 30
+    capped = ImpExperiment(micro(seeds=(), pilot_seeds=2, min_seeds=3, delta=sd / 4))
+    capped.pilot()
+    assert seeds_for_power(sd, sd / 4, 0.05, 0.8, 3).needed > 30 == len(capped.resolved.seeds)
+    assert any("running the cap of 30" in w for w in capped.warnings)
+    with pytest.raises(TicketLabError, match="protocol setting seeds: auto chooses the seed count"):
+        ImpExperiment(micro(seeds=(), pilot_seeds=0))
+
+
+def test_seeds_auto_from_the_command_line_and_back(state):
+    import argparse
+
+    from app.commands import imp as imp_cmd
+    from usecases.experiment import ImpRequest
+
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command")
+    imp_cmd.add_parser(sub, argparse.ArgumentParser(add_help=False))
+    args = parser.parse_args(["imp", "--seeds", "auto", "--quiet"])
+    request = imp_cmd.request_from_args(args)
+    assert request.protocol["seeds"] == [] and ["--seeds", "auto"] == request.argv()[
+        request.argv().index("--seeds"):request.argv().index("--seeds") + 2]
+    assert ImpRequest.build(protocol=request.protocol).protocol == request.protocol

@@ -58,7 +58,7 @@ class ImpRequest(Request):
         return Protocol.from_dict(self.protocol)
 
     def argv(self) -> list[str]:
-        from pruning.lottery.protocol import Protocol
+        from pruning.lottery.protocol import WORDS, Protocol
 
         d, p = Protocol().to_dict(), self.protocol
         out = ["imp", "--model", str(p["model"])]
@@ -70,6 +70,11 @@ class ImpRequest(Request):
                 out += ["--no-sanity"] if key == "sanity" else [f"--{key.replace('_', '-')}"] if value else []
                 continue
             key = "train_steps" if key == "steps" else key
+            word = next((w for w, v in WORDS.get(key, {}).items() if isinstance(value, list) and v == tuple(value)),
+                        None)
+            if word is not None:  # a setting's word (seeds "auto"), not its value
+                out += [f"--{key.replace('_', '-')}", word]
+                continue
             text = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) if isinstance(
                 value, list) else ("none" if value is None else str(value))
             out += [f"--{key.replace('_', '-')}", text]

@@ -98,6 +98,11 @@ def _typed(f, hint, value):
     """A setting's text flag (a comma list, or a density or none) as the protocol's value."""
     if typing.get_origin(hint) is not tuple:
         return _density(value) if f.name == "target_density" else value
+    from pruning.lottery.protocol import word_value
+
+    is_word, word = word_value(f.name, value)
+    if is_word:
+        return word
     kind = typing.get_args(hint)[0]
     flag = (f.metadata["flag"] or f.name.replace("_", "-")).lstrip("-")
     return {int: _ints, float: _floats}.get(kind, lambda text, _: _names(text))(value, flag)

@@ -26,6 +26,7 @@ FORMAT = "ticketlab-imp-protocol/3"
 REWINDS = ("init", "step:K", "pretrained", "lr", "finetune")
 # settings added after format 3 was recorded: 0 means the old behaviour, and a stored protocol without them reads as 0
 LEGACY_ZERO = ("train_windows", "stability_seeds")
+AUTO_SEEDS_CAP = 30  # `--seeds auto` never runs more seeds than this (the verdict states the power it reached)
 
 
 def setting(default, help: str, flag: str | None = None, choices: tuple | None = None,  # noqa: A002
@@ -39,6 +40,17 @@ def setting(default, help: str, flag: str | None = None, choices: tuple | None =
 
 def name_words(flag: str | None) -> str | None:
     return flag.lstrip("-").replace("-", " ") if flag else None
+
+
+# words a setting takes besides its type's values (the CLI and the dashboard's form read them here)
+WORDS: dict[str, dict[str, object]] = {"seeds": {"auto": ()}}
+
+
+def word_value(name: str, text: str) -> tuple[bool, object]:
+    """(True, value) when `text` is one of the setting's words (seeds "auto" -> (), the power analysis chooses)."""
+    words = WORDS.get(name, {})
+    key = text.strip().lower()
+    return (True, words[key]) if key in words else (False, None)
 
 
 def settings_of() -> list:
@@ -111,8 +123,10 @@ class Protocol:
     unit: str = setting("weights", "prune individual weights or whole attention heads", choices=("weights", "heads"))
     prune_embeddings: bool = setting(False, "also prune the input embedding")
     arms: tuple[str, ...] = setting(("ticket", "random", "reinit"), "arms: {arms}", form="main", label="arms")
-    seeds: tuple[int, ...] = setting((0, 1, 2, 3, 4), "comma-separated seeds (>= 2; the power analysis says how many "
-                                                      "are needed)", form="main", label="seeds")
+    # empty ("auto" on the command line and in the form): the seeds 0..n-1 with n from the pilot's power analysis (at
+    # least min_seeds, at most AUTO_SEEDS_CAP); the default fixes 5 seeds because the 2-hour budget fits 5
+    seeds: tuple[int, ...] = setting((0, 1, 2, 3, 4), "comma-separated seeds (>= 2), or auto: as many as the pilot's "
+                                                      "power analysis needs", form="main", label="seeds")
     recovery: str = setting("full", "train the surviving weights (full) or LoRA adapters, merged and re-masked (lora)",
                             choices=("full", "lora"))
     lora_rank: int = setting(8, "rank of the LoRA adapters (recovery lora)")
@@ -155,6 +169,15 @@ class Protocol:
         if self.rewind == "init":
             return 0
         return int(self.rewind.split(":", 1)[1]) if self.rewind.startswith("step:") else None
+
+    @property
+    def auto_seeds(self) -> bool:
+        """Seeds chosen by the pilot's power analysis (`--seeds auto`)."""
+        return not self.seeds
+
+    @property
+    def first_seed(self) -> int:
+        return self.seeds[0] if self.seeds else 0
 
     @property
     def needs_pilot(self) -> bool:
@@ -248,7 +271,11 @@ class Protocol:
                 bad("target_density", f"head pruning keeps at least one of the {self.tiny.num_heads} heads of every "
                                       f"layer, so it cannot go below {1.0 / self.tiny.num_heads:.1%} density, above "
                                       f"the target {self.target_density:.1%}; use unit weights or a higher target.")
-        if len(self.seeds) < 2:
+        if self.auto_seeds:
+            if not (self.is_tiny and self.pilot_seeds >= 2):
+                bad("seeds", "auto chooses the seed count from the pilot's seed noise, which the pilot measures for the "
+                             "tiny model with --pilot-seeds >= 2; give the seeds (e.g. 0,1,2,3,4) otherwise.")
+        elif len(self.seeds) < 2:
             bad("seeds", f"{list(self.seeds)}: a verdict with a confidence interval needs at least 2 seeds "
                          f"(3 or more recommended).")
         if len(set(self.seeds)) != len(self.seeds):
@@ -338,7 +365,7 @@ class Protocol:
                                  f"or at least the batch size.")
         if self.train_windows < 0:
             bad("train_windows", f"{self.train_windows} must be >= 0 (0 = all).")
-        if not 0 <= self.stability_seeds <= len(self.seeds):
+        if self.stability_seeds < 0 or (self.seeds and self.stability_seeds > len(self.seeds)):
             bad("stability_seeds", f"{self.stability_seeds}: between 0 (every seed) and the {len(self.seeds)} seeds.")
         if self.val_windows < 0 or self.heldout_windows < 0 or self.eval_batch < 1:
             bad("val_windows/heldout_windows/eval_batch", "windows must be >= 0 (0 = all) and the batch >= 1.")
