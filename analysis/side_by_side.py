@@ -1,8 +1,8 @@
 """Compare two subjects (ticket ids or "dense") metric by metric, only like with like.
 
-Two metric rows are comparable when they were measured the same way (analysis.like_for_like, the one rule
-review and the policies apply too): the same limit (or both full), batch size, dtype, padding/scoring and
-`extra["setup"]` (perplexity window length, BBQ cap, lm-eval data source, attribution settings...). For each metric both subjects have, the newest comparable pair is
+Two metric rows are comparable when they were measured the same way: the same limit (or both full),
+batch size, dtype, padding/scoring and `extra["setup"]` (perplexity window length, BBQ cap, lm-eval
+data source, attribution settings...). For each metric both subjects have, the newest comparable pair is
 shown with the delta (B - A) and whether |delta| is within the combined standard error
 sqrt(se_A^2 + se_B^2) (`analysis.uncertainty`: the two runs score the same documents, so that bound
 treats paired samples as independent and is conservative). A side resting on too few documents, or
@@ -12,13 +12,15 @@ not comparable, with the settings that differ.
 
 from __future__ import annotations
 
+import json
 import math
 
 from pruning.errors import TicketLabError
 
 from . import metric_meta, uncertainty
 from .ledger import Ledger, evidence_store
-from .like_for_like import setup_key, setup_of
+
+SETUP_FIELDS = ("limit", "batch_size", "dtype", "padding")
 
 
 def resolve_subject(ledger: Ledger, ref: str, other: str | None = None) -> dict:
@@ -38,6 +40,16 @@ def resolve_subject(ledger: Ledger, ref: str, other: str | None = None) -> dict:
             "sparsity": 0.0, "name": None}
 
 
+def setup_of(row: dict) -> dict:
+    extra = row.get("extra")
+    extra = json.loads(extra) if isinstance(extra, str) else (extra or {})
+    return {**{k: row.get(k) for k in SETUP_FIELDS}, **(extra.get("setup") or {})}
+
+
+def _key(setup: dict) -> str:
+    return json.dumps(setup, sort_keys=True, default=str)
+
+
 def metric_rows(ledger: Ledger, subject: str, dense_sha256: str) -> list[dict]:
     """Every metric of a subject from successful runs, newest first."""
     return evidence_store.comparison_rows(ledger, subject, dense_sha256)
@@ -47,7 +59,7 @@ def _latest_by_setup(rows: list[dict]) -> dict[tuple, dict[str, dict]]:
     out: dict[tuple, dict[str, dict]] = {}
     for r in rows:
         per = out.setdefault((r["suite"], r["task"], r["metric"]), {})
-        per.setdefault(setup_key(setup_of(r)), r)  # rows are newest first
+        per.setdefault(_key(setup_of(r)), r)  # rows are newest first
     return out
 
 

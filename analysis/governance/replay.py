@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 
 from pruning.text import control_problem
 
-from .. import like_for_like as lfl
 from . import keys, people
 from .chain import body_of
 from .policy import Policy, parse_policy
@@ -58,28 +57,17 @@ def evidence_digest(evidence: dict) -> str:
     return hashlib.sha256(json.dumps(evidence, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def _setup_ok(setup) -> bool:
-    return isinstance(setup, dict) and all(isinstance(k, str) for k in setup)
-
-
 def _evidence_problem(ev: dict) -> str:
     if not isinstance(ev.get("content_sha256"), str) or not _number_ok(ev.get("sparsity")):
         return "its evidence lacks the ticket's content hash or a finite sparsity"
     rows = ev.get("rows")
     if not isinstance(rows, dict) or set(rows) != {"ticket", "baseline", "dense"}:
         return "its evidence lacks the ticket, baseline and dense metric rows"
-    rule = ev.get(lfl.RULE_KEY, 1)
-    if rule not in lfl.RULES or isinstance(rule, bool):
-        return f"its evidence names an unknown like-for-like rule {rule!r}"
-    # rule 2 compares every setting, so each row must carry the setup it was measured with
-    fields = set(ROW_FIELDS) | ({"setup"} if rule == 2 else set())
     for who, group in rows.items():
         if not isinstance(group, list):
             return f"its {who} evidence is not a list of rows"
         for r in group:
-            if isinstance(r, dict) and rule == 2 and not _setup_ok(r.get("setup")):
-                return f"its {who} evidence holds a row without the setup it was measured with"
-            if not isinstance(r, dict) or set(r) - {"n_docs"} != fields or not isinstance(r["task"], str) \
+            if not isinstance(r, dict) or set(r) - {"n_docs"} != set(ROW_FIELDS) or not isinstance(r["task"], str) \
                     or not _count_ok(r.get("n_docs")) \
                     or not isinstance(r["metric"], str) or not all(_number_ok(r[k]) for k in ("value", "stderr", "ideal")) \
                     or not (r["limit"] is None or (isinstance(r["limit"], int) and not isinstance(r["limit"], bool))) \

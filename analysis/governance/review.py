@@ -10,7 +10,6 @@ from pathlib import Path
 
 from pruning.errors import TicketLabError
 
-from .. import like_for_like as lfl
 from .. import uncertainty
 from ..ledger import Ledger
 from ..metric_meta import MetricMeta, direction, meta_for
@@ -80,8 +79,7 @@ def _row(r: dict) -> dict:
     a later change of a YAML does not change how a signed decision is evaluated again."""
     m = meta_for(r["task"], r["metric"])
     meta = {"direction": m.direction, "ideal": m.ideal, "headline": bool(m.headline)} if m is not None else None
-    return {k: r.get(k) for k in ROW_FIELDS if k != "meta"} | {"meta": meta, "n_docs": uncertainty.docs_of(r),
-                                                               "setup": lfl.setup_of(r)}
+    return {k: r.get(k) for k in ROW_FIELDS if k != "meta"} | {"meta": meta, "n_docs": uncertainty.docs_of(r)}
 
 
 def _meta_of(evidence: dict):
@@ -102,7 +100,7 @@ def gather_evidence(ledger, ticket: dict, baseline: str, pol: Policy) -> dict:
     base = ev.resolve_baseline(ledger, ticket, baseline)
     eff = pol.get("efficiency") or {}
     sparsity = ticket_files_sparsity(ticket) if "min_sparsity" in eff else None
-    return {"content_sha256": ticket["content_sha256"], "sparsity": sparsity, lfl.RULE_KEY: lfl.CURRENT,
+    return {"content_sha256": ticket["content_sha256"], "sparsity": sparsity,
             "baseline": {"ref": baseline, "subject": base.subject, "label": base.label,
                          "sparsity": ev.sparsity_of(ledger, base) if "min_sparsity" in eff else 0.0},
             "rows": {"ticket": [_row(r) for r in ev.metric_rows(ledger, ticket["id"], ticket["dense_sha256"])],
@@ -150,17 +148,16 @@ def evaluate(pol: Policy, evidence: dict, ticket_id: str, dense_sha256: str, cre
                     policy={"name": pol.name, "path": pol.path, "sha256": pol.sha256},
                     creator=creator, reviewer=reviewer, full_runs=pol.full_runs, evidence=evidence)
     rows, meta_of = evidence["rows"], _meta_of(evidence)
-    like = evidence.get(lfl.RULE_KEY, 1)  # decisions signed before the one rule: limit and dtype only
     r = review.results
     for rule in pol.rules:
-        r += apply(rule, pol, rows["ticket"], rows["baseline"], meta_of, like)
+        r += apply(rule, pol, rows["ticket"], rows["baseline"], meta_of)
     if pol.get("efficiency"):
-        r += _efficiency(pol, evidence, meta_of, like)
+        r += _efficiency(pol, evidence, meta_of)
     r.append(_duties(pol, creator, reviewer))
     return review
 
 
-def _efficiency(pol: Policy, evidence: dict, meta_of, like: int) -> list[RuleResult]:
+def _efficiency(pol: Policy, evidence: dict, meta_of) -> list[RuleResult]:
     s = pol.get("efficiency")
     rows = evidence["rows"]
     out = []
@@ -186,7 +183,7 @@ def _efficiency(pol: Policy, evidence: dict, meta_of, like: int) -> list[RuleRes
                                   detail="no results for the ticket: run `ticketlab eval TICKET --suite latency`"))
         for (task, metric), c in sorted(picked.items()):
             item = f"{task}/{metric}"
-            b, why = ev.like_for_like(c, dense_rows, like)
+            b, why = ev.like_for_like(c, dense_rows)
             if b is None or not c["value"] or not b["value"]:
                 out.append(RuleResult("efficiency", item, MISSING, candidate=c["value"], limit=limit,
                                       detail=why or "no value", kind="speedup", indicative=c["limit"] is not None))

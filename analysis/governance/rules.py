@@ -4,8 +4,7 @@ Each rule selects rows by its "task/metric" globs (and `where`, from the task YA
 selected metric of the ticket is one result. The ticket's newest full run is used, else its newest
 `--limit` run: a quick run is evaluated like a full one (a failure shows as a failure) and marked
 `indicative`; the review does not let indicative results pass a policy that requires full runs. The
-baseline row is the like-for-like one (measured the same way: analysis.like_for_like, under the rule the
-evidence was gathered with).
+baseline row is the like-for-like one (same limit and dtype: evidence.like_for_like).
 """
 
 from __future__ import annotations
@@ -48,7 +47,7 @@ def _bound(rule: Rule, ideal: float | None = None) -> str:
     return f"{what} grows <= {rule.limit:g}·stderr{slack}"
 
 
-def _pairs(pol: Policy, rule: Rule, cand_rows: list[dict], base_rows: list[dict], meta_of=None, like: int = 2):
+def _pairs(pol: Policy, rule: Rule, cand_rows: list[dict], base_rows: list[dict], meta_of=None):
     """(item, candidate row, baseline row or None, why) for every selected candidate metric, or one
     'missing' entry when the ticket has no such result."""
     picked = ev.latest([x for x in cand_rows if rule.selects(x["task"], x["metric"], meta_of)], full_only=False)
@@ -56,7 +55,7 @@ def _pairs(pol: Policy, rule: Rule, cand_rows: list[dict], base_rows: list[dict]
         return [(" ".join(rule.metrics), None, None, "no results for the ticket: run `ticketlab eval`")]
     out = []
     for (task, metric), row in sorted(picked.items()):
-        b, why = ev.like_for_like(row, base_rows, like)
+        b, why = ev.like_for_like(row, base_rows)
         out.append((f"{task}/{metric}", row, b, why))
     return out
 
@@ -83,14 +82,12 @@ def _meta(rule: Rule, row: dict, meta_of=None) -> MetricMeta | None:
     return meta
 
 
-def apply(rule: Rule, pol: Policy, cand_rows: list[dict], base_rows: list[dict], meta_of=None,
-          like: int = 2) -> list[RuleResult]:
-    """`meta_of(task, metric)`: metric metadata (default the task YAMLs; see `Rule.selects`); `like`: the
-    like-for-like rule the evidence was gathered under (analysis.like_for_like)."""
+def apply(rule: Rule, pol: Policy, cand_rows: list[dict], base_rows: list[dict], meta_of=None) -> list[RuleResult]:
+    """`meta_of(task, metric)`: metric metadata (default the task YAMLs; see `Rule.selects`)."""
     if rule.kind == "evidence_required":
         return evidence(rule, pol, cand_rows, base_rows)
     out = []
-    for item, c, b, why in _pairs(pol, rule, cand_rows, base_rows, meta_of, like):
+    for item, c, b, why in _pairs(pol, rule, cand_rows, base_rows, meta_of):
         meta = _meta(rule, c, meta_of) if c else None
         ideal = meta.ideal if meta is not None and meta.direction == "target" else None
         limit = _bound(rule, ideal)
