@@ -3,9 +3,9 @@
     python -m benchmarks.imp [--quick] [--state DIR] [--json FILE] [--pretrained SPEC --pretrained-steps N]
 
 Targets (issue 18): the default tiny experiment (pruning.lottery.protocol.Protocol(): pilot over a 3 x 3
-grid of learning rates and T up to 2,400 steps with seed noise, a continuous dense run per seed, level 0
-and 14 rounds at 20% with ticket/random/reinit resumed at K = 20, 5 seeds, stability of every level from
-4 rewind points) in at most 2 hours on this 2-core machine; masking costs under 10% of dense training
+grid of learning rates and T up to 1,024 steps with seed noise, a continuous dense run per seed, level 0
+and 14 rounds at 20% with ticket/random/reinit resumed at K = 20, 5 seeds, stability of the dense network
+on every seed and of every level of the first seed from 4 rewind points) in at most 2 hours on this 2-core machine; masking costs under 10% of dense training
 throughput. `--quick` states the step count and the estimate; `--set KEY=JSON` runs a smaller but complete
 protocol for real.
 
@@ -81,13 +81,19 @@ def trainings_of(protocol, t: int) -> dict:
     k = protocol.rewind_step or 0
     per_seed = t + (t - k if k else 0)  # the continuous dense run, then level 0 resumed at K
     per_seed += protocol.rounds * len(protocol.arms) * (t - k)
+    sparse = 0
     if protocol.stability != "none":
         ks = protocol.sweep_ks(t) if protocol.rewind_step is not None else (0,)
-        levels = 1 + (protocol.rounds if protocol.stability == "all" else 0)
-        per_seed += levels * sum(2 * (t - x) for x in ks)
+        copies = sum(2 * (t - x) for x in ks)
+        per_seed += copies  # the dense network, every seed
+        if protocol.stability == "all":
+            swept = protocol.stability_seeds or len(protocol.seeds) or protocol.min_seeds
+            sparse = protocol.rounds * copies * swept
     pilot = len(protocol.pilot_lrs) * sum(protocol.candidate_ts) if protocol.needs_pilot else 0
     pilot += 2 * protocol.pilot_seeds * t if protocol.is_tiny else 0
-    return {"steps": pilot + len(protocol.seeds) * per_seed, "pilot_steps": pilot, "per_seed_steps": per_seed}
+    seeds = len(protocol.seeds) or protocol.min_seeds  # --seeds auto: at least min_seeds (the pilot decides)
+    return {"steps": pilot + seeds * per_seed + sparse, "pilot_steps": pilot, "per_seed_steps": per_seed,
+            "sparse_stability_steps": sparse}
 
 
 def protocol_with(overrides: list[str]):

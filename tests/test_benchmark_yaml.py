@@ -204,3 +204,22 @@ def test_own_category_entries_aggregate_like_lm_evals_placeholders(reference_dat
             assert (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b), metric
         assert len(ours[f"accuracy_amb_{cat}"]) == 16
     assert not any(k.endswith("_Race_x_SES") for k in ours)
+
+
+def test_every_metric_direction_has_one_owner():
+    """Issue 22: a metric's direction is declared once. lm-eval tasks declare theirs in their YAML; the suites
+    that are not lm-eval tasks (perplexity, attribution, latency, the IMP experiment) in metric_meta.TABLE; no
+    registered task may also match a TABLE entry (it would have two owners that can disagree)."""
+    from fnmatch import fnmatchcase
+
+    from analysis import metric_meta
+    from analysis.safety import benchmark_registry
+
+    tasks = benchmark_registry.tasks(suite=None)
+    for task_pattern, _, _ in metric_meta.TABLE:
+        both = [t for t in tasks if fnmatchcase(t, task_pattern)]
+        assert not both, f"{task_pattern} in metric_meta.TABLE also matches the YAML task(s) {both}"
+    for info in tasks.values():
+        for name, m in info.metrics.items():
+            if m.direction is not None:
+                assert metric_meta.direction(info.name, name)[0] == m.direction  # read from the YAML, nowhere else

@@ -18,7 +18,7 @@ from pruning.errors import TicketLabError
 from pruning.lottery.masks import random_like
 from pruning.lottery.protocol import Protocol
 from pruning.lottery.runner import ImpExperiment, data_seed, derive_seed
-from pruning.lottery.tiny import TinyConfig
+from pruning.lottery.tiny import TinyConfig, build_model
 from pruning.lottery.training import batch_order, heldout_loss
 from pruning.models import load_model
 from pruning.ticket import Ticket, applied
@@ -285,7 +285,8 @@ def test_pilot_runs_a_schedule_per_candidate_t_and_picks_the_lowest_validation_l
     assert r.curve == [(6, points[(1e-3, 6)])]
     assert r.lrs[-1] < p.train_config(lr=1e-3, steps=8).lr_at(5)  # its cosine decays over 6 steps, not 8
     stored = json.loads((exp.dir / "protocol.json").read_text())
-    assert stored["protocol"] == p.to_dict() and stored["resolved"] == {"lr": pilot["lr"], "steps": pilot["steps"]}
+    assert stored["protocol"] == p.to_dict() and stored["resolved"] == {"lr": pilot["lr"], "steps": pilot["steps"],
+                                                                         "seeds": [0, 1]}
     assert stored["budget"]["epochs"] == pytest.approx(pilot["steps"] * 2 * 32 / exp.train_data.numel())
 
 
@@ -497,3 +498,160 @@ def test_the_budget_beside_the_verdict_states_parameters_tokens_per_parameter_an
     assert b["epochs"] == pytest.approx(b["tokens_per_run"] / b["train_tokens"])
     assert b["tokens_per_parameter"] == pytest.approx(b["tokens_per_run"] / b["parameters"])
     assert 0 < b["prunable_parameters"] < b["parameters"]
+
+
+# --- the default from-scratch regime (issue 18) and its two settings ------------------------------------------
+# the default protocol of format 3 as recorded before `train_windows` / `stability_seeds` existed, with a fixed
+# tokenizer hash: its experiment id must not move
+OLD_DEFAULT = dict(tiny=TinyConfig(vocab_size=2048, hidden_size=128, intermediate_size=384), seq_len=128,
+                   pilot_lrs=(1.25e-3, 2.5e-3, 5e-3), pilot_steps=2400, pilot_extend=2, eval_every=40)
+OLD_DIGEST = "6c5cfe22463c5bc76447591338714f8cfc64befa5dbbd054669b7ed0d9193a13"  # computed by the code at 401b011
+
+
+def test_protocols_recorded_before_the_new_settings_keep_their_ids_and_meaning():
+    old = Protocol(**OLD_DEFAULT, train_windows=0, stability_seeds=0)
+    assert old.digest(None, "ab" * 32) == OLD_DIGEST
+    stored = old.to_dict()
+    assert "train_windows" not in stored and "stability_seeds" not in stored
+    back = Protocol.from_dict(stored)  # a protocol.json without the keys: every window, every seed swept
+    assert back.train_windows == 0 and back.stability_seeds == 0 and back == old
+    assert Protocol().digest(None, "ab" * 32) != OLD_DIGEST
+
+
+def test_the_default_regime_has_its_capacity_in_the_blocks_and_a_t_grid_of_several_epochs():
+    p = Protocol()
+    model = build_model(p.tiny, 0)
+    total = sum(q.numel() for q in model.parameters())
+    blocks = sum(q.numel() for n, q in model.named_parameters() if q.dim() == 2 and ".layers." in n)
+    assert blocks / total > 0.65  # the 49k-vocabulary model had most weights in the embedding
+    epochs = [t * p.batch_size / p.train_windows for t in p.candidate_ts]
+    assert epochs[0] >= 2 and epochs[-1] >= 8  # the grid brackets the dense model's validation minimum
+    assert p.final_density <= 0.05 and p.rate == 0.2 and len(p.seeds) >= 5 and p.stability_points >= 11
+
+
+def test_train_windows_are_evenly_spaced_over_the_split_and_part_of_the_id(state):
+    few, every = ImpExperiment(micro(train_windows=8)), ImpExperiment(micro(train_windows=0))
+    assert few.train_data.shape[0] == 8 < every.train_data.shape[0]
+    assert few.data_record["train_windows"] == 8 and few.id != every.id
+    rows = {tuple(r.tolist()) for r in every.train_data}
+    assert all(tuple(r.tolist()) in rows for r in few.train_data)
+    first, last = (next(i for i, r in enumerate(every.train_data) if torch.equal(r, few.train_data[j])) for j in (0, -1))
+    assert first == 0 and last == every.train_data.shape[0] - 1  # spread over the whole split, not its start
+
+
+def test_the_sparse_stability_sweep_runs_on_the_first_seeds_and_the_dense_one_on_every_seed(state):
+    res = ImpExperiment(micro(rounds=1, stability="all", stability_ks=(3,), stability_seeds=1)).run()
+    swept = {(r.seed, r.round) for r in res if r.arm == "ticket" and r.stability}
+    assert swept == {(0, 0), (1, 0), (0, 1)}  # not seed 1's sparse level
+    assert all(len(r.stability["3"]["losses"]) == 11 for r in res if r.stability)
+
+
+@pytest.mark.parametrize("kwargs, setting", [
+    ({"train_windows": 1}, "train_windows"),  # fewer windows than one batch of 2
+    ({"train_windows": -1}, "train_windows"),
+    ({"stability_seeds": 3}, "stability_seeds"),  # 2 seeds
+    ({"stability_seeds": -1}, "stability_seeds"),
+])
+def test_bad_new_settings_are_refused_before_anything_is_written(state, kwargs, setting):
+    with pytest.raises(TicketLabError, match=f"protocol setting {setting}"):
+        ImpExperiment(micro(**kwargs))
+    assert not (state / "experiments").exists()
+
+
+def test_a_changed_regime_is_a_different_experiment():
+    assert micro().digest(None, "c" * 64) != replace(micro(), train_windows=16).digest(None, "c" * 64)
+
+
+def test_the_behaviour_suite_runs_on_level_0_and_the_last_level_of_every_arm_and_pairs_them_by_seed(state, data_dir,
+                                                                                                   monkeypatch, capsys):
+    """Chen et al. 2020 evaluate pretrained tickets downstream: `imp-eval` runs a suite through the ordinary
+    eval path on level 0 and the last level of every arm per seed, and pairs each arm with its seed's level 0;
+    a second call evaluates nothing (resume)."""
+    from analysis.ledger import Ledger
+    from analysis.lottery.downstream import downstream_units
+    from usecases.experiment import ImpEvalRequest, ImpRequest, evaluate_experiment, run_experiment
+
+    long = replace(MICRO, max_positions=1024)  # the benchmarks' documents are longer than the micro context
+    out = run_experiment(ImpRequest.build(protocol=micro(tiny=long, rounds=2, arms=("ticket", "random")).to_dict(),
+                                          quiet=True))
+    monkeypatch.setenv("TICKETLAB_DATA_DIR", str(data_dir))  # the benchmarks (the micro corpus has none)
+    units = downstream_units(out.experiment, Ledger())
+    assert [(u.arm, u.seed, u.round) for u in units] == [("ticket", 0, 0), ("ticket", 1, 0), ("random", 0, 2),
+                                                        ("random", 1, 2), ("ticket", 0, 2), ("ticket", 1, 2)]
+    request = ImpEvalRequest.build(experiment=out.experiment[:10], suite="safety", limit=2)
+    first = evaluate_experiment(request)
+    assert sorted(first.evaluated) == sorted(u.ticket for u in units) and not first.already
+    rows = [r for r in first.table if r["task"] == "crows_pairs_english"]
+    assert {(r["arm"], r["round"]) for r in rows} == {("ticket", 0), ("ticket", 2), ("random", 2)}
+    ledger = Ledger()
+    from analysis.lottery.downstream import unit_metrics
+
+    values = {(u.arm, u.round, u.seed): unit_metrics(u, ledger, 2) for u in units}
+    for r in rows:
+        key = ("crows_pairs_english", r["metric"])
+        mine = [values[(r["arm"], r["round"], s)][key] for s in (0, 1)]
+        assert r["mean"] == pytest.approx(sum(mine) / 2) and r["n"] == 2
+        if r["round"] == 2:  # paired by seed against the same seed's level 0
+            base = [values[("ticket", 0, s)][key] for s in (0, 1)]
+            assert r["minus_level0"] == pytest.approx(sum(m - b for m, b in zip(mine, base, strict=True)) / 2)
+    again = evaluate_experiment(request)
+    assert not again.evaluated and sorted(again.already) == sorted(first.evaluated) and again.table == first.table
+    assert "downstream (6 of 6 tickets evaluated, 2 documents per task" in again.text
+    from app.cli import main
+
+    capsys.readouterr()
+    assert main(["imp-report", out.experiment, "--out", str(state / "r.html")]) == 0
+    assert again.text in capsys.readouterr().out  # imp-report shows the same table
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(REPO / "app" / "dashboard" / "main.py"), default_timeout=90)
+    at.run()
+    at.switch_page("views/experiments.py")
+    at.run()
+    assert not at.exception and any(h.value == "Downstream behaviour" for h in at.subheader)
+    shown = next(d.value for d in at.dataframe if "minus level 0" in d.value.columns)
+    assert len(shown) == len(first.table) and set(shown["arm"]) == {"ticket", "random"}
+    assert main(["imp-eval", "imp-nosuchthing", "--suite", "safety", "--limit", "2"]) == 2  # one line, no traceback
+    assert "no experiment 'nosuchthing'" in capsys.readouterr().err
+
+
+def test_seeds_auto_runs_as_many_seeds_as_the_pilots_power_analysis_needs(state):
+    """`--seeds auto`: the seed count comes from the pilot's seed noise (seeds_for_power), is stored with the
+    experiment and every seed runs; without the pilot's seed noise it is refused naming the setting."""
+    from pruning.lottery.stats import seeds_for_power
+
+    p = micro(seeds=(), pilot_seeds=2, min_seeds=3, delta=5.0)  # a wide margin: the minimum suffices
+    exp = ImpExperiment(p)
+    res = exp.run()
+    sd = json.loads((exp.dir / "pilot.json").read_text())["seed_sd"]
+    needed = seeds_for_power(sd, 5.0, 0.05, 0.8, 3).needed
+    assert needed == 3 and exp.resolved.seeds == (0, 1, 2)
+    assert sorted({r.seed for r in res}) == [0, 1, 2]
+    assert json.loads((exp.dir / "protocol.json").read_text())["resolved"]["seeds"] == [0, 1, 2]
+    assert exp.power.given == 3 and exp.id != ImpExperiment(micro(seeds=(0, 1, 2), pilot_seeds=2, min_seeds=3,
+                                                                    delta=5.0)).id
+    tight = ImpExperiment(micro(seeds=(), pilot_seeds=2, min_seeds=3, delta=sd))  # needs more than the minimum
+    tight.pilot()
+    assert 3 < len(tight.resolved.seeds) == seeds_for_power(sd, sd, 0.05, 0.8, 3).needed <= 30
+    capped = ImpExperiment(micro(seeds=(), pilot_seeds=2, min_seeds=3, delta=sd / 4))
+    capped.pilot()
+    assert seeds_for_power(sd, sd / 4, 0.05, 0.8, 3).needed > 30 == len(capped.resolved.seeds)
+    assert any("running the cap of 30" in w for w in capped.warnings)
+    with pytest.raises(TicketLabError, match="protocol setting seeds: auto chooses the seed count"):
+        ImpExperiment(micro(seeds=(), pilot_seeds=0))
+
+
+def test_seeds_auto_from_the_command_line_and_back(state):
+    import argparse
+
+    from app.commands import imp as imp_cmd
+    from usecases.experiment import ImpRequest
+
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command")
+    imp_cmd.add_parser(sub, argparse.ArgumentParser(add_help=False))
+    args = parser.parse_args(["imp", "--seeds", "auto", "--quiet"])
+    request = imp_cmd.request_from_args(args)
+    assert request.protocol["seeds"] == [] and ["--seeds", "auto"] == request.argv()[
+        request.argv().index("--seeds"):request.argv().index("--seeds") + 2]
+    assert ImpRequest.build(protocol=request.protocol).protocol == request.protocol

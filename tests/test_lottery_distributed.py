@@ -109,9 +109,15 @@ def _small_corpus(data_dir: Path, target: Path) -> Path:
     return target
 
 
-def test_the_experiment_under_two_processes_gives_the_one_process_tickets(tmp_path, data_dir):
-    """`accelerate launch --num_processes 2` runs the whole experiment: one process writes, both train, and the
-    tickets equal the one-process run's: identical masks, held-out losses and barriers within 1e-3 nats."""
+DDP = ["--multi_gpu"]
+FSDP = ["--use_fsdp", "--fsdp_version", "2", "--fsdp_sync_module_states", "false"]
+
+
+@pytest.mark.parametrize("kind", [DDP, FSDP], ids=["ddp", "fsdp2"])
+def test_the_experiment_under_two_processes_gives_the_one_process_tickets(tmp_path, data_dir, kind):
+    """`accelerate launch --num_processes 2` (replicated DDP, or sharded FSDP2) runs the whole experiment: one process
+    writes, both train, and the tickets equal the one-process run's: identical masks, held-out losses and barriers
+    within 1e-3 nats."""
     script = tmp_path / "experiment.py"
     script.write_text(EXPERIMENT)
     corpus = _small_corpus(data_dir, tmp_path / "reference")
@@ -119,7 +125,7 @@ def test_the_experiment_under_two_processes_gives_the_one_process_tickets(tmp_pa
             "TICKETLAB_DATA_DIR": str(corpus)}
     runs = {}
     for name, launch in (("one", [sys.executable, str(script)]),
-                         ("two", [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
+                         ("two", [sys.executable, "-m", "accelerate.commands.launch", *kind, "--num_processes",
                                   "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                                   "--main_process_port", str(_free_port()), str(script)])):
         env = {**base, "TICKETLAB_STATE_DIR": str(tmp_path / name)}
@@ -135,3 +141,55 @@ def test_the_experiment_under_two_processes_gives_the_one_process_tickets(tmp_pa
         assert all(torch.equal(a[4][n], b[4][n]) for n in a[4]), a[:3]
         assert (a[5] is None) == (b[5] is None) and (a[5] is None or a[5] == pytest.approx(b[5], abs=1e-3))
     assert len(two["tickets"]) == len(one["tickets"])  # written once, by one process
+
+
+FSDP_SCRIPT = SCRIPT.replace(
+    "r = train(model, data, TrainConfig(steps=6, batch_size=4, seq_len=16, lr=1e-2), masks=masks, data_seed=3)",
+    "seen = []\n"
+    "def look(m):\n"
+    "    p = m.get_parameter(name)\n"
+    "    seen.append((type(p).__name__, tuple(p.to_local().shape) if hasattr(p, 'to_local') else tuple(p.shape)))\n"
+    "    return 0.0\n"
+    "r = train(model, data, TrainConfig(steps=6, batch_size=4, seq_len=16, lr=1e-2), masks=masks, data_seed=3,\n"
+    "          evaluate=look, eval_every=6)").replace(
+    '"mask": masks[name]}', '"mask": masks[name], "seen": seen}')
+
+
+def test_sharded_training_fsdp2_equals_one_process_within_tolerance(tmp_path):
+    """`accelerate launch --use_fsdp --fsdp_version 2`: during training each process holds half of every weight (FSDP2
+    on gloo), and the gathered result equals the one-process run within the DDP tolerance; masked weights stay 0."""
+    script = tmp_path / "train_fsdp.py"
+    script.write_text(FSDP_SCRIPT)
+    one, two = tmp_path / "one.pt", tmp_path / "two.pt"
+    env = {**__import__("os").environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, str(script), str(one)], cwd=REPO, env=env, check=True, timeout=120)
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--use_fsdp", "--fsdp_version", "2",
+              "--fsdp_sync_module_states", "false", "--num_processes", "2", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+              str(script), str(two)]
+    done = subprocess.run(launch, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    a, b = torch.load(one), torch.load(two)
+    assert a["seen"] == [("Parameter", (64, 32))] and b["seen"] == [("DTensor", (32, 32))]  # half of up_proj each
+    assert b["tokens"] == a["tokens"] == 6 * 4 * 16
+    worst = max(float((a["state"][n] - b["state"][n]).abs().max()) for n in a["state"])
+    assert 0 <= worst < TOLERANCE, worst
+    assert a["losses"] == pytest.approx(b["losses"], abs=1e-5)
+    assert torch.all(b["state"]["model.layers.0.mlp.up_proj.weight"][~b["mask"]] == 0)
+
+
+@pytest.mark.parametrize("env, problem", [
+    ({"FSDP_VERSION": "1"}, "add --fsdp_version 2"),
+    ({"FSDP_VERSION": "2", "FSDP_SYNC_MODULE_STATES": "true"}, "add --fsdp_sync_module_states false"),
+])
+def test_a_sharded_launch_that_cannot_run_here_is_one_line_naming_the_setting(monkeypatch, env, problem):
+    from pruning.lottery.processes import check_sharding
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    if "SYNC" in str(env) and torch.cuda.is_available():
+        pytest.skip("on CUDA the broadcast is allowed")
+    with pytest.raises(TicketLabError, match=problem):
+        check_sharding()

@@ -6,9 +6,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from .base import Outcome, Progress, Request, usecase
 
@@ -58,7 +58,7 @@ class ImpRequest(Request):
         return Protocol.from_dict(self.protocol)
 
     def argv(self) -> list[str]:
-        from pruning.lottery.protocol import Protocol
+        from pruning.lottery.protocol import WORDS, Protocol
 
         d, p = Protocol().to_dict(), self.protocol
         out = ["imp", "--model", str(p["model"])]
@@ -70,6 +70,11 @@ class ImpRequest(Request):
                 out += ["--no-sanity"] if key == "sanity" else [f"--{key.replace('_', '-')}"] if value else []
                 continue
             key = "train_steps" if key == "steps" else key
+            word = next((w for w, v in WORDS.get(key, {}).items() if isinstance(value, list) and v == tuple(value)),
+                        None)
+            if word is not None:  # a setting's word (seeds "auto"), not its value
+                out += [f"--{key.replace('_', '-')}", word]
+                continue
             text = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) if isinstance(
                 value, list) else ("none" if value is None else str(value))
             out += [f"--{key.replace('_', '-')}", text]
@@ -133,3 +138,60 @@ def run_experiment(request: ImpRequest, progress: Progress | None = None,
     return ImpOutcome(experiment=experiment.id, folder=str(experiment.dir), rounds=_json_safe(to_json_rows(results)),
                       verdict=_json_safe(v), resolved=params["resolved"],
                       resumed_units=sum(r.resumed for r in results))
+
+
+class ImpEvalRequest(Request):
+    """Run a behaviour suite on an experiment's tickets (level 0 and the last level of every arm, per seed)."""
+
+    USECASE: ClassVar[str] = "imp-eval"
+
+    experiment: str  # an experiment id (or unique prefix)
+    suite: Literal["instruct", "safety"] = "instruct"
+    limit: Annotated[int, Field(ge=1)] | None = None  # documents per task (None: the full sets)
+    rounds: Literal["last", "all"] = "last"
+    device: str = "cpu"
+    dtype: str = "float32"
+
+
+class ImpEvalOutcome(Outcome):
+    experiment: str
+    evaluated: list[str]  # ticket ids evaluated by this call
+    already: list[str]  # ticket ids that had the suite's results at this limit (resuming skips them)
+    table: list[dict[str, Any]]  # analysis.lottery.downstream.downstream_table, one row per metric, arm and level
+    text: str
+
+
+@usecase(ImpEvalRequest)
+def evaluate_experiment(request: ImpEvalRequest, progress: Progress | None = None,
+                        on_unit: Callable[[Any, str], None] | None = None) -> ImpEvalOutcome:
+    """Each selected ticket through the `evaluate` use case (an ordinary, recorded eval run), skipping those
+    already evaluated with this suite and limit, then the paired downstream table."""
+    from analysis.ledger import Ledger
+    from analysis.lottery.downstream import (
+        downstream_table,
+        downstream_units,
+        format_downstream,
+        to_json,
+        unit_metrics,
+    )
+    from analysis.lottery.experiments import find_experiment
+    from analysis.safety import benchmark_registry
+
+    from .evaluate import EvalRequest, evaluate
+
+    ledger = Ledger()
+    exp = find_experiment(request.experiment, ledger)["id"]
+    tasks = set(benchmark_registry.tasks(suite=request.suite))
+    evaluated, already = [], []
+    for unit in downstream_units(exp, ledger, request.rounds):
+        if any(task in tasks for task, _ in unit_metrics(unit, ledger, request.limit)):
+            already.append(unit.ticket)
+            continue
+        if on_unit is not None:
+            on_unit(unit, "evaluating")
+        evaluate(EvalRequest.build(subject=unit.ticket, suite=request.suite, limit=request.limit,
+                                   device=request.device, dtype=request.dtype), progress)
+        evaluated.append(unit.ticket)
+    table = downstream_table(exp, ledger, request.limit, request.rounds)
+    return ImpEvalOutcome(experiment=exp, evaluated=evaluated, already=already, table=to_json(table),
+                          text=format_downstream(table))

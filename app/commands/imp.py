@@ -33,9 +33,11 @@ ticket) > 0. Sanity check: the random mask at the highest sparsity must be worse
 than delta, otherwise "inconclusive: the budget cannot show a capacity difference". The seeds' power
 is stated (a warning when fewer than the power analysis needs).
 
---model tiny (default): a Llama from scratch (4 layers, hidden 128, GQA, a 2,048-token BPE trained on
-the train split) on WikiText-2 valid+test split by article 80/10/10; 14 rounds at 20% (4.4% density),
-K = 20, 5 seeds, stability of every level's ticket from 0, K, T/10, T/5 on 11 points.
+--model tiny (default): a Llama from scratch (3 layers, hidden 64, GQA, a 1,024-token BPE trained on
+the train split) on WikiText-2 valid+test split by article 80/10/10, 1,024 train windows of 64 tokens
+(the T grid 256-1,024 spans 2-8 epochs); 14 rounds at 20% (4.4% density), K = 20, 5 seeds, stability
+of the dense network (every seed) and of every level's ticket (first seed) from 0, K, T/10, T/5 on 11
+points. The whole default experiment fits 2 hours on a 2-core CPU.
 --model <checkpoint> (SmolLM2, Llama family): Chen et al. 2020, rewinding to the pretrained weights;
 options left at the tiny defaults take the pretrained defaults (3 rounds at 20%, 48 steps of 4 x 128
 tokens at lr 1e-4, 2 seeds).
@@ -96,6 +98,11 @@ def _typed(f, hint, value):
     """A setting's text flag (a comma list, or a density or none) as the protocol's value."""
     if typing.get_origin(hint) is not tuple:
         return _density(value) if f.name == "target_density" else value
+    from pruning.lottery.protocol import word_value
+
+    is_word, word = word_value(f.name, value)
+    if is_word:
+        return word
     kind = typing.get_args(hint)[0]
     flag = (f.metadata["flag"] or f.name.replace("_", "-")).lstrip("-")
     return {int: _ints, float: _floats}.get(kind, lambda text, _: _names(text))(value, flag)
@@ -120,11 +127,31 @@ def add_parser(sub, parent):
     r.add_argument("--out", help="figure file (.html; a .png is added when kaleido can render); default "
                                  "<state>/experiments/<id>/report.html")
     r.add_argument("--json", action="store_true", help="print the table and verdict as JSON")
-    return [p, r]
+
+    e = sub.add_parser("imp-eval", parents=[parent], help="run a behaviour suite on an experiment's tickets (level "
+                                                         "0 and the last level of every arm, per seed)",
+                       description="Downstream evaluation of a lottery-ticket experiment (Chen et al. 2020): the "
+                                   "suite runs through `eval` on level 0 and the last level of every arm of every "
+                                   "seed (each an ordinary recorded eval run), then the table pairs each arm with "
+                                   "level 0 of the same seed. Tickets already evaluated with the suite and limit "
+                                   "are skipped, so an interrupted run resumes.")
+    e.add_argument("experiment", help="experiment id or unique prefix")
+    e.add_argument("--suite", choices=("instruct", "safety"), default="instruct")
+    e.add_argument("--limit", type=int, help="documents per task (default: the full sets)")
+    e.add_argument("--rounds", choices=("last", "all"), default="last", help="the last level (default) or every level")
+    e.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    e.add_argument("--dtype", default="float32")
+    e.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    return [p, r, e]
 
 
 def request_from_args(args):
-    """`ticketlab imp`'s typed request (`imp-report` runs no job)."""
+    """`ticketlab imp`'s and `imp-eval`'s typed requests (`imp-report` runs no job)."""
+    if args.command == "imp-eval":
+        from usecases.experiment import ImpEvalRequest
+
+        return ImpEvalRequest.build(experiment=args.experiment, suite=args.suite, limit=args.limit, rounds=args.rounds,
+                                    device=args.device, dtype=args.dtype)
     if args.command != "imp":
         return None
     from pruning.lottery.protocol import Protocol, settings_of
@@ -141,6 +168,8 @@ def request_from_args(args):
 def run(args) -> int:
     if args.command == "imp-report":
         return _report(args)
+    if args.command == "imp-eval":
+        return _downstream(args)
     from analysis.ledger import Ledger
     from analysis.lottery.experiments import format_report, imp_report
     from usecases.experiment import run_experiment
@@ -156,8 +185,22 @@ def run(args) -> int:
     return 0
 
 
+def _downstream(args) -> int:
+    from usecases.experiment import evaluate_experiment
+
+    out = evaluate_experiment(request_from_args(args), progress=progress_bar,
+                              on_unit=lambda u, what: print(f"{what} {u.arm} seed {u.seed} level {u.round} "
+                                                            f"({u.sparsity:.1%}): ticket {u.ticket}", flush=True))
+    if args.json:
+        print(json.dumps(out.model_dump(), default=str))
+    else:
+        print(out.text)
+    return 0
+
+
 def _report(args) -> int:
     from analysis.ledger import Ledger
+    from analysis.lottery.downstream import downstream_table, format_downstream, recorded_limit
     from analysis.lottery.experiments import (
         find_experiment,
         format_report,
@@ -192,6 +235,9 @@ def _report(args) -> int:
                 print(f"  note: the pilot's choice is {' and '.join(pilot['edge'])}: the grid may not bracket the "
                       f"optimum (a wider grid is a new protocol)")
         print(format_report(table))
+        limit = recorded_limit(exp, ledger)
+        if limit is not False:
+            print(format_downstream(downstream_table(exp, ledger, limit)))
         print(f"figure: {out}\n")
     if len(args.experiment) > 1:
         by_rewind = stability_by_rewind(args.experiment, ledger)

@@ -7,7 +7,7 @@ import typing
 from typing import Any
 
 from pruning.errors import TicketLabError
-from pruning.lottery.protocol import Protocol, settings_of
+from pruning.lottery.protocol import Protocol, settings_of, word_value
 
 REWINDS = ("init", "pretrained", "lr", "finetune")  # offered beside the default step:K
 
@@ -53,7 +53,10 @@ def typed(raw: dict[str, Any]) -> dict[str, Any]:
         if f.name not in raw:
             continue
         value, hint = raw[f.name], hints[f.name]
-        if isinstance(value, str) and f.name not in ("model", "rewind") and not f.metadata["choices"]:
+        is_word, word = word_value(f.name, value) if isinstance(value, str) else (False, None)
+        if is_word:
+            value = word
+        elif isinstance(value, str) and f.name not in ("model", "rewind") and not f.metadata["choices"]:
             kinds = typing.get_args(hint)
             kind = kinds[0] if typing.get_origin(hint) is tuple else next(k for k in kinds if k is not type(None))
             try:

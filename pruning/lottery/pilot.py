@@ -51,7 +51,7 @@ def _closer(progress, what: str):
 def tune(exp: ImpExperiment, progress: ProgressFactory | None = None) -> dict:
     """The (lr, T) grid with its extensions; returns the pilot record's tuning part."""
     p = exp.protocol
-    s = exp._seed(p.seeds[0])
+    s = exp._seed(p.first_seed)
     k = p.rewind_step or 0
     lrs, ts = list(p.pilot_lrs), list(p.candidate_ts)
     scores: dict[tuple[float, int], dict] = {}
@@ -97,7 +97,7 @@ def tune(exp: ImpExperiment, progress: ProgressFactory | None = None) -> dict:
                     f"extension(s))")
     curves = [{"lr": lr, "curve": [(t, scores[(lr, t)]["validation"]) for t in sorted(ts)],
                "seconds": sum(scores[(lr, t)]["seconds"] for t in ts)} for lr in sorted(lrs)]
-    return {"curves": curves, "lr": best_lr, "steps": best_t, "seed": p.seeds[0], "edge": edge,
+    return {"curves": curves, "lr": best_lr, "steps": best_t, "seed": p.first_seed, "edge": edge,
             "extensions": notes, "grid": {"lrs": sorted(lrs), "ts": sorted(ts)},
             "rule": "every (lr, T) its own run with a schedule of length T; the lowest validation loss at T wins; "
                     "a best value at an edge extends that grid",
@@ -107,7 +107,7 @@ def tune(exp: ImpExperiment, progress: ProgressFactory | None = None) -> dict:
 def seed_spread(exp: ImpExperiment, lr: float, steps: int, progress: ProgressFactory | None = None) -> dict:
     """Per-seed sd of a paired difference: `pilot_seeds` fresh inits, each trained twice (two data orders)."""
     p = exp.protocol
-    s = exp._seed(p.seeds[0])
+    s = exp._seed(p.first_seed)
     cfg = p.train_config(lr=lr, steps=steps)
     pairs = []
     for i in range(p.pilot_seeds):

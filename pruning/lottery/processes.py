@@ -60,3 +60,55 @@ def accelerator(device: torch.device):
     from accelerate import Accelerator
 
     return Accelerator(cpu=device.type == "cpu")
+
+
+def sharding_requested() -> bool:
+    """`accelerate launch --use_fsdp --fsdp_version 2 ...` (it sets ACCELERATE_USE_FSDP): shard the training state
+    instead of replicating it (DDP)."""
+    return processes() > 1 and os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true")
+
+
+def check_sharding() -> None:
+    """FSDP here is torch's FSDP2 (`fully_shard`), on CPU too; accelerate's FSDP1 path cannot run on CPU and
+    `--fsdp_sync_module_states true` is refused there. One line naming the launch setting, before any training."""
+    if not sharding_requested():
+        return
+    if os.environ.get("FSDP_VERSION", "1") != "2":
+        raise TicketLabError("accelerate launch --use_fsdp: add --fsdp_version 2 (Ticket Lab shards with torch's FSDP2 "
+                             "fully_shard, per decoder layer).")
+    if os.environ.get("FSDP_SYNC_MODULE_STATES", "false").lower() == "true" and not torch.cuda.is_available():
+        raise TicketLabError("accelerate launch --use_fsdp on a CPU machine: add --fsdp_sync_module_states false (every "
+                             "process builds the same weights from the seed, so there is nothing to broadcast).")
+
+
+def sharded_copy(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """A copy of `model` whose parameters, gradients and optimizer moments are sharded on dim 0 over the launched
+    processes (FSDP2: every decoder layer one unit, the root holds the rest). The caller trains the copy and gathers
+    its full weights back into `model` at the unit's end, where masks, checkpoints and tickets need whole tensors."""
+    import copy
+
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    from ..adapters import adapter_for
+
+    work = copy.deepcopy(model)
+    mesh = init_device_mesh(device.type, (processes(),))
+    for layer in adapter_for(work).layers():
+        fully_shard(layer, mesh=mesh)
+    fully_shard(work, mesh=mesh)
+    return work
+
+
+def full(t: torch.Tensor) -> torch.Tensor:
+    """A whole tensor from a sharded one (DTensor), or the tensor itself."""
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
+def like(t: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """`t` (whole) laid out as `param`: sharded the same way when `param` is a DTensor."""
+    if hasattr(param, "device_mesh"):
+        from torch.distributed.tensor import distribute_tensor
+
+        return distribute_tensor(t.to(device=param.device_mesh.device_type), param.device_mesh, param.placements)
+    return t

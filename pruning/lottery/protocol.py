@@ -24,6 +24,9 @@ from .training import TrainConfig
 
 FORMAT = "ticketlab-imp-protocol/3"
 REWINDS = ("init", "step:K", "pretrained", "lr", "finetune")
+# settings added after format 3 was recorded: 0 means the old behaviour, and a stored protocol without them reads as 0
+LEGACY_ZERO = ("train_windows", "stability_seeds")
+AUTO_SEEDS_CAP = 30  # `--seeds auto` never runs more seeds than this (the verdict states the power it reached)
 
 
 def setting(default, help: str, flag: str | None = None, choices: tuple | None = None,  # noqa: A002
@@ -39,6 +42,17 @@ def name_words(flag: str | None) -> str | None:
     return flag.lstrip("-").replace("-", " ") if flag else None
 
 
+# words a setting takes besides its type's values (the CLI and the dashboard's form read them here)
+WORDS: dict[str, dict[str, object]] = {"seeds": {"auto": ()}}
+
+
+def word_value(name: str, text: str) -> tuple[bool, object]:
+    """(True, value) when `text` is one of the setting's words (seeds "auto" -> (), the power analysis chooses)."""
+    words = WORDS.get(name, {})
+    key = text.strip().lower()
+    return (True, words[key]) if key in words else (False, None)
+
+
 def settings_of() -> list:
     """The protocol's person-chosen settings (the `dataclasses.Field`s declared with `setting`)."""
     return [f for f in fields(Protocol) if "help" in f.metadata]
@@ -48,10 +62,13 @@ def settings_of() -> list:
 class Protocol:
     model: str = setting("tiny", "tiny (trained from scratch) or a model spec (default tiny)",
                          form="main", label="model")
-    # issue 18: capacity in the blocks, not the embedding: a 2,048-entry tokenizer trained on the train split and
-    # 4 layers of hidden 128 / SwiGLU 384 (0.79M block weights, 0.26M tied embedding), so several epochs fit
-    tiny: TinyConfig = field(default_factory=lambda: TinyConfig(vocab_size=2048, hidden_size=128,
-                                                                intermediate_size=384))
+    # issue 18: capacity in the blocks, not the embedding, and a dense model that converges inside the budget: a
+    # 1,024-entry tokenizer trained on the train split and 3 layers of hidden 64 / SwiGLU 192 (147k block weights,
+    # 66k tied embedding) on 1,024 windows of 64 tokens (65,536 train tokens). Measured here (one thread, 13.5 ms a
+    # step): the validation minimum lies near step 1,024 (8 epochs); a 2,048-step schedule overfits after it, so the
+    # pilot's T grid brackets the optimum and the whole default experiment fits 2 hours on this 2-core machine
+    tiny: TinyConfig = field(default_factory=lambda: TinyConfig(vocab_size=1024, hidden_size=64, num_layers=3,
+                                                                intermediate_size=192))
     # data: articles of `corpora` split by index modulo `split_every` (tiny model only)
     corpora: tuple[str, ...] = CORPORA
     split_every: int = EVERY
@@ -62,25 +79,30 @@ class Protocol:
     steps: int | None = setting(None, "T, steps per training (empty: the pilot chooses)", flag="--train-steps",
                                 form="main", label="T (steps)")
     batch_size: int = setting(8, "windows per step", form="budget", label="batch size")
-    seq_len: int = setting(128, "tokens per window", form="budget", label="sequence length")
+    seq_len: int = setting(64, "tokens per window", form="budget", label="sequence length")
+    # a data-limited regime the budget can train to convergence: this many train windows, evenly spaced over the
+    # train split (0: all of them). Experiments recorded before the setting existed used all (to_dict omits 0, so
+    # their ids are unchanged)
+    train_windows: int = setting(1024, "train windows, evenly spaced over the train split (0 all)",
+                                 form="budget", label="train windows (0 all)")
     weight_decay: float = 0.1
     warmup_steps: int | None = setting(20, "linear warm-up steps", form="budget", label="warm-up steps")
     min_lr_ratio: float = 0.1
     amp: str = setting("none", "bf16 autocast (CUDA only)", choices=("none", "bf16"))
     # the pilot: every (lr, T) of the grid is its own run with a schedule of length T; a best value at the edge
     # of either grid extends that grid (x2 / /2) up to `pilot_extend` times per axis, and says so
-    pilot_lrs: tuple[float, ...] = setting((1.25e-3, 2.5e-3, 5e-3), "learning rates the pilot tries",
+    pilot_lrs: tuple[float, ...] = setting((2.5e-3, 5e-3, 1e-2), "learning rates the pilot tries",
                                            form="main", label="pilot lrs")
-    # the longest T of the default T grid (pilot_steps / 4, / 2, x 1): 2,400 steps of 8 x 128 tokens are ~4 epochs
-    # of the ~620k-token train split, so the grid brackets "several epochs"
-    pilot_steps: int = setting(2400, "longest T of the default T grid (pilot-steps / 4, / 2, x 1)",
+    # the longest T of the default T grid (pilot_steps / 4, / 2, x 1): 1,024 steps of 8 x 64 tokens are 8 epochs of
+    # the 65k train tokens; a best T at 1,024 extends the grid to 2,048, where the dense model overfits
+    pilot_steps: int = setting(1024, "longest T of the default T grid (pilot-steps / 4, / 2, x 1)",
                                form="budget", label="pilot steps")
     pilot_ts: tuple[int, ...] = setting((), "candidate T values (comma-separated; each its own schedule; empty: "
                                             "derived from pilot-steps)")
-    pilot_extend: int = setting(2, "extensions per axis when the best lr or T is at the edge of its grid")
+    pilot_extend: int = setting(1, "extensions per axis when the best lr or T is at the edge of its grid")
     # init pairs whose (run A - run B) spread is the per-seed sd of the power analysis
     pilot_seeds: int = setting(3, "fresh inits trained twice for the seed noise of the power analysis (0: none)")
-    eval_every: int = setting(40, "validation every N steps (early stopping)", form="budget", label="eval every")
+    eval_every: int = setting(32, "validation every N steps (early stopping)", form="budget", label="eval every")
     val_windows: int = setting(64, "validation windows per evaluation (0 all)",
                                form="budget", label="validation windows (0 all)")
     heldout_windows: int = setting(0, "held-out windows, scored once per run (0 all)",
@@ -101,8 +123,10 @@ class Protocol:
     unit: str = setting("weights", "prune individual weights or whole attention heads", choices=("weights", "heads"))
     prune_embeddings: bool = setting(False, "also prune the input embedding")
     arms: tuple[str, ...] = setting(("ticket", "random", "reinit"), "arms: {arms}", form="main", label="arms")
-    seeds: tuple[int, ...] = setting((0, 1, 2, 3, 4), "comma-separated seeds (>= 2; the power analysis says how many "
-                                                      "are needed)", form="main", label="seeds")
+    # empty ("auto" on the command line and in the form): the seeds 0..n-1 with n from the pilot's power analysis (at
+    # least min_seeds, at most AUTO_SEEDS_CAP); the default fixes 5 seeds because the 2-hour budget fits 5
+    seeds: tuple[int, ...] = setting((0, 1, 2, 3, 4), "comma-separated seeds (>= 2), or auto: as many as the pilot's "
+                                                      "power analysis needs", form="main", label="seeds")
     recovery: str = setting("full", "train the surviving weights (full) or LoRA adapters, merged and re-masked (lora)",
                             choices=("full", "lora"))
     lora_rank: int = setting(8, "rank of the LoRA adapters (recovery lora)")
@@ -122,6 +146,11 @@ class Protocol:
     stability_points: int = setting(11, "interpolation points on the line (>= 11)")
     # empty: 0, K, T/10 and T/5 (Frankle et al. 2020's sweep up to 20% of T)
     stability_ks: tuple[int, ...] = setting((), "rewind points of the stability sweep (empty: 0, K, T/10, T/5)")
+    # the sparse tickets' sweep (stability all) runs on the first N seeds (0: every seed); the dense network's runs on
+    # every seed. Two copies per level and K are ~40% of the experiment's steps per seed, so the default sweeps every
+    # level of the first seed (its barriers carry no interval) and keeps the 2-hour budget. Experiments recorded before
+    # the setting existed swept every seed (to_dict omits 0, so their ids are unchanged)
+    stability_seeds: int = setting(1, "seeds whose every level's ticket gets the stability sweep (0 all)")
     sanity: bool = setting(True, "skip the sanity check (the random mask at the highest sparsity must be worse than "
                                  "dense by more than delta)", flag="--no-sanity", form="main", label="sanity check")
     sanity_margin: float = 0.1  # only for experiments recorded with the older every-linear-removed check
@@ -140,6 +169,15 @@ class Protocol:
         if self.rewind == "init":
             return 0
         return int(self.rewind.split(":", 1)[1]) if self.rewind.startswith("step:") else None
+
+    @property
+    def auto_seeds(self) -> bool:
+        """Seeds chosen by the pilot's power analysis (`--seeds auto`)."""
+        return not self.seeds
+
+    @property
+    def first_seed(self) -> int:
+        return self.seeds[0] if self.seeds else 0
 
     @property
     def needs_pilot(self) -> bool:
@@ -182,12 +220,16 @@ class Protocol:
         d["pilot_ts"], d["stability_ks"] = list(self.pilot_ts), list(self.stability_ks)
         d["arms"], d["seeds"] = list(self.arms), list(self.seeds)
         d["device"] = "cuda" if self.device.startswith("cuda") else self.device
+        for legacy in LEGACY_ZERO:  # absent = 0 = what experiments recorded before the setting did
+            if d[legacy] == 0:
+                d.pop(legacy)
         return {"format": FORMAT, **d}
 
     @classmethod
     def from_dict(cls, d: dict) -> Protocol:
         known = {f.name for f in fields(cls)}
         kw = {k: v for k, v in d.items() if k in known}
+        kw.update({k: 0 for k in LEGACY_ZERO if k not in d})
         kw["tiny"] = TinyConfig(**kw.get("tiny", {}))
         for k in ("corpora", "pilot_lrs", "pilot_ts", "stability_ks", "arms", "seeds"):
             if k in kw:
@@ -229,7 +271,11 @@ class Protocol:
                 bad("target_density", f"head pruning keeps at least one of the {self.tiny.num_heads} heads of every "
                                       f"layer, so it cannot go below {1.0 / self.tiny.num_heads:.1%} density, above "
                                       f"the target {self.target_density:.1%}; use unit weights or a higher target.")
-        if len(self.seeds) < 2:
+        if self.auto_seeds:
+            if not (self.is_tiny and self.pilot_seeds >= 2):
+                bad("seeds", "auto chooses the seed count from the pilot's seed noise, which the pilot measures for the "
+                             "tiny model with --pilot-seeds >= 2; give the seeds (e.g. 0,1,2,3,4) otherwise.")
+        elif len(self.seeds) < 2:
             bad("seeds", f"{list(self.seeds)}: a verdict with a confidence interval needs at least 2 seeds "
                          f"(3 or more recommended).")
         if len(set(self.seeds)) != len(self.seeds):
@@ -314,6 +360,13 @@ class Protocol:
                          f"away); load float32 and use amp bf16 on CUDA.")
         if self.amp == "bf16" and not self.device.startswith("cuda"):
             bad("amp", "bf16 autocast is for CUDA; on CPU use none.")
+        if self.train_windows and self.train_windows < self.batch_size:
+            bad("train_windows", f"{self.train_windows} windows cannot fill one batch of {self.batch_size}: use 0 (all) "
+                                 f"or at least the batch size.")
+        if self.train_windows < 0:
+            bad("train_windows", f"{self.train_windows} must be >= 0 (0 = all).")
+        if self.stability_seeds < 0 or (self.seeds and self.stability_seeds > len(self.seeds)):
+            bad("stability_seeds", f"{self.stability_seeds}: between 0 (every seed) and the {len(self.seeds)} seeds.")
         if self.val_windows < 0 or self.heldout_windows < 0 or self.eval_batch < 1:
             bad("val_windows/heldout_windows/eval_batch", "windows must be >= 0 (0 = all) and the batch >= 1.")
         if "ticket" not in self.arms:
@@ -334,8 +387,9 @@ def default_protocol(model: str = "tiny", **overrides) -> Protocol:
     """The default protocol of a model kind, with any given (non-None) fields replaced.
 
     Tiny: the default experiment (14 rounds at 20% -> 4.4% density, K = 20, pilot over a 3 x 3 grid of
-    learning rates and T up to 2,400 steps (~4 epochs), extended at an edge, 5 seeds, arms ticket/random/reinit at every
-    level, stability of every level's ticket from 0, K, T/10 and T/5 on 11 points, the sanity check).
+    learning rates and T up to 1,024 steps (8 epochs of the 1,024 train windows), extended once at an edge, 5 seeds,
+    arms ticket/random/reinit at every level, stability of the dense network on every seed and of every level's ticket
+    on the first seed from 0, K, T/10 and T/5 on 11 points, the sanity check).
     Pretrained (Chen et al. 2020): iterative magnitude pruning at 20% per round rewound to the pretrained
     weights, on a short fine-tuning budget (see PRETRAINED_NOTE)."""
     overrides = {k: v for k, v in overrides.items() if v is not None}

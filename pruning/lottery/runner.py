@@ -19,7 +19,7 @@ run's; the two stability copies use two further orders. Every run is scored on t
 The pilot (`pilot.py`) tunes lr and T and measures the seed noise; `stats.seeds_for_power` turns it into
 the power of the seeds given (a warning with the achieved power when they are too few). Stability: two
 copies of each level's ticket (stability "all"; "dense": level 0 only) from every K of the sweep, 11+
-points on the line.
+points on the line; the dense network on every seed, the sparse levels on the first `stability_seeds`.
 
 Tickets. Every unit is a `Ticket` (method "imp") whose dense model is the seed's step-0 checkpoint
 `seed-<s>/init/` (tiny) or the pretrained checkpoint: `load_model(ticket.dense["spec"])` plus
@@ -40,7 +40,7 @@ import json
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -55,7 +55,7 @@ from . import masks as imp_masks
 from .arms import ARMS, ArmContext, Plan
 from .pilot import seed_spread, tune
 from .processes import check_processes, main_first, main_process, start_processes
-from .protocol import Protocol
+from .protocol import AUTO_SEEDS_CAP, Protocol
 from .stats import PowerPlan, seeds_for_power
 from .tiny import (
     CorpusSplit,
@@ -185,7 +185,7 @@ class ImpExperiment:
         self._tokenizer_source = tok_source
         tokenizer = self._pretrained.tokenizer if self._pretrained else _load_tokenizer(tok_source)
         seq = protocol.seq_len
-        self.train_data = windows(token_stream(tokenizer, self.split.train), seq)
+        self.train_data = _subset(windows(token_stream(tokenizer, self.split.train), seq), protocol.train_windows)
         self.validation = _subset(windows(token_stream(tokenizer, self.split.validation), seq), protocol.val_windows)
         self.heldout = _subset(windows(token_stream(tokenizer, self.split.heldout), seq), protocol.heldout_windows)
         self.data_record = {**self.split.record, "seq_len": seq, "train_windows": int(self.train_data.shape[0]),
@@ -224,7 +224,8 @@ class ImpExperiment:
                 "arms": {a: ARMS[a].description for a in self.protocol.arms}}
         body["tokenizer_sha256"] = self.tokenizer_sha256
         if self.resolved is not None:
-            body["resolved"] = {"lr": self.resolved.lr, "steps": self.resolved.steps}
+            body["resolved"] = {"lr": self.resolved.lr, "steps": self.resolved.steps,
+                                "seeds": list(self.resolved.seeds)}
             body["budget"] = self.budget()
         if self.power is not None:
             body["power"] = self.power.to_dict()
@@ -274,8 +275,18 @@ class ImpExperiment:
                 atomic_write_json(path, out, indent=2, sort_keys=True)
         self.resolved = p.resolved(out.get("lr", p.lr), out.get("steps", p.steps))
         if "seed_sd" in out:
+            given = len(p.seeds)
+            if p.auto_seeds:  # as many seeds as the power analysis needs, capped
+                needed = seeds_for_power(out["seed_sd"], p.delta, 1.0 - p.confidence, p.power, p.min_seeds,
+                                         source="the pilot's seed pairs").needed
+                given = min(needed or AUTO_SEEDS_CAP, AUTO_SEEDS_CAP)
+                self.resolved = replace(self.resolved, seeds=tuple(range(given)))
+                if needed is None or needed > AUTO_SEEDS_CAP:
+                    self.warnings.append(f"seeds auto: the power analysis needs {needed or 'more than 200'} seeds; "
+                                         f"running the cap of {AUTO_SEEDS_CAP} (a larger delta or a quieter regime "
+                                         f"needs fewer).")
             self.power = seeds_for_power(out["seed_sd"], p.delta, 1.0 - p.confidence, p.power, p.min_seeds,
-                                         given=len(p.seeds), source="the pilot's seed pairs")
+                                         given=given, source="the pilot's seed pairs")
             if self.power.warning():
                 self.warnings.append(self.power.warning())
         return out
@@ -477,7 +488,7 @@ class ImpExperiment:
         weight_rewind = k is not None
         ks = self.stability_ks()
         saves = tuple(x for x in sorted(set(ks) | ({k} if k else set())) if x > 0)
-        for seed in p.seeds:
+        for seed in self.resolved.seeds:  # the protocol's, or those the power analysis chose (`--seeds auto`)
             s = self._seed(seed)
             if weight_rewind and k > 0:
                 # open_lth's order: a continuous dense run provides the rewind points (weights and AdamW state);
@@ -510,7 +521,7 @@ class ImpExperiment:
                     parent = prev.id if arm == "ticket" else units[0].ticket.id if units else None
                     res = self._run_unit(s, arm, rnd, plan, parent if arm != "dense_matched" else None, progress,
                                          retrain_seed(seed, rnd))
-                    if arm == "ticket" and p.stability == "all" and ks:
+                    if arm == "ticket" and p.stability == "all" and ks and self.sweeps_sparse(seed):
                         res.stability = {str(kk): self._stability(s, rnd, res.ticket, kk, progress) for kk in ks}
                     units.append(res)
                     emit(res)
@@ -519,6 +530,12 @@ class ImpExperiment:
                 prev = units[0].ticket
             load_state(s.loaded.model, s.dense_state)  # hand back the dense model as loaded
         return out
+
+    def sweeps_sparse(self, seed: int) -> bool:
+        """Does this seed's every level get the stability sweep (stability all, first `stability_seeds` seeds)?"""
+        p = self.protocol
+        seeds = (self.resolved or p).seeds
+        return p.stability == "all" and (not p.stability_seeds or seed in seeds[:p.stability_seeds])
 
     def stability_ks(self) -> tuple[int, ...]:
         """Rewind points of the stability sweep: the protocol's, at the resolved T (0 only without weight rewinding)."""

@@ -1,18 +1,18 @@
 """The small Llama-style model that IMP trains from scratch, its tokenizer, and the corpus split.
 
 Why this size (measured on this machine, one thread, while others worked; see benchmarks/imp.py):
-- Tokenizer: byte-level BPE trained on the train split (4,096 entries here; the issue-18 default protocol
-  uses 2,048 so that the blocks, not the embedding, hold the capacity). It is checked to cover every
+- Tokenizer: byte-level BPE trained on the train split (4,096 entries by default here; the issue-18 default
+  protocol uses 1,024 so that the blocks, not the embedding, hold the capacity). It is checked to cover every
   split (encode -> decode gives the text back), stored with the experiment, and its hash is part of the
   experiment id. WikiText-2 is already
   word-tokenised with rare words as `<unk>`, so 4k merges cover nearly every frequent word in one
   token (1.41 tokens per word); a 49k vocabulary (SmolLM2's) would make the tied embedding 6M of
   the model's parameters and the LM head most of its compute, while a word-level vocabulary of 4k
   would map ~10% of the words to `<unk>` and flatter the loss. With 4k the embedding is 0.5M of 1.3M.
-- Model: 4 layers, hidden 128, 4 query heads sharing 2 KV heads (GQA, so the adapter's KV-group
-  logic is exercised), SwiGLU width 384, tied embeddings, context 128. About 0.8M prunable linear
-  weights. It trains at roughly 4-6k tokens/s on one core, so a few minutes cover the ~280k train
-  tokens a couple of times and reach a held-out loss far below the unigram baseline.
+- Model (TinyConfig's defaults): 4 layers, hidden 128, 4 query heads sharing 2 KV heads (GQA, so the
+  adapter's KV-group logic is exercised), SwiGLU width 384, tied embeddings, context 128. The issue-18
+  default protocol uses 3 layers of hidden 64 / SwiGLU 192 (147k prunable block weights, 66k embedding),
+  38k tokens/s on one core, so its whole experiment fits 2 hours (see protocol.py).
 - Data: WikiText-2's two files we carry (`valid.txt`, then `test.txt`: 122 top-level `= Title =`
   articles) split by ARTICLE, never by line, so no article straddles two sets: article i (counted
   over both files in that order) goes to validation when i % 10 == 8, to held-out when i % 10 == 9,

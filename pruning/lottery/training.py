@@ -28,6 +28,12 @@ sparse sub-network sparse.
   of each step's windows (the batch must split evenly: one clear error naming batch_size otherwise),
   `Accelerator.backward` averages the gradients, and every process applies the same update, so the
   weights equal the one-process run's up to the order of floating-point sums (tested).
+- Sharded (`accelerate launch --use_fsdp --fsdp_version 2 --fsdp_sync_module_states false ...`, for models
+  whose training state does not fit one device): a copy of the model is sharded with torch's FSDP2
+  (`fully_shard`, every decoder layer one unit), so each process holds 1/N of the weights, gradients and
+  AdamW moments; masks and the rewind point's optimizer state are laid out the same way; checkpoints, the
+  best step and the final weights are gathered whole (tickets and masks need whole tensors). Equal to the
+  one-process run within the same tolerance (tested, on this CPU with gloo).
 - Precision: trainable weights must be float32 (bf16 weights would round small updates away); on CUDA
   `amp="bf16"` runs the forward/backward under bf16 autocast over the fp32 master weights.
 """
@@ -43,7 +49,15 @@ import torch
 from torch import nn
 
 from ..errors import TicketLabError
-from .processes import accelerator, check_processes
+from .processes import (
+    accelerator,
+    check_processes,
+    check_sharding,
+    full,
+    like,
+    sharded_copy,
+    sharding_requested,
+)
 
 Progress = Callable[[int, int, str], None]
 
@@ -158,7 +172,8 @@ class MaskSet:
                 continue  # a dense tensor needs no masking work
             self.names.append(name)
             self.params.append(p)
-            self.masks.append(mask.to(device=p.device, dtype=p.dtype))
+            self.masks.append(like(mask.to(dtype=p.dtype), p) if hasattr(p, "device_mesh")
+                              else mask.to(device=p.device, dtype=p.dtype))
 
     def __bool__(self) -> bool:
         return bool(self.params)
@@ -178,7 +193,7 @@ class MaskSet:
 def cpu_state(model: nn.Module, names: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
     """A detached CPU copy of the parameters (all, or the named ones)."""
     params = dict(model.named_parameters())
-    return {n: params[n].detach().to("cpu", copy=True) for n in (names or params)}
+    return {n: full(params[n].detach()).to("cpu", copy=True) for n in (names or params)}
 
 
 @torch.no_grad()
@@ -188,7 +203,8 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     for n, t in state.items():
         if n not in params:
             raise TicketLabError(f"checkpoint holds {n}, which the model does not have: wrong checkpoint?")
-        params[n].data.copy_(t.to(device=params[n].device, dtype=params[n].dtype))
+        p = params[n]
+        p.data.copy_(like(t.to(dtype=p.dtype), p) if hasattr(p, "device_mesh") else t.to(device=p.device, dtype=p.dtype))
 
 
 OPT_KEYS = ("exp_avg", "exp_avg_sq", "step")
@@ -205,7 +221,8 @@ def optimizer_snapshot(opt: torch.optim.Optimizer, names: dict[int, str]) -> dic
             for key in OPT_KEYS:
                 t = st[key]
                 t = t if torch.is_tensor(t) else torch.tensor(float(t))
-                out[f"{names[id(p)]}/{key}"] = t.detach().to("cpu", copy=True).reshape(t.shape)
+                t = full(t.detach())
+                out[f"{names[id(p)]}/{key}"] = t.to("cpu", copy=True).reshape(t.shape)
     return out
 
 
@@ -218,13 +235,13 @@ def _load_optimizer_state(opt: torch.optim.Optimizer, named: dict[str, nn.Parame
             continue  # no history for this tensor (e.g. newly trainable): AdamW starts it fresh
         moments = {}
         for key in ("exp_avg", "exp_avg_sq"):
-            t = state[f"{name}/{key}"].to(device=p.device, dtype=p.dtype).clone()
+            t = state[f"{name}/{key}"].to(dtype=p.dtype).clone()
             if tuple(t.shape) != tuple(p.shape):
                 raise TicketLabError(f"optimizer state for {name} has shape {tuple(t.shape)}, the weight "
                                      f"{tuple(p.shape)}: wrong rewind checkpoint?")
             if name in masks:
-                t.mul_(masks[name].to(device=p.device, dtype=p.dtype))
-            moments[key] = t
+                t.mul_(masks[name].to(dtype=p.dtype))
+            moments[key] = like(t, p) if hasattr(p, "device_mesh") else t.to(device=p.device)
         opt.state[p] = {"step": state[f"{name}/step"].clone().float(), **moments}
 
 
@@ -279,10 +296,17 @@ def train(model: nn.Module, data: torch.Tensor, config: TrainConfig, *, masks: d
     if config.amp == "bf16" and device.type != "cuda":
         raise TicketLabError("bf16 autocast training is for CUDA; on CPU train in float32 (--amp none).")
     check_processes(config.batch_size)
+    check_sharding()
+    target, target_named = model, named  # the caller's model: it ends with the trained weights
     was_training = model.training
     old_flags = {n: p.requires_grad for n, p in named.items()}
     for n, p in named.items():
         p.requires_grad_(n in set(train_names))
+    acc = accelerator(device)
+    sharded = acc is not None and sharding_requested()
+    if sharded:  # FSDP2: each process holds 1/N of the weights, gradients and AdamW moments while it trains
+        model = sharded_copy(target, device)
+        named = dict(model.named_parameters())
     params = [named[n] for n in train_names]
     mask_set = MaskSet(model, masks)
     mask_set.apply_()
@@ -295,9 +319,9 @@ def train(model: nn.Module, data: torch.Tensor, config: TrainConfig, *, masks: d
         _load_optimizer_state(opt, {n: named[n] for n in train_names}, optimizer_state,
                               {n: m for n, m in (masks or {}).items()})
     ids = {id(p): n for n, p in named.items()}
-    acc = accelerator(device)
     world, rank = (acc.num_processes, acc.process_index) if acc else (1, 0)
-    forward = acc.prepare_model(model, device_placement=False) if acc else model  # DDP over the same parameters
+    # DDP over the same parameters (replicated), or the sharded copy itself (FSDP2 reduce-scatters the gradients)
+    forward = model if sharded or not acc else acc.prepare_model(model, device_placement=False)
     order = batch_order(data.shape[0], config.batch_size, config.steps, data_seed)
     result = TrainResult(losses=[])
     if start_step in wanted:
@@ -351,9 +375,11 @@ def train(model: nn.Module, data: torch.Tensor, config: TrainConfig, *, masks: d
             load_state(model, best_state)
     finally:
         result.seconds = time.perf_counter() - start
-        for n, p in named.items():
+        if sharded:
+            load_state(target, cpu_state(model))  # gathered: masks, checkpoints and tickets need whole tensors
+        for n, p in target_named.items():
             p.requires_grad_(old_flags[n])
-        model.train(was_training)
+        target.train(was_training)
     return result
 
 

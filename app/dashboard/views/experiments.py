@@ -1,6 +1,7 @@
 """Experiments: a lottery-ticket experiment's verdict sentence, the sparsity x arm table (mean, 95%
 interval, n seeds), the largest matching sparsity, learning curves with interval bands, the pilot, the
-sanity check and the instability barrier. Everything is read from the ledger (analysis.lottery.experiments)."""
+sanity check and the instability barrier, and the behaviour suites' results on the experiment's tickets
+(analysis.lottery.downstream). Everything is read from the ledger."""
 
 from __future__ import annotations
 
@@ -25,6 +26,15 @@ def _report(experiment: str, stamp: tuple) -> tuple[pd.DataFrame, dict, pd.DataF
     ledger = data.ledger()
     table = imp_report(experiment, ledger)
     return table, table.attrs["verdict"], learning_curves(experiment, ledger), pilot_record(experiment, ledger)
+
+
+@st.cache_data(ttl=300, max_entries=16, show_spinner=False)
+def _downstream(experiment: str, stamp: tuple) -> pd.DataFrame | None:
+    from analysis.lottery.downstream import downstream_table, recorded_limit
+
+    ledger = data.ledger()
+    limit = recorded_limit(experiment, ledger)
+    return None if limit is False else downstream_table(experiment, ledger, limit)
 
 
 def _cell(mean: float, low: float, high: float) -> str:
@@ -144,6 +154,19 @@ with right:
         st.write(f"Power: {power['given']} seeds give {power['achieved']:.2f} to declare a ticket exactly as good as "
                  f"dense matching (seed sd {power['sd']:.4f} from {power['source']}); "
                  f"{power['needed'] or 'more than 200'} seeds reach {power['target']:.2f}.")
+
+down = _downstream(exp_id, data.stamp())
+if down is not None and not down.empty:
+    st.subheader("Downstream behaviour")
+    st.dataframe(pd.DataFrame([{"task": r.task, "metric": r.metric, "better": r.direction or "-", "arm": r.arm,
+                                "level": r.round, "sparsity": f"{r.sparsity:.1%}", "mean": _cell(r.mean, r.low, r.high),
+                                "n": r.n, "minus level 0": "–" if r.round == 0 else
+                                _cell(r.minus_level0, r.minus_low, r.minus_high), "reading": r.reading}
+                               for r in down.itertuples()]), hide_index=True)
+    limit = down.attrs["limit"]
+    st.caption(f"{down.attrs['evaluated']} of {down.attrs['units']} tickets evaluated "
+               f"({'the full sets' if limit is None else f'{limit} documents per task'}); paired by seed against "
+               f"level 0. Run `ticketlab imp-eval {exp_id} --suite instruct` for the rest.")
 
 with st.expander("Protocol (fixed before the run; its hash is the experiment id)"):
     st.json(protocol)
