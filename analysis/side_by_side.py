@@ -1,8 +1,8 @@
 """Compare two subjects (ticket ids or "dense") metric by metric, only like with like.
 
-Two metric rows are comparable when they were measured the same way: the same limit (or both full),
-batch size, dtype, padding/scoring and `extra["setup"]` (perplexity window length, BBQ cap, lm-eval
-data source, attribution settings...). For each metric both subjects have, the newest comparable pair is
+Two metric rows are comparable when they were measured the same way (`analysis.like_for_like`, the rule
+the review and the policy use too): the same limit (or both full), batch size, dtype, padding/scoring and
+`extra["setup"]` (perplexity window length, BBQ cap, lm-eval data source, attribution settings...). For each metric both subjects have, the newest comparable pair is
 shown with the delta (B - A) and whether |delta| is within the combined standard error
 sqrt(se_A^2 + se_B^2) (`analysis.uncertainty`: the two runs score the same documents, so that bound
 treats paired samples as independent and is conservative). A side resting on too few documents, or
@@ -12,15 +12,12 @@ not comparable, with the settings that differ.
 
 from __future__ import annotations
 
-import json
 import math
 
 from pruning.errors import TicketLabError
 
-from . import metric_meta, uncertainty
+from . import like_for_like, metric_meta, uncertainty
 from .ledger import Ledger, evidence_store
-
-SETUP_FIELDS = ("limit", "batch_size", "dtype", "padding")
 
 
 def resolve_subject(ledger: Ledger, ref: str, other: str | None = None) -> dict:
@@ -40,16 +37,6 @@ def resolve_subject(ledger: Ledger, ref: str, other: str | None = None) -> dict:
             "sparsity": 0.0, "name": None}
 
 
-def setup_of(row: dict) -> dict:
-    extra = row.get("extra")
-    extra = json.loads(extra) if isinstance(extra, str) else (extra or {})
-    return {**{k: row.get(k) for k in SETUP_FIELDS}, **(extra.get("setup") or {})}
-
-
-def _key(setup: dict) -> str:
-    return json.dumps(setup, sort_keys=True, default=str)
-
-
 def metric_rows(ledger: Ledger, subject: str, dense_sha256: str) -> list[dict]:
     """Every metric of a subject from successful runs, newest first."""
     return evidence_store.comparison_rows(ledger, subject, dense_sha256)
@@ -59,7 +46,7 @@ def _latest_by_setup(rows: list[dict]) -> dict[tuple, dict[str, dict]]:
     out: dict[tuple, dict[str, dict]] = {}
     for r in rows:
         per = out.setdefault((r["suite"], r["task"], r["metric"]), {})
-        per.setdefault(_key(setup_of(r)), r)  # rows are newest first
+        per.setdefault(like_for_like.setup_key(r), r)  # rows are newest first
     return out
 
 
@@ -79,9 +66,8 @@ def compare(a: str, b: str, ledger: Ledger | None = None) -> dict:
         common = [k for k in la[key] if k in lb[key]]  # A's setups, newest first
         if not common:
             ra, rb = next(iter(la[key].values())), next(iter(lb[key].values()))
-            ua, ub = setup_of(ra), setup_of(rb)
-            diff = {k: [ua.get(k), ub.get(k)] for k in sorted(set(ua) | set(ub)) if ua.get(k) != ub.get(k)}
-            not_comparable.append({"suite": key[0], "task": key[1], "metric": key[2], "differs": diff})
+            not_comparable.append({"suite": key[0], "task": key[1], "metric": key[2],
+                                   "differs": like_for_like.differences(ra, rb)})
             continue
         ra, rb = la[key][common[0]], lb[key][common[0]]
         va, vb = _num(ra["value"]), _num(rb["value"])
@@ -96,7 +82,7 @@ def compare(a: str, b: str, ledger: Ledger | None = None) -> dict:
                      "noise": uncertainty.noise_words(ea, na, eb, nb),
                      "direction": meta.direction if meta else ra["direction"],
                      "ideal": meta.ideal if meta else ra["ideal"],
-                     "change": metric_meta.change(key[1], key[2], va, vb), "setup": setup_of(ra),
+                     "change": metric_meta.change(key[1], key[2], va, vb), "setup": like_for_like.setup_of(ra),
                      "a_run": ra["run_id"], "b_run": rb["run_id"]})
     only = lambda x, y: [{"suite": k[0], "task": k[1], "metric": k[2]} for k in sorted(set(x) - set(y))]  # noqa: E731
     return {"a": sa, "b": sb, "rows": rows, "not_comparable": not_comparable, "only_a": only(la, lb),

@@ -83,7 +83,8 @@ def evaluated_decision(db, st: state.GovState, ticket_ref: str, decision: str, r
         policy_results=review.to_json(), passed=review.passed,
         unmet_rules=list(dict.fromkeys(r.rule for r in review.failures)),
         creator=creation["actor"] if creation else None, creation_hash=creation["row_hash"] if creation else None,
-        evidence=evidence, evidence_sha256=replay.evidence_digest(evidence), request="").to_body()
+        evidence=evidence, evidence_sha256=replay.evidence_digest(evidence), request="",
+        like_for_like=review.like_for_like).to_body()
     body["request"] = request_key(body, reviewer)
     return body, review
 

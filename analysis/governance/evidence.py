@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from pruning.errors import TicketLabError
 
+from .. import like_for_like as lfl
 from ..ledger import Ledger, evidence_store
 from .state import deployment_pointer
 
@@ -66,19 +67,17 @@ def latest(rows: list[dict], full_only: bool) -> dict[tuple[str, str], dict]:
     return best
 
 
-def like_for_like(candidate: dict, rows: list[dict]) -> tuple[dict | None, str]:
-    """The baseline row to compare a candidate row with: same task and metric, same limit, same dtype
-    (they change scores); newest first. Returns (row, '') or (None, why not)."""
+def like_for_like(candidate: dict, rows: list[dict], rule: int = lfl.RULE) -> tuple[dict | None, str]:
+    """The baseline row to compare a candidate row with: same task and metric, measured the same way
+    (`analysis.like_for_like`, under `rule`: a signed decision is evaluated again under the rule it was signed
+    with); newest first. Returns (row, '') or (None, why not)."""
     same = [r for r in rows if r["task"] == candidate["task"]
             and base_metric(r["metric"]) == base_metric(candidate["metric"])]
     if not same:
         return None, "no baseline result"
-    ok = [r for r in same if r["limit"] == candidate["limit"]
-          and (r["dtype"] is None or candidate["dtype"] is None or r["dtype"] == candidate["dtype"])]
+    ok = [r for r in same if lfl.same(candidate, r, rule)]
     if not ok:
-        other = same[-1]
-        return None, (f"baseline only measured with limit={other['limit']}, dtype={other['dtype']}; ticket with "
-                      f"limit={candidate['limit']}, dtype={candidate['dtype']}: not like for like")
+        return None, lfl.why_not(lfl.differences(candidate, same[-1], rule))
     return ok[-1], ""
 
 

@@ -7,6 +7,9 @@ insists on (`replay.body_problem`), the other fields are carried but optional, b
 before they existed lack them. `to_body()` is exactly the dict that is signed, so the canonical bytes, hashes
 and signatures of records written through these types are those of the records written before them.
 
+A field added after records were signed without it is declared `added()`: absent from those records (and
+from their `to_body()`), present in every new one.
+
 A *view* is what the read model shows of a signed row (`state.decision_rows`, `state.moves`): `Decision`
 and `Move`, built from the row and its body here, carried by the use cases, printed by the CLI and drawn by
 the dashboard. Adding a field to a decision: one field on `DecisionBody` (and `Decision`, to show it), its
@@ -41,6 +44,12 @@ def carried(default: Any = None) -> Any:
     return field(default=default)
 
 
+def added() -> Any:
+    """A carried field added after records were signed without it: left out of `to_body` when it is None, so
+    an older record read into its typed body and written back out is still the bytes that were signed."""
+    return field(default=None, metadata={"added": True})
+
+
 @dataclass(frozen=True, kw_only=True)
 class Body:
     """A record body: `KIND` is the record kind it is signed as."""
@@ -48,7 +57,8 @@ class Body:
 
     def to_body(self) -> dict:
         """The dict that is signed (every declared field, in declaration order)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if not (f.metadata.get("added") and getattr(self, f.name) is None)}
 
     @classmethod
     def from_body(cls, body: dict):
@@ -139,6 +149,9 @@ class DecisionBody(Body):
     evidence: dict = checked(dict)
     evidence_sha256: str = checked(str)
     request: str = checked(str)
+    # the like-for-like rule the evidence was evaluated under (`analysis.like_for_like`): absent = rule 1, the
+    # rule of decisions signed before evidence rows carried their setup; the replay evaluates each under its own
+    like_for_like: int | None = added()
 
     @staticmethod
     def request_of(body: dict, reviewer: str) -> str:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from pruning.text import control_problem
 
+from .. import like_for_like as lfl
 from . import keys, people
 from .chain import body_of
 from .policy import Policy, parse_policy
@@ -35,7 +36,9 @@ HEX64 = re.compile(r"^[0-9a-f]{64}$")
 # typed records declare them (`record_types`)
 FIELDS: dict[str, dict[str, tuple]] = {kind: body.required() for kind, body in BODIES.items()}
 TEXT = {"reason", "override_reason", "name"}  # free text a person typed: shown in terminals and pages
-ROW_FIELDS = ("task", "metric", "value", "stderr", "limit", "dtype", "direction", "ideal", "meta")
+# an evidence row's fields in a decision signed now; decisions signed under like-for-like rule 1 stored no setup
+ROW_FIELDS = ("task", "metric", "value", "stderr", "limit", "dtype", "direction", "ideal", "meta", "setup")
+ROW_FIELDS_BY_RULE = {lfl.RULE_1: tuple(k for k in ROW_FIELDS if k != "setup"), lfl.RULE_2: ROW_FIELDS}
 
 
 def _number_ok(v) -> bool:
@@ -57,7 +60,22 @@ def evidence_digest(evidence: dict) -> str:
     return hashlib.sha256(json.dumps(evidence, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def _evidence_problem(ev: dict) -> str:
+def like_for_like_rule(body: dict) -> int:
+    """The like-for-like rule a decision body was evaluated under (absent: rule 1, signed before it was named)."""
+    return body.get("like_for_like") or lfl.RULE_1
+
+
+def _row_problem(r: dict, rule: int) -> str:
+    if rule == lfl.RULE_1:
+        return ""
+    if why := lfl.setup_problem(r["setup"]):
+        return why
+    if (r["setup"]["limit"], r["setup"]["dtype"]) != (r["limit"], r["dtype"]):
+        return "its setup's limit or dtype is not the row's"
+    return ""
+
+
+def _evidence_problem(ev: dict, rule: int = lfl.RULE) -> str:
     if not isinstance(ev.get("content_sha256"), str) or not _number_ok(ev.get("sparsity")):
         return "its evidence lacks the ticket's content hash or a finite sparsity"
     rows = ev.get("rows")
@@ -67,12 +85,15 @@ def _evidence_problem(ev: dict) -> str:
         if not isinstance(group, list):
             return f"its {who} evidence is not a list of rows"
         for r in group:
-            if not isinstance(r, dict) or set(r) - {"n_docs"} != set(ROW_FIELDS) or not isinstance(r["task"], str) \
+            if not isinstance(r, dict) or set(r) - {"n_docs"} != set(ROW_FIELDS_BY_RULE[rule]) \
+                    or not isinstance(r["task"], str) \
                     or not _count_ok(r.get("n_docs")) \
                     or not isinstance(r["metric"], str) or not all(_number_ok(r[k]) for k in ("value", "stderr", "ideal")) \
                     or not (r["limit"] is None or (isinstance(r["limit"], int) and not isinstance(r["limit"], bool))) \
                     or not _meta_ok(r["meta"]):
                 return f"its {who} evidence holds a malformed metric row"
+            if why := _row_problem(r, rule):
+                return f"its {who} evidence holds a malformed metric row ({why})"
     return ""
 
 
@@ -108,7 +129,11 @@ def body_problem(kind: str, body) -> str:
             return "it overrides the policy without an override reason"
         if evidence_digest(body["evidence"]) != body["evidence_sha256"]:
             return "its evidence does not hash to the evidence digest it signs"
-        return _evidence_problem(body["evidence"])
+        rule = body.get("like_for_like")
+        if "like_for_like" in body and (rule not in lfl.RULES or isinstance(rule, bool) or rule == lfl.RULE_1):
+            # rule 1 is named by absence only: records signed before the field existed
+            return f"its like-for-like rule {rule!r} is not one of {', '.join(map(str, lfl.RULES[1:]))}"
+        return _evidence_problem(body["evidence"], like_for_like_rule(body))
     if kind == "policy" and hashlib.sha256(body["text"].encode()).hexdigest() != body["sha256"]:
         return "its policy text does not hash to the sha256 it names"
     if kind == "policy" and (why := control_problem(body.get("name") if isinstance(body.get("name"), str) else "",
@@ -125,6 +150,9 @@ class Trail:
     decisions: dict[str, list[dict]] = field(default_factory=dict)  # ticket id -> valid decision rows
     stacks: dict[str, list[str]] = field(default_factory=dict)  # dense sha256 -> deployed, oldest first
     deployed: dict[str, set[str]] = field(default_factory=dict)  # dense sha256 -> tickets ever promoted
+    # the newest like-for-like rule a valid decision used, and that decision's seq: a ledger does not go back
+    # to the older rule, so an insider cannot sign a new decision under it to pair unlike rows
+    like_for_like: tuple[int, int | None] = (lfl.RULE_1, None)
     _parsed: dict[str, Policy] = field(default_factory=dict)
 
     def pinned(self) -> Policy | None:
@@ -222,10 +250,15 @@ def decision_problem(trail: Trail, actor: str, body: dict, evaluated=None) -> st
     if body["evidence"]["content_sha256"] != body["content_sha256"]:
         return "its evidence is about other ticket content than the ticket it decides on"
     creator = creation["actor"] if creation else None
+    rule = like_for_like_rule(body)
+    newest, since = trail.like_for_like
+    if rule < newest:
+        return (f"it is evaluated under like-for-like rule {rule}, but decisions on this ledger use rule {newest} "
+                f"since record #{since}")
     same = evaluated is not None and evaluated.evidence is body["evidence"] and evaluated.policy["sha256"] == pol.sha256 \
-        and (evaluated.ticket, evaluated.dense_sha256, evaluated.creator, evaluated.reviewer) == \
-        (tid, body["dense_sha256"], creator, actor)
-    review = evaluated if same else evaluate(pol, body["evidence"], tid, body["dense_sha256"], creator, actor)
+        and (evaluated.ticket, evaluated.dense_sha256, evaluated.creator, evaluated.reviewer, evaluated.like_for_like) \
+        == (tid, body["dense_sha256"], creator, actor, rule)
+    review = evaluated if same else evaluate(pol, body["evidence"], tid, body["dense_sha256"], creator, actor, rule)
     unmet = list(dict.fromkeys(r.rule for r in review.failures))
     if sorted(unmet) != sorted(body["unmet_rules"]) or review.passed != body["passed"]:
         return (f"its signed evidence fails {', '.join(unmet) or 'no rule'} under the pinned policy {pol.name}, but it "
@@ -332,6 +365,8 @@ def _apply_trail(trail: Trail, row: dict, body: dict) -> None:
         trail.creations.setdefault(body["ticket_id"], row)
     elif kind == "decision":
         trail.decisions.setdefault(row["subject"], []).append(row)
+        if (rule := like_for_like_rule(body)) > trail.like_for_like[0]:
+            trail.like_for_like = (rule, row["seq"])
     elif kind in ("promote", "rollback"):
         s = trail.stacks.setdefault(body["dense_sha256"], [DENSE])
         if kind == "rollback" and body["target"] in s:

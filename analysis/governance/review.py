@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pruning.errors import TicketLabError
 
+from .. import like_for_like as lfl
 from .. import uncertainty
 from ..ledger import Ledger
 from ..metric_meta import MetricMeta, direction, meta_for
@@ -37,6 +38,7 @@ class Review:
     checked_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
     full_runs: bool = True  # the policy's: indicative (quick-run) results cannot pass it
     evidence: dict = field(default_factory=dict, repr=False)  # what it was evaluated on (gather_evidence)
+    like_for_like: int = lfl.RULE  # the rule that paired ticket and baseline rows (a decision signs it)
 
     @property
     def failures(self) -> list[RuleResult]:
@@ -76,10 +78,12 @@ def review_ticket(ledger: Ledger, ticket_ref: str, baseline: str = "dense", poli
 
 def _row(r: dict) -> dict:
     """A metric row as evidence, with the metadata the task YAMLs give it now (None when none describes it):
-    a later change of a YAML does not change how a signed decision is evaluated again."""
+    a later change of a YAML does not change how a signed decision is evaluated again. It carries its setup,
+    so the audit pairs rows like for like exactly as the reviewer's evaluation did."""
     m = meta_for(r["task"], r["metric"])
     meta = {"direction": m.direction, "ideal": m.ideal, "headline": bool(m.headline)} if m is not None else None
-    return {k: r.get(k) for k in ROW_FIELDS if k != "meta"} | {"meta": meta, "n_docs": uncertainty.docs_of(r)}
+    return {k: r.get(k) for k in ROW_FIELDS if k not in ("meta", "setup")} | {
+        "meta": meta, "setup": lfl.setup_of(r), "n_docs": uncertainty.docs_of(r)}
 
 
 def _meta_of(evidence: dict):
@@ -139,25 +143,27 @@ def ticket_files_sparsity(ticket: dict) -> float | None:
 
 
 def evaluate(pol: Policy, evidence: dict, ticket_id: str, dense_sha256: str, creator: str | None,
-             reviewer: str | None) -> Review:
+             reviewer: str | None, like_for_like: int = lfl.RULE) -> Review:
     """The policy applied to evidence (`gather_evidence`, or the copy signed into a decision): the same
-    function for a preview, a decision and the audit's re-evaluation of that decision."""
+    function for a preview, a decision and the audit's re-evaluation of that decision (under the like-for-like
+    rule the decision was signed with)."""
     b = evidence["baseline"]
     review = Review(ticket=ticket_id, dense_sha256=dense_sha256,
                     baseline={"ref": b.get("ref"), "subject": b.get("subject"), "label": b.get("label")},
                     policy={"name": pol.name, "path": pol.path, "sha256": pol.sha256},
-                    creator=creator, reviewer=reviewer, full_runs=pol.full_runs, evidence=evidence)
+                    creator=creator, reviewer=reviewer, full_runs=pol.full_runs, evidence=evidence,
+                    like_for_like=like_for_like)
     rows, meta_of = evidence["rows"], _meta_of(evidence)
     r = review.results
     for rule in pol.rules:
-        r += apply(rule, pol, rows["ticket"], rows["baseline"], meta_of)
+        r += apply(rule, pol, rows["ticket"], rows["baseline"], meta_of, like_for_like)
     if pol.get("efficiency"):
-        r += _efficiency(pol, evidence, meta_of)
+        r += _efficiency(pol, evidence, meta_of, like_for_like)
     r.append(_duties(pol, creator, reviewer))
     return review
 
 
-def _efficiency(pol: Policy, evidence: dict, meta_of) -> list[RuleResult]:
+def _efficiency(pol: Policy, evidence: dict, meta_of, like_for_like: int) -> list[RuleResult]:
     s = pol.get("efficiency")
     rows = evidence["rows"]
     out = []
@@ -183,7 +189,7 @@ def _efficiency(pol: Policy, evidence: dict, meta_of) -> list[RuleResult]:
                                   detail="no results for the ticket: run `ticketlab eval TICKET --suite latency`"))
         for (task, metric), c in sorted(picked.items()):
             item = f"{task}/{metric}"
-            b, why = ev.like_for_like(c, dense_rows)
+            b, why = ev.like_for_like(c, dense_rows, like_for_like)
             if b is None or not c["value"] or not b["value"]:
                 out.append(RuleResult("efficiency", item, MISSING, candidate=c["value"], limit=limit,
                                       detail=why or "no value", kind="speedup", indicative=c["limit"] is not None))

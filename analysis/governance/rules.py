@@ -4,7 +4,8 @@ Each rule selects rows by its "task/metric" globs (and `where`, from the task YA
 selected metric of the ticket is one result. The ticket's newest full run is used, else its newest
 `--limit` run: a quick run is evaluated like a full one (a failure shows as a failure) and marked
 `indicative`; the review does not let indicative results pass a policy that requires full runs. The
-baseline row is the like-for-like one (same limit and dtype: evidence.like_for_like).
+baseline row is the like-for-like one (measured the same way: `analysis.like_for_like`, the rule `compare`
+uses; a signed decision is evaluated again under the rule it was signed with).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .. import like_for_like as lfl
 from .. import uncertainty
 from ..metric_meta import MetricMeta, meta_for
 from . import evidence as ev
@@ -47,7 +49,8 @@ def _bound(rule: Rule, ideal: float | None = None) -> str:
     return f"{what} grows <= {rule.limit:g}·stderr{slack}"
 
 
-def _pairs(pol: Policy, rule: Rule, cand_rows: list[dict], base_rows: list[dict], meta_of=None):
+def _pairs(pol: Policy, rule: Rule, cand_rows: list[dict], base_rows: list[dict], meta_of=None,
+           like_for_like: int = lfl.RULE):
     """(item, candidate row, baseline row or None, why) for every selected candidate metric, or one
     'missing' entry when the ticket has no such result."""
     picked = ev.latest([x for x in cand_rows if rule.selects(x["task"], x["metric"], meta_of)], full_only=False)
@@ -55,7 +58,7 @@ def _pairs(pol: Policy, rule: Rule, cand_rows: list[dict], base_rows: list[dict]
         return [(" ".join(rule.metrics), None, None, "no results for the ticket: run `ticketlab eval`")]
     out = []
     for (task, metric), row in sorted(picked.items()):
-        b, why = ev.like_for_like(row, base_rows)
+        b, why = ev.like_for_like(row, base_rows, like_for_like)
         out.append((f"{task}/{metric}", row, b, why))
     return out
 
@@ -82,12 +85,14 @@ def _meta(rule: Rule, row: dict, meta_of=None) -> MetricMeta | None:
     return meta
 
 
-def apply(rule: Rule, pol: Policy, cand_rows: list[dict], base_rows: list[dict], meta_of=None) -> list[RuleResult]:
-    """`meta_of(task, metric)`: metric metadata (default the task YAMLs; see `Rule.selects`)."""
+def apply(rule: Rule, pol: Policy, cand_rows: list[dict], base_rows: list[dict], meta_of=None,
+          like_for_like: int = lfl.RULE) -> list[RuleResult]:
+    """`meta_of(task, metric)`: metric metadata (default the task YAMLs; see `Rule.selects`); `like_for_like`:
+    the rule that pairs a ticket row with its baseline row (`analysis.like_for_like`)."""
     if rule.kind == "evidence_required":
         return evidence(rule, pol, cand_rows, base_rows)
     out = []
-    for item, c, b, why in _pairs(pol, rule, cand_rows, base_rows, meta_of):
+    for item, c, b, why in _pairs(pol, rule, cand_rows, base_rows, meta_of, like_for_like):
         meta = _meta(rule, c, meta_of) if c else None
         ideal = meta.ideal if meta is not None and meta.direction == "target" else None
         limit = _bound(rule, ideal)
