@@ -21,6 +21,8 @@ from pathlib import Path
 from pruning import durable, settings
 from pruning.errors import TicketLabError
 
+from . import like_for_like
+
 FORMAT = 1
 SAMPLE_SIZE = 5  # changed transcripts carried by the report and the export bundle
 
@@ -77,7 +79,7 @@ def load(sha: str) -> dict:
 
 def recorded(ledger, subject: str, dense_sha256: str | None = None) -> list[dict]:
     """The transcript sets the ledger ties to `subject`: newest first, one row per (run, task), with the
-    run's limit (None = full) and the decoding setup (compared like for like)."""
+    run's limit (None = full) and its whole setup (analysis.like_for_like: limit, dtype, decoding...)."""
     from .ledger.read_model import instruct_metrics
 
     seen, out = set(), []
@@ -88,20 +90,22 @@ def recorded(ledger, subject: str, dense_sha256: str | None = None) -> list[dict
         if not sha or (row.run_id, row.task) in seen:
             continue
         seen.add((row.run_id, row.task))
+        setup = like_for_like.setup_of({"limit": row.limit, "batch_size": row.batch_size, "dtype": row.dtype,
+                                        "padding": row.padding, "extra": extra})
         out.append({"run_id": row.run_id, "task": row.task, "limit": row.limit, "sha256": sha,
-                    "setup": extra.get("setup", {}), "started_at": str(row.started_at)})
+                    "setup": setup, "started_at": str(row.started_at)})
     return out
 
 
 def latest_pair(ledger, base: str, cand: str, task: str, dense_sha256: str | None = None
                 ) -> tuple[dict, dict] | None:
-    """The newest like-for-like (same limit and decoding setup) transcript sets of two subjects for a
-    task: full runs first, else the newest quick runs of the same limit."""
+    """The newest like-for-like (analysis.like_for_like: the same limit, dtype and decoding setup) transcript sets
+    of two subjects for a task: full runs first, else the newest quick runs of the same limit."""
     mine = [r for r in recorded(ledger, cand, dense_sha256) if r["task"] == task]
     theirs = [r for r in recorded(ledger, base, dense_sha256) if r["task"] == task]
     for c in sorted(mine, key=lambda r: r["limit"] is not None):
         for b in theirs:
-            if b["limit"] == c["limit"] and b["setup"] == c["setup"]:
+            if like_for_like.same(b, c):  # the one rule compare and review apply
                 return b, c
     return None
 

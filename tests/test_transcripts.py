@@ -165,3 +165,25 @@ def test_default_policy_rules_on_generated_answers_and_the_verdict_line_names_th
     assert status["instructions"].status == "pass"  # 3 points: within 2 points + one combined stderr (2.8)
     words = policy_words(review).text
     assert "fail: " in words and "refusals" in words.split("fail: ", 1)[1]
+
+
+def test_transcript_sets_pair_only_like_for_like(state):
+    """Issue 22: the transcript pairing applies the one like-for-like rule (analysis.like_for_like): a ticket's
+    answers generated in bfloat16 are not put beside dense's float32 answers (it used to compare limit and
+    decoding setup only)."""
+    from analysis.ledger import MetricRow
+
+    ledger, dense = Ledger(), "d" * 64
+    sha = transcripts.store({"format": 1, "task": "xstest", "decoding": {}, "records": []})
+
+    def write(subject: str, dtype: str) -> None:
+        with ledger.run("eval", "test", subject=subject, dense_sha256=dense) as run:
+            run.add_metric(MetricRow("instruct", "xstest", "unsafe_refusal_rate", 0.5, 0.1, "higher", limit=4,
+                                     dtype=dtype, extra={"transcripts": sha, "setup": {"max_new_tokens": 12}}))
+
+    write("dense", "float32")
+    write("t" * 64, "bfloat16")
+    assert transcripts.latest_pair(ledger, "dense", "t" * 64, "xstest", dense) is None
+    write("t" * 64, "float32")
+    base, cand = transcripts.latest_pair(ledger, "dense", "t" * 64, "xstest", dense)
+    assert base["setup"]["dtype"] == cand["setup"]["dtype"] == "float32" and cand["setup"]["max_new_tokens"] == 12

@@ -287,6 +287,9 @@ class InstructMetric:
     run_id: str
     task: str
     limit: int | None
+    batch_size: str | None
+    dtype: str | None
+    padding: str | None
     extra: str | None  # JSON: the transcript set's hash and the decoding setup
     started_at: dt.datetime | None
 
@@ -294,7 +297,8 @@ class InstructMetric:
 def instruct_metrics(subject: str, dense_sha256: str | None = None) -> Read[InstructMetric]:
     """The generated-answer (instruct suite) metric rows of `subject`'s succeeded runs (of one dense model
     when given), unordered."""
-    sql = ('SELECT m.run_id, m.task, m."limit", m.extra, r.started_at FROM metrics m JOIN runs r ON r.id = m.run_id '
+    sql = ('SELECT m.run_id, m.task, m."limit", m.batch_size, m.dtype, m.padding, m.extra, r.started_at FROM metrics m '
+           "JOIN runs r ON r.id = m.run_id "
            "WHERE m.subject = ? AND r.status = 'succeeded' AND m.suite = 'instruct'")
     if dense_sha256:
         return Read(InstructMetric, sql + " AND m.dense_sha256 = ?", (subject, dense_sha256))
