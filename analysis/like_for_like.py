@@ -33,9 +33,26 @@ def setup_of(row: dict) -> dict:
     return {**{k: row.get(k) for k in SETUP_FIELDS}, **(extra.get("setup") or {})}
 
 
+# settings that schedule a generation rather than define it. Greedy decoding with per-row attention masks and
+# positions gives each prompt the same tokens whatever its batch-mates (measured: the lab's batched decoding equals
+# one prompt at a time on 64/64 prompts; vLLM's continuous batching equals the lab's answers on 36/36), so generated
+# rows (their setup names max_new_tokens) are compared without them; what defines the text (dtype, limit, max new
+# tokens, chat template, data source) is still compared. Scored rows (log-likelihoods) keep them.
+SCHEDULING = ("batch_size", "padding")
+
+
+def compared(row: dict) -> dict:
+    """The settings rule 2 compares: the setup, less the scheduling of a generation."""
+    s = dict(setup_of(row))
+    if "max_new_tokens" in s:
+        for k in SCHEDULING:
+            s.pop(k, None)
+    return s
+
+
 def setup_key(row: dict) -> str:
     """A setup as one hashable string: rows with equal keys are like for like (rule 2)."""
-    return json.dumps(setup_of(row), sort_keys=True, default=str)
+    return json.dumps(compared(row), sort_keys=True, default=str)
 
 
 def differences(a: dict, b: dict, rule: int = RULE) -> dict[str, list]:
@@ -46,7 +63,7 @@ def differences(a: dict, b: dict, rule: int = RULE) -> dict[str, list]:
         if a["dtype"] is not None and b["dtype"] is not None and a["dtype"] != b["dtype"]:
             out["dtype"] = [a["dtype"], b["dtype"]]
         return out
-    sa, sb = setup_of(a), setup_of(b)
+    sa, sb = compared(a), compared(b)
     return {k: [sa.get(k), sb.get(k)] for k in sorted(set(sa) | set(sb)) if sa.get(k) != sb.get(k)}
 
 

@@ -208,3 +208,23 @@ def test_a_rule_2_record_without_setups_or_back_under_rule_1_is_void(tiny_llama,
     r4 = _sign_directly(lab, old_style | {"request": decisions.request_key(old_style, "alice")})
     voided = audit.audit(lab.ledger)["voided"]
     assert any(v.startswith(f"record #{r4['seq']} ") and "use rule 2 since record" in v for v in voided), voided
+
+
+def test_generated_rows_are_compared_without_their_scheduling_scored_rows_with_it():
+    """A generation's batch size and padding schedule it (vLLM's continuous batching, the lab's left-padded
+    batches) but do not define its text; dtype, limit and decoding settings do. Log-likelihood rows keep them."""
+    from analysis import like_for_like as lfl
+
+    lab = {"task": "ifeval", "limit": 2, "batch_size": "32", "dtype": "float32", "padding": "left (generation)",
+           "extra": {"setup": {"source": "local", "max_new_tokens": 512, "chat_template": True}}}
+    engine = lab | {"batch_size": "4", "padding": "none (vLLM: continuous batching, paged KV cache)"}
+    assert lfl.same(lab, engine) and lfl.setup_key(lab) == lfl.setup_key(engine)
+    assert lfl.differences(lab, engine | {"dtype": "bfloat16"}) == {"dtype": ["float32", "bfloat16"]}
+    longer = engine | {"extra": {"setup": {"source": "local", "max_new_tokens": 128, "chat_template": True}}}
+    assert lfl.differences(lab, longer) == {"max_new_tokens": [512, 128]}
+    scored = {"task": "bbq", "limit": 2, "batch_size": "32", "dtype": "float32", "padding": "right",
+              "extra": {"setup": {"source": "local"}}}
+    assert lfl.differences(scored, scored | {"batch_size": "4"}) == {"batch_size": ["32", "4"]}
+    # an evidence row signed into a decision carries the whole setup; it is compared the same way
+    signed = {"setup": lfl.setup_of(engine)}
+    assert lfl.same(lab, signed) and "batch_size" in signed["setup"]
