@@ -87,6 +87,14 @@ def test_the_verdict_claims_no_level_beyond_the_first_failure():
     assert "TOST" in v["sentence"] and "familywise error" in v["sentence"]
 
 
+def test_the_sentence_says_why_each_level_that_beats_random_is_not_a_winning_ticket():
+    ok, bad = [0.0, 0.004, -0.003, 0.001, -0.002], [0.2, 0.25, 0.18, 0.22, 0.21]
+    v = verdict(_rows({1: ok, 2: bad, 3: ok}), delta=0.02)
+    assert v["winning_sparsities"] == [pytest.approx(0.2)]
+    assert "36.0% (+0.302 [" in v["sentence"] and "the ticket does not match dense);" in v["sentence"]
+    assert "48.8% (+0.302 [" in v["sentence"] and "the testing order stopped before this level)" in v["sentence"]
+
+
 def test_power_analysis_picks_seeds_warns_and_refuses():
     plan = seeds_for_power(sd=0.005, delta=0.02)  # tiny noise: the minimum of 5 already has power ~1
     assert plan.needed == 5 and plan.enough

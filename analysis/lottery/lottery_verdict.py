@@ -168,6 +168,15 @@ def _barrier(barriers: list[dict], k: int | None, confidence: float) -> dict | N
     return out
 
 
+def _not_winning(e: dict) -> str:
+    """Why a level where the ticket beats the random mask is still not a winning ticket."""
+    if not e["tested"]:
+        return "not a winning ticket there: the testing order stopped before this level"
+    if not e["matching"]:
+        return "not a winning ticket there: the ticket does not match dense"
+    return "not a winning ticket there: the random control matches dense too"
+
+
 def _iv(d: dict) -> Interval:
     return Interval(**d)
 
@@ -232,11 +241,9 @@ def sentence(v: dict) -> str:
                  and not e["winning"]]
         if beats:
             parts.append("The ticket does beat the random-mask control (random - ticket > 0 at "
-                         f"{v['confidence']:.0%}) at " + ", ".join(
-                             f"{e['sparsity']:.1%} ({_iv(e['controls']['random']['minus_ticket']).text()})"
-                             for e in beats)
-                         + ", where the random control also matches dense, the ticket does not, or the level was "
-                           "not reached by the testing order.")
+                         f"{v['confidence']:.0%}) at " + "; ".join(
+                             f"{e['sparsity']:.1%} ({_iv(e['controls']['random']['minus_ticket']).text()}: "
+                             f"{_not_winning(e)})" for e in beats) + ".")
         if sanity is not None:
             parts.append(f"Sanity check passed: {sanity_text(sanity)}.")
         else:
