@@ -176,7 +176,10 @@ def test_app_stopped_by_a_signal_leaves_no_server_on_the_port(tiny_llama_dir, st
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", "app", "--port", str(port), "--model", str(tiny_llama_dir)],
                             cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+                            stderr=subprocess.DEVNULL, start_new_session=True,
+                            # a test runner started under nohup hands down "ignore SIGHUP", and exec keeps it:
+                            # the app would then rightly ignore the HUP this test sends
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while _port_free(port) and time.monotonic() < deadline and proc.poll() is None:
