@@ -22,7 +22,7 @@ import pandas as pd
 from pruning.errors import TicketLabError
 from pruning.lottery.stats import t_interval
 
-from .. import metric_meta
+from .. import like_for_like, metric_meta
 from ..ledger import Ledger, evidence_store
 from .experiments import find_experiment
 
@@ -63,16 +63,21 @@ def _setup_limit(row: dict) -> int | None:
         else int(row["limit"])
 
 
-def unit_metrics(unit: Unit, ledger: Ledger, limit: int | None = None) -> dict[tuple[str, str], float]:
-    """The newest value of every headline metric of a unit's ticket measured with `limit` (None: the full set)."""
+def _unit_rows(unit: Unit, ledger: Ledger, limit: int | None = None) -> dict[tuple[str, str], dict]:
+    """The newest row of every headline metric of a unit's ticket measured with `limit` (None: the full set)."""
     dense = ledger.get_ticket(unit.ticket)["dense_sha256"]
     heads = set(metric_meta.headline_metrics())
-    out: dict[tuple[str, str], float] = {}
+    out: dict[tuple[str, str], dict] = {}
     for r in evidence_store.comparison_rows(ledger, unit.ticket, dense):  # newest first
         key = (r["task"], metric_meta.base_name(r["metric"]))
         if key in heads and key not in out and _setup_limit(r) == limit and r["value"] is not None:
-            out[key] = float(r["value"])
+            out[key] = r
     return out
+
+
+def unit_metrics(unit: Unit, ledger: Ledger, limit: int | None = None) -> dict[tuple[str, str], float]:
+    """The newest value of every headline metric of a unit's ticket measured with `limit` (None: the full set)."""
+    return {k: float(r["value"]) for k, r in _unit_rows(unit, ledger, limit).items()}
 
 
 def recorded_limit(experiment: str, ledger: Ledger | None = None) -> int | None | bool:
@@ -97,8 +102,10 @@ def downstream_table(experiment: str, ledger: Ledger | None = None, limit: int |
     paired (arm - level 0) difference with its interval and what it means for that metric's direction."""
     ledger = ledger or Ledger()
     units = downstream_units(experiment, ledger, rounds)
-    values = {u: unit_metrics(u, ledger, limit) for u in units}
+    found = {u: _unit_rows(u, ledger, limit) for u in units}
+    values = {u: {k: float(r["value"]) for k, r in rows.items()} for u, rows in found.items()}
     level0 = {u.seed: values[u] for u in units if u.round == 0 and u.arm == "ticket"}
+    base_rows = {u.seed: found[u] for u in units if u.round == 0 and u.arm == "ticket"}
     keys = sorted({k for v in values.values() for k in v})
     rows = []
     for task, metric in keys:
@@ -109,8 +116,10 @@ def downstream_table(experiment: str, ledger: Ledger | None = None, limit: int |
                 groups.setdefault((u.round, u.arm), []).append(u)
         for (rnd, arm), us in sorted(groups.items()):
             iv = t_interval([values[u][(task, metric)] for u in us], confidence)
+            # paired only with a level-0 row measured the same way (the one like-for-like rule)
             diffs = [values[u][(task, metric)] - level0[u.seed][(task, metric)] for u in us
-                     if rnd > 0 and (task, metric) in level0.get(u.seed, {})]
+                     if rnd > 0 and (task, metric) in level0.get(u.seed, {})
+                     and like_for_like.same(found[u][(task, metric)], base_rows[u.seed][(task, metric)])]
             d = t_interval(diffs, confidence)
             rows.append({"task": task, "metric": metric, "direction": direction, "arm": arm, "round": rnd,
                          "sparsity": sum(u.sparsity for u in us) / len(us), "mean": iv.mean, "low": iv.low,
